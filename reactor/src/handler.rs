@@ -1,0 +1,75 @@
+//! The seam between the reactor and the application: the [`Handler`] trait and the
+//! types that cross it. The reactor knows nothing about what the application does.
+
+use crate::{Remote, Request, Response};
+
+/// A live connection, as seen from worker threads: a slab slot plus a generation,
+/// so a handle kept after its connection closed never reaches a newer connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u64);
+
+/// A complete WebSocket data message from a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WsMessage {
+    /// A text message (valid UTF-8, reassembled from fragments).
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+}
+
+/// What a handler decides about a WebSocket upgrade request.
+#[derive(Debug)]
+pub enum Upgrade {
+    /// Switch protocols; [`Handler::opened`] runs once the 101 is written.
+    Accept,
+    /// Answer with this response instead (e.g. 403 for a foreign Origin).
+    Reject(Response),
+}
+
+/// Why a WebSocket ended, for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close frame, or the close handshake we started completed.
+    Normal,
+    /// The application asked for the close ([`Remote::close`]).
+    Server,
+    /// No frame from the client within the idle timeout.
+    Idle,
+    /// A message over the size limit (close 1009).
+    TooBig,
+    /// The client broke the WebSocket protocol or the stream failed.
+    Error,
+    /// The peer let its pending output exceed the cap.
+    SlowReader,
+    /// The server is shutting down (close 1001).
+    Shutdown,
+}
+
+/// The application. Every method runs on a worker thread, never on the event loop;
+/// calls for one connection run one at a time and in the order its input arrived,
+/// so a handler needs no per-connection locking to keep replies in order.
+pub trait Handler: Send + Sync + 'static {
+    /// A complete HTTP request that is not a WebSocket upgrade.
+    fn request(&self, req: Request, remote: &Remote) -> Response;
+
+    /// A valid WebSocket upgrade request (the reactor already checked the handshake
+    /// headers). The default accepts every upgrade.
+    fn upgrade(&self, req: &Request, conn: ConnId, remote: &Remote) -> Upgrade {
+        let _ = (req, conn, remote);
+        Upgrade::Accept
+    }
+
+    /// The upgrade of `conn` is complete (101 written); `req` is its upgrade request.
+    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) {
+        let _ = (conn, req, remote);
+    }
+
+    /// A data message on `conn`. Replies go out through `remote`, to `conn` or any other
+    /// connection; replies to `conn` made here are written before those of its next message.
+    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote);
+
+    /// `conn` has closed; called once per opened WebSocket, after its last `message`.
+    fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {
+        let _ = (conn, reason, remote);
+    }
+}
