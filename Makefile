@@ -1,0 +1,54 @@
+# imd — the project's vocabulary. `make run` and `make test` are the two commands a
+# newcomer needs; everything else is here for operators and developers.
+
+CARGO    ?= cargo
+CONFIG   ?= conf/imd.conf
+RELEASE  := target/release
+
+.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean
+
+## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
+run: build
+	$(RELEASE)/imd --config $(CONFIG)
+
+## build: release build of the daemon, its tools and examples
+build:
+	$(CARGO) build --release --workspace --bins --examples
+
+## test: every test: unit, integration (plain and TLS), WebSocket conformance, browser
+test: lint test-rust test-autobahn test-browser
+
+## test-rust: unit and integration tests of every crate
+test-rust:
+	$(CARGO) test --release --workspace
+
+## test-autobahn: Autobahn|Testsuite against the reactor's echo example (0 failed)
+test-autobahn: build
+	bash .ci/autobahn-check.sh
+
+## test-browser: the web client in headless Chromium (installs Chromium and npm packages if missing)
+test-browser: build
+	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
+
+## bench: criterion benches
+bench:
+	$(CARGO) bench --workspace
+
+## fmt: format every crate
+fmt:
+	$(CARGO) fmt --all
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+## check: check the shipped configuration
+check: build
+	$(RELEASE)/imd --check-config --config $(CONFIG)
+
+clean:
+	$(CARGO) clean
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  make /'

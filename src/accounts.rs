@@ -1,0 +1,210 @@
+//! Accounts (PROTOCOL.md §3): register, query, erase, profile update.
+
+use proto::{Code, Limits};
+use reactor::{Remote, Request};
+use store::{NewUser, ProfileUpdate};
+
+use crate::app::{App, Fail, Outcome};
+use crate::input::Input;
+use crate::token::new_user_id;
+
+/// Profile fields a client may set, with their limits.
+const PROFILE: [(&str, fn(&Limits) -> usize); 5] = [
+    ("name", |l| l.name),
+    ("sex", |l| l.sex),
+    ("birthday", |l| l.birthday),
+    ("sign", |l| l.sign),
+    ("mail", |l| l.mail),
+];
+
+/// Over a limit counted in characters → 527.
+pub fn check_chars(value: &str, max: usize) -> Result<(), Code> {
+    // Cheap first: a string no longer in bytes than `max` has at most `max` chars.
+    if value.len() > max && value.chars().count() > max {
+        return Err(Code::FieldTooLong);
+    }
+    Ok(())
+}
+
+/// Over a limit counted in bytes → 527.
+pub fn check_bytes(value: &str, max: usize) -> Result<(), Code> {
+    if value.len() > max {
+        return Err(Code::FieldTooLong);
+    }
+    Ok(())
+}
+
+/// `POST /im/register`.
+pub fn register(app: &App, req: &Request) -> Outcome {
+    if !app.register_limit.take(req.peer.ip()) {
+        app.metrics.rate_limited("register");
+        return Err(Code::TooManyRequests.into());
+    }
+    let input = Input::json(req)?;
+    // Type checks first: a field that is there must be a string (403).
+    for key in ["account", "password", "name", "picture", "sex", "birthday", "sign", "mail"] {
+        input.raw(key)?;
+    }
+    let account = input.text("account")?;
+    let password = input.raw("password")?.unwrap_or("");
+    let mail = input.text("mail")?;
+    if account.is_empty() {
+        return Err(Code::AccountEmpty.into());
+    }
+    if password.trim().is_empty() {
+        return Err(Code::PasswordEmpty.into());
+    }
+    if mail.is_empty() {
+        return Err(Code::MailEmpty.into());
+    }
+    let limits = &app.config.fields;
+    check_chars(account, limits.account)?;
+    check_chars(password, limits.password)?;
+    for (key, max) in PROFILE {
+        check_chars(input.text(key)?, max(limits))?;
+    }
+    let picture = input.text("picture")?;
+    check_bytes(picture, limits.picture)?;
+    proto::check_account(account)?;
+
+    // Hash before touching the store: the unique index decides who wins a race.
+    let hash = app.passwords.hash(password).map_err(|_| Fail::Hash)?;
+    let name = match input.text("name")? {
+        "" => account,
+        n => n,
+    };
+    let user = NewUser {
+        id: new_user_id(),
+        account: account.to_string(),
+        password_hash: hash,
+        name: name.to_string(),
+        picture: picture.to_string(),
+        sex: input.text("sex")?.to_string(),
+        birthday: input.text("birthday")?.to_string(),
+        sign: input.text("sign")?.to_string(),
+        mail: mail.to_string(),
+    };
+    app.store(|s| s.create_user(&user))?;
+    log::info!("registered a user from {}", req.peer.ip());
+    Ok(proto::status(Code::Success))
+}
+
+/// `GET /im/query?account=…`.
+pub fn query(app: &App, req: &Request) -> Outcome {
+    if !app.query_limit.take(req.peer.ip()) {
+        app.metrics.rate_limited("query");
+        return Err(Code::TooManyRequests.into());
+    }
+    let input = Input::of(req)?;
+    let account = input.text("account")?;
+    if account.is_empty() {
+        return Err(Code::AccountEmpty.into());
+    }
+    check_chars(account, app.config.fields.account)?;
+    let exists = app.store(|s| s.account_exists(account))?;
+    Ok(proto::query_reply(exists))
+}
+
+/// `POST /im/erase`.
+pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::json(req)?;
+    let me = authenticate(app, &input)?;
+    let password = input.raw("password")?.unwrap_or("");
+    if password.trim().is_empty() {
+        return Err(Code::PasswordEmpty.into());
+    }
+    check_chars(password, app.config.fields.password)?;
+    let user = app.store(|s| s.user_by_id(&me))?;
+    let stored = user.as_ref().map(|u| u.password_hash.as_str());
+    if !app.passwords.verify(password, stored) {
+        return Err(Code::AccountPasswordWrong.into());
+    }
+    let former_friends = app.store(|s| s.delete_user(&me))?;
+    let push = proto::push_id(Code::FriendRemoved, &me);
+    let (conn, ()) = app.sessions.end_user(&me, |online| {
+        for friend in &former_friends {
+            if let Some(c) = online.conn(friend) {
+                remote.send_text(c, push.clone());
+                app.metrics.pushed(Code::FriendRemoved);
+            }
+        }
+    });
+    if let Some(conn) = conn {
+        remote.close(conn, 1000, "account erased");
+    }
+    log::info!("erased a user");
+    Ok(proto::status(Code::Success))
+}
+
+/// `POST /im/profile/update`.
+pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::json(req)?;
+    for key in ["name", "picture", "sex", "birthday", "sign", "mail", "password", "new_password"]
+    {
+        input.raw(key)?;
+    }
+    let me = authenticate(app, &input)?;
+    let limits = &app.config.fields;
+
+    let old = input.raw("password")?;
+    let new = input.raw("new_password")?;
+    let password_change = old.is_some() || new.is_some();
+    let (old, new) = (old.unwrap_or(""), new.unwrap_or(""));
+    if password_change && (old.trim().is_empty() || new.trim().is_empty()) {
+        return Err(Code::PasswordEmpty.into());
+    }
+    let mut update = ProfileUpdate::default();
+    let fields: [(&str, &mut Option<String>); 5] = [
+        ("name", &mut update.name),
+        ("sex", &mut update.sex),
+        ("birthday", &mut update.birthday),
+        ("sign", &mut update.sign),
+        ("mail", &mut update.mail),
+    ];
+    for ((key, slot), (_, max)) in fields.into_iter().zip(PROFILE) {
+        let v = input.text(key)?;
+        check_chars(v, max(limits))?;
+        if !v.is_empty() {
+            *slot = Some(v.to_string());
+        }
+    }
+    let picture = input.text("picture")?;
+    check_bytes(picture, limits.picture)?;
+    if !picture.is_empty() {
+        update.picture = Some(picture.to_string());
+    }
+    if password_change {
+        check_chars(old, limits.password)?;
+        check_chars(new, limits.password)?;
+        let user = app.store(|s| s.user_by_id(&me))?;
+        if !app.passwords.verify(old, user.as_ref().map(|u| u.password_hash.as_str())) {
+            return Err(Code::AccountPasswordWrong.into());
+        }
+        update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
+    }
+    app.store(|s| s.update_profile(&me, &update))?;
+
+    // Each friend sees the change under the alias they gave me.
+    let profile = app.store(|s| s.user_by_id(&me))?;
+    if let Some(p) = profile {
+        let watchers = app.store(|s| s.aliases_for(&me))?;
+        app.sessions.with_online(|online| {
+            for (friend, alias) in &watchers {
+                if let Some(c) = online.conn(friend) {
+                    let push = proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
+                    remote.send_text(c, push);
+                    app.metrics.pushed(Code::RefreshProfile);
+                }
+            }
+        });
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// The common checks of PROTOCOL.md §5; the caller's user id on success.
+pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
+    let token = input.text("token")?;
+    let id = input.text("id")?;
+    app.sessions.authenticate(id, token)?;
+    Ok(id.to_string())
+}

@@ -1,0 +1,219 @@
+//! The application as the reactor sees it: one [`App`] shared by all workers, routing
+//! HTTP requests to the account and friend operations and WebSocket frames to the
+//! tunnel. Failures become protocol codes here, in [`Fail::code`], and nowhere else.
+
+use std::sync::Arc;
+
+use proto::Code;
+use reactor::{CloseReason, ConnId, Handler, Remote, Request, Response, StaticFiles, Upgrade, WsMessage};
+use store::{Store, StoreError};
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::route::Route;
+use crate::password::Passwords;
+use crate::rate_limit::{PerIp, Rate};
+use crate::sessions::Sessions;
+use crate::{accounts, friends, tunnel};
+
+/// Where the web client is served.
+pub const WEB_PREFIX: &str = "/im/www/v1/";
+
+/// Shared state of the daemon; every worker holds an `Arc` of it.
+pub struct App {
+    pub(crate) config: Config,
+    pub(crate) sessions: Sessions,
+    pub(crate) passwords: Passwords,
+    pub(crate) db: Db,
+    pub(crate) register_limit: PerIp,
+    pub(crate) query_limit: PerIp,
+    pub(crate) login_fail_limit: PerIp,
+    pub(crate) metrics: Metrics,
+    static_files: StaticFiles,
+}
+
+/// Why an operation did not succeed: a protocol answer, or an internal failure that
+/// the client only ever sees as 500.
+#[derive(Debug)]
+pub enum Fail {
+    /// The operation's own answer (a check failed).
+    Code(Code),
+    /// The store failed.
+    Store(StoreError),
+    /// Password hashing failed.
+    Hash,
+}
+
+impl From<Code> for Fail {
+    fn from(c: Code) -> Fail {
+        Fail::Code(c)
+    }
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Fail {
+        Fail::Store(e)
+    }
+}
+
+impl Fail {
+    /// The one place where a failure becomes a protocol code. Internal details are
+    /// logged here and never reach the client.
+    pub fn code(&self) -> Code {
+        match self {
+            Fail::Code(c) => *c,
+            Fail::Store(StoreError::AccountTaken) => Code::AccountExists,
+            Fail::Store(e) => {
+                log::error!("store: {e}");
+                Code::InternalError
+            }
+            Fail::Hash => {
+                log::error!("password hashing failed");
+                Code::InternalError
+            }
+        }
+    }
+}
+
+/// What an operation answers: the JSON text of its reply.
+pub type Outcome = Result<String, Fail>;
+
+impl App {
+    /// Builds the application; opens (and migrates) the database once to fail early.
+    pub fn new(config: Config) -> Result<App, crate::Error> {
+        let passwords = Passwords::new(config.password).map_err(|_| {
+            crate::Error::Config("[password] argon2 parameters rejected".to_string())
+        })?;
+        let db = Db::new(config.store.clone())?;
+        let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
+            crate::Error::Config(format!(
+                "[server] web_root {}: {e}",
+                config.web_root.display()
+            ))
+        })?;
+        let r = config.rate_limit;
+        Ok(App {
+            sessions: Sessions::new(
+                Rate::per_sec(r.send_per_s, r.send_burst),
+                Rate::per_min(r.heartbeat_per_min),
+            ),
+            passwords,
+            db,
+            register_limit: PerIp::new(Rate::per_min(r.register_per_min)),
+            query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
+            login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
+            metrics: Metrics::default(),
+            static_files,
+            config,
+        })
+    }
+
+    /// Runs `f` on this worker's database connection.
+    pub fn store<R>(&self, f: impl FnOnce(&mut Store) -> Result<R, StoreError>) -> Result<R, Fail> {
+        let started = std::time::Instant::now();
+        let r = self.db.with(f).map_err(Fail::Store);
+        self.metrics.store_latency.record(started.elapsed());
+        r
+    }
+
+    fn route(&self, req: &Request, remote: &Remote) -> (Route, Response) {
+        let path = req.path();
+        if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
+            return (Route::Static, self.static_files.serve(req));
+        }
+        let route = Route::of(path);
+        let outcome = match route {
+            Route::Health => return (route, self.metrics.health(remote)),
+            Route::Metrics => return (route, self.metrics.render(self, remote)),
+            Route::NotFound => return (route, not_found()),
+            Route::Login => Err(Fail::Code(Code::ProtocolError)),
+            _ if !route.allows(&req.method) => Err(Fail::Code(Code::ProtocolError)),
+            Route::Register => accounts::register(self, req),
+            Route::Query => accounts::query(self, req),
+            Route::Erase => accounts::erase(self, req, remote),
+            Route::ProfileUpdate => accounts::update_profile(self, req, remote),
+            Route::Logoff => tunnel::logoff(self, req, remote),
+            Route::Found => friends::found(self, req),
+            Route::Request => friends::request(self, req, remote),
+            Route::Add => friends::add(self, req, remote),
+            Route::Decline => friends::decline(self, req, remote),
+            Route::Remove => friends::remove(self, req, remote),
+            Route::List => friends::list(self, req),
+            Route::Requests => friends::requests(self, req),
+            Route::Static => unreachable!("handled above"),
+        };
+        let body = outcome.unwrap_or_else(|f| proto::status(f.code()));
+        self.metrics.http(route, reply_code(&body));
+        (route, api_response(body))
+    }
+}
+
+/// The code of a reply built by `proto` (it always starts `{"code":N,`).
+fn reply_code(body: &str) -> u16 {
+    body.get(8..11).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// An API reply: HTTP 200, JSON, never cached (tokens travel in URLs).
+pub fn api_response(body: String) -> Response {
+    Response::new(200, "application/json; charset=utf-8", body)
+        .with_header("Cache-Control", "no-store")
+        .with_header("Referrer-Policy", "no-referrer")
+}
+
+fn not_found() -> Response {
+    Response::new(404, "application/json; charset=utf-8", proto::status(Code::NotFound))
+        .with_header("Cache-Control", "no-store")
+}
+
+impl Handler for App {
+    fn request(&self, req: Request, remote: &Remote) -> Response {
+        self.route(&req, remote).1
+    }
+
+    fn upgrade(&self, req: &Request, _conn: ConnId, _remote: &Remote) -> Upgrade {
+        if Route::of(req.path()) != Route::Login {
+            return Upgrade::Reject(not_found());
+        }
+        if let Some(origin) = req.header("Origin") {
+            let allowed = &self.config.allowed_origins;
+            if !allowed.is_empty() && !allowed.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+                log::info!("login upgrade from {} refused: origin not allowed", req.peer.ip());
+                return Upgrade::Reject(
+                    Response::new(403, "text/plain; charset=utf-8", "origin not allowed\n")
+                        .closing(),
+                );
+            }
+        }
+        Upgrade::Accept
+    }
+
+    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) {
+        tunnel::opened(self, conn, &req, remote);
+    }
+
+    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) {
+        tunnel::message(self, conn, msg, remote);
+    }
+
+    fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {
+        tunnel::closed(self, conn, reason, remote);
+    }
+}
+
+/// Makes an `Arc<App>` usable as the reactor's handler.
+pub fn handler(app: Arc<App>) -> Arc<dyn Handler> {
+    app
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_code_reads_the_leading_code() {
+        assert_eq!(reply_code(&proto::status(Code::AuthIllegal)), 515);
+        assert_eq!(reply_code(&proto::status(Code::Success)), 200);
+        assert_eq!(reply_code("junk"), 0);
+    }
+}

@@ -1,0 +1,463 @@
+//! The daemon's configuration: one typed struct, read from TOML and checked once at
+//! load. Every key has a documented default (the shipped `conf/imd.conf` lists them
+//! all); unknown keys are warned about; a bad value stops the start with one line.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reactor::TlsSource;
+
+/// Everything imd can be told, after validation.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Transport settings handed to the reactor (listeners, workers, limits, timeouts).
+    pub transport: reactor::Config,
+    /// Directory served at `/im/www/v1/`.
+    pub web_root: PathBuf,
+    /// SQLite database file and its durability.
+    pub store: StoreConfig,
+    /// argon2id cost parameters.
+    pub password: PasswordConfig,
+    /// Session behaviour.
+    pub session: SessionConfig,
+    /// Browser origins allowed to open the login WebSocket; empty = any.
+    pub allowed_origins: Vec<String>,
+    /// Token-bucket limits of PROTOCOL.md §8.
+    pub rate_limit: RateLimits,
+    /// Field limits of PROTOCOL.md §9.
+    pub fields: proto::Limits,
+}
+
+/// `[store]`.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Database file; its directory is created at start.
+    pub path: PathBuf,
+    /// `PRAGMA synchronous`.
+    pub synchronous: store::Synchronous,
+}
+
+/// `[password]`: argon2id parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct PasswordConfig {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Parallelism.
+    pub p: u32,
+}
+
+/// `[session]`.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionConfig {
+    /// Keep messages for offline friends (202) instead of refusing them (508).
+    pub offline_messages: bool,
+    /// How long a login without credentials in the URL waits for its first frame.
+    pub login_frame_timeout: Duration,
+}
+
+/// `[rate_limit]`: 0 turns a limit off.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimits {
+    /// Registrations per minute per client IP.
+    pub register_per_min: u32,
+    /// Account queries per minute per client IP.
+    pub query_per_min: u32,
+    /// Failed logins per minute per client IP.
+    pub login_fail_per_min: u32,
+    /// Messages sent per second per session.
+    pub send_per_s: u32,
+    /// Burst of messages a session may send at once.
+    pub send_burst: u32,
+    /// JSON heartbeats per minute per session.
+    pub heartbeat_per_min: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let transport = reactor::Config {
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            tls: Some(TlsSource::SelfSigned),
+            ..reactor::Config::default()
+        };
+        Config {
+            transport,
+            web_root: PathBuf::from("www"),
+            store: StoreConfig {
+                path: PathBuf::from("data/imd.sqlite3"),
+                synchronous: store::Synchronous::Full,
+            },
+            password: PasswordConfig { m_kib: 19456, t: 2, p: 1 },
+            session: SessionConfig {
+                offline_messages: false,
+                login_frame_timeout: Duration::from_secs(10),
+            },
+            allowed_origins: Vec::new(),
+            rate_limit: RateLimits {
+                register_per_min: 10,
+                query_per_min: 60,
+                login_fail_per_min: 20,
+                send_per_s: 20,
+                send_burst: 40,
+                heartbeat_per_min: 12,
+            },
+            fields: proto::Limits::default(),
+        }
+    }
+}
+
+/// Why a configuration was refused: one line naming the file, the key and the problem.
+#[derive(Debug)]
+pub struct ConfigError(String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks `path`. Warnings (unknown keys) go to `warn`.
+    pub fn load(path: &Path, warn: &mut dyn FnMut(String)) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+        Config::parse(&text, warn).map_err(|e| ConfigError(format!("{}: {}", path.display(), e.0)))
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str, warn: &mut dyn FnMut(String)) -> Result<Config, ConfigError> {
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ConfigError(one_line(&e.to_string())))?;
+        let mut c = Config::default();
+        let mut doc = Doc { table, warn };
+        doc.read(&mut c)?;
+        doc.finish();
+        c.check()?;
+        Ok(c)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let t = &self.transport;
+        if t.listen.is_none() && t.tls_listen.is_none() {
+            return Err(err("[server] listen and [tls] listen are both empty: nothing to serve"));
+        }
+        if t.tls_listen.is_some() && t.tls.is_none() {
+            return Err(err("[tls] listen is set but there is no cert/key and self_signed = false"));
+        }
+        if t.ws_idle_timeout <= t.ws_ping_interval {
+            return Err(err("[websocket] idle_timeout_s must be greater than ping_interval_s"));
+        }
+        if argon2::Params::new(self.password.m_kib, self.password.t, self.password.p, None)
+            .is_err()
+        {
+            return Err(err(
+                "[password] argon2 parameters out of range (m_kib >= 8 * p, t >= 1, p >= 1)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn err(msg: &str) -> ConfigError {
+    ConfigError(msg.to_string())
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A TOML document being consumed key by key: what is left at the end is unknown.
+struct Doc<'w> {
+    table: toml::Table,
+    warn: &'w mut dyn FnMut(String),
+}
+
+impl Doc<'_> {
+    fn read(&mut self, c: &mut Config) -> Result<(), ConfigError> {
+        let t = &mut c.transport;
+
+        self.addr("server", "listen", &mut t.listen)?;
+        self.count("server", "workers", 0, 1024, &mut t.workers)?;
+        if t.workers == 0 {
+            t.workers = reactor::Config::default().workers;
+        }
+        self.path("server", "web_root", &mut c.web_root)?;
+        self.count("server", "max_connections", 1, 10_000_000, &mut t.max_connections)?;
+        self.secs("server", "shutdown_deadline_s", &mut t.shutdown_deadline)?;
+
+        self.addr("tls", "listen", &mut t.tls_listen)?;
+        let mut cert = PathBuf::new();
+        let mut key = PathBuf::new();
+        let mut self_signed = true;
+        self.path("tls", "cert", &mut cert)?;
+        self.path("tls", "key", &mut key)?;
+        self.flag("tls", "self_signed", &mut self_signed)?;
+        t.tls = match (cert.as_os_str().is_empty(), key.as_os_str().is_empty()) {
+            (false, false) => Some(TlsSource::Files { cert, key }),
+            (true, true) if self_signed => Some(TlsSource::SelfSigned),
+            (true, true) => None,
+            _ => return Err(err("[tls] cert and key must be given together")),
+        };
+        self.secs("tls", "handshake_timeout_s", &mut t.tls_handshake_timeout)?;
+
+        self.count("limits", "head_bytes", 1024, 1 << 20, &mut t.head_bytes)?;
+        self.count("limits", "max_headers", 8, 1000, &mut t.max_headers)?;
+        self.count("limits", "body_bytes", 1024, 1 << 30, &mut t.body_bytes)?;
+        self.secs("limits", "head_timeout_s", &mut t.head_timeout)?;
+        self.secs("limits", "keepalive_timeout_s", &mut t.keepalive_timeout)?;
+        self.count("limits", "output_cap_bytes", 64 * 1024, 1 << 30, &mut t.output_cap_bytes)?;
+        self.count("limits", "connections_per_ip", 0, 10_000_000, &mut t.connections_per_ip)?;
+        let f = &mut c.fields;
+        self.count("limits", "account_chars", 1, 4096, &mut f.account)?;
+        self.count("limits", "password_chars", 1, 65536, &mut f.password)?;
+        self.count("limits", "name_chars", 1, 4096, &mut f.name)?;
+        self.count("limits", "sex_chars", 1, 4096, &mut f.sex)?;
+        self.count("limits", "birthday_chars", 1, 4096, &mut f.birthday)?;
+        self.count("limits", "sign_chars", 1, 65536, &mut f.sign)?;
+        self.count("limits", "mail_chars", 1, 4096, &mut f.mail)?;
+        self.count("limits", "note_chars", 1, 65536, &mut f.note)?;
+        self.count("limits", "alias_chars", 1, 4096, &mut f.alias)?;
+        self.count("limits", "search_chars", 1, 4096, &mut f.search)?;
+        self.count("limits", "picture_bytes", 1, 64 << 20, &mut f.picture)?;
+        self.count("limits", "payload_bytes", 1, 64 << 20, &mut f.payload)?;
+        self.count("limits", "dialogue_id_chars", 1, 4096, &mut f.dialogue_id)?;
+
+        self.secs("websocket", "ping_interval_s", &mut t.ws_ping_interval)?;
+        self.secs("websocket", "idle_timeout_s", &mut t.ws_idle_timeout)?;
+        self.count("websocket", "max_message_bytes", 1024, 1 << 30, &mut t.ws_max_message_bytes)?;
+        self.strings("websocket", "allowed_origins", &mut c.allowed_origins)?;
+
+        self.path("store", "path", &mut c.store.path)?;
+        if c.store.path.as_os_str().is_empty() {
+            return Err(err("[store] path: must not be empty"));
+        }
+        let mut sync = String::from("full");
+        self.string("store", "synchronous", &mut sync)?;
+        c.store.synchronous = match sync.to_ascii_lowercase().as_str() {
+            "off" => store::Synchronous::Off,
+            "normal" => store::Synchronous::Normal,
+            "full" => store::Synchronous::Full,
+            other => {
+                return Err(ConfigError(format!(
+                    "[store] synchronous: \"{other}\" is not one of off, normal, full"
+                )))
+            }
+        };
+
+        let p = &mut c.password;
+        self.count("password", "argon2_m_kib", 8, 4 << 20, &mut p.m_kib)?;
+        self.count("password", "argon2_t", 1, 100, &mut p.t)?;
+        self.count("password", "argon2_p", 1, 64, &mut p.p)?;
+
+        let s = &mut c.session;
+        self.flag("session", "offline_messages", &mut s.offline_messages)?;
+        self.secs("session", "login_frame_timeout_s", &mut s.login_frame_timeout)?;
+
+        let r = &mut c.rate_limit;
+        self.count("rate_limit", "register_per_min", 0, 1_000_000, &mut r.register_per_min)?;
+        self.count("rate_limit", "query_per_min", 0, 1_000_000, &mut r.query_per_min)?;
+        self.count("rate_limit", "login_fail_per_min", 0, 1_000_000, &mut r.login_fail_per_min)?;
+        self.count("rate_limit", "send_per_s", 0, 1_000_000, &mut r.send_per_s)?;
+        self.count("rate_limit", "send_burst", 0, 1_000_000, &mut r.send_burst)?;
+        self.count("rate_limit", "heartbeat_per_min", 0, 1_000_000, &mut r.heartbeat_per_min)?;
+        Ok(())
+    }
+
+    /// Takes `[section] key` out of the document, if present.
+    fn take(&mut self, section: &str, key: &str) -> Result<Option<toml::Value>, ConfigError> {
+        match self.table.get_mut(section) {
+            None => Ok(None),
+            Some(toml::Value::Table(t)) => Ok(t.remove(key)),
+            Some(_) => Err(ConfigError(format!("[{section}] must be a table"))),
+        }
+    }
+
+    fn string(&mut self, s: &str, k: &str, out: &mut String) -> Result<(), ConfigError> {
+        match self.take(s, k)? {
+            None => Ok(()),
+            Some(toml::Value::String(v)) => {
+                *out = v;
+                Ok(())
+            }
+            Some(v) => Err(ConfigError(format!("[{s}] {k}: expected a string, got {v}"))),
+        }
+    }
+
+    fn path(&mut self, s: &str, k: &str, out: &mut PathBuf) -> Result<(), ConfigError> {
+        let mut v = out.to_string_lossy().into_owned();
+        self.string(s, k, &mut v)?;
+        *out = PathBuf::from(v);
+        Ok(())
+    }
+
+    fn addr(&mut self, s: &str, k: &str, out: &mut Option<SocketAddr>) -> Result<(), ConfigError> {
+        let mut v = out.map(|a| a.to_string()).unwrap_or_default();
+        self.string(s, k, &mut v)?;
+        *out = if v.trim().is_empty() {
+            None
+        } else {
+            Some(v.trim().parse().map_err(|_| {
+                ConfigError(format!("[{s}] {k}: \"{v}\" is not an address like 127.0.0.1:8080"))
+            })?)
+        };
+        Ok(())
+    }
+
+    fn flag(&mut self, s: &str, k: &str, out: &mut bool) -> Result<(), ConfigError> {
+        match self.take(s, k)? {
+            None => Ok(()),
+            Some(toml::Value::Boolean(v)) => {
+                *out = v;
+                Ok(())
+            }
+            Some(v) => Err(ConfigError(format!("[{s}] {k}: expected true or false, got {v}"))),
+        }
+    }
+
+    fn count<T>(&mut self, s: &str, k: &str, min: i64, max: i64, out: &mut T) -> Result<(), ConfigError>
+    where
+        T: TryFrom<i64>,
+    {
+        match self.take(s, k)? {
+            None => Ok(()),
+            Some(toml::Value::Integer(v)) if (min..=max).contains(&v) => {
+                *out = T::try_from(v).map_err(|_| {
+                    ConfigError(format!("[{s}] {k}: {v} does not fit this machine"))
+                })?;
+                Ok(())
+            }
+            Some(v) => Err(ConfigError(format!(
+                "[{s}] {k}: expected an integer from {min} to {max}, got {v}"
+            ))),
+        }
+    }
+
+    fn secs(&mut self, s: &str, k: &str, out: &mut Duration) -> Result<(), ConfigError> {
+        match self.take(s, k)? {
+            None => Ok(()),
+            Some(toml::Value::Integer(v)) if (1..=86_400).contains(&v) => {
+                *out = Duration::from_secs(v as u64);
+                Ok(())
+            }
+            Some(toml::Value::Float(v)) if (0.01..=86_400.0).contains(&v) => {
+                *out = Duration::from_secs_f64(v);
+                Ok(())
+            }
+            Some(v) => Err(ConfigError(format!(
+                "[{s}] {k}: expected seconds from 0.01 to 86400, got {v}"
+            ))),
+        }
+    }
+
+    fn strings(&mut self, s: &str, k: &str, out: &mut Vec<String>) -> Result<(), ConfigError> {
+        match self.take(s, k)? {
+            None => Ok(()),
+            Some(toml::Value::Array(items)) => {
+                out.clear();
+                for item in items {
+                    match item {
+                        toml::Value::String(v) => out.push(v),
+                        v => {
+                            return Err(ConfigError(format!(
+                                "[{s}] {k}: expected a list of strings, got {v}"
+                            )))
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(v) => Err(ConfigError(format!("[{s}] {k}: expected a list of strings, got {v}"))),
+        }
+    }
+
+    /// Warns about every key no reader took.
+    fn finish(self) {
+        for (section, value) in &self.table {
+            match value {
+                toml::Value::Table(t) if KNOWN_SECTIONS.contains(&section.as_str()) => {
+                    for key in t.keys() {
+                        (self.warn)(format!("unknown key [{section}] {key} ignored"));
+                    }
+                }
+                _ => (self.warn)(format!("unknown section or key {section} ignored")),
+            }
+        }
+    }
+}
+
+const KNOWN_SECTIONS: &[&str] =
+    &["server", "tls", "limits", "websocket", "store", "password", "session", "rate_limit"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (Result<Config, ConfigError>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let r = Config::parse(text, &mut |w| warnings.push(w));
+        (r, warnings)
+    }
+
+    #[test]
+    fn shipped_config_loads_without_warnings() {
+        let text = include_str!("../conf/imd.conf");
+        let (c, w) = parse(text);
+        let c = c.expect("shipped config is valid");
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(c.transport.listen, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.transport.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
+        assert_eq!(c.transport.tls, Some(TlsSource::SelfSigned));
+        assert_eq!(c.password.m_kib, 19456);
+        assert!(!c.session.offline_messages);
+    }
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        let (c, w) = parse("");
+        let c = c.unwrap();
+        assert!(w.is_empty());
+        assert_eq!(c.rate_limit.register_per_min, 10);
+        assert_eq!(c.transport.head_bytes, 16 * 1024);
+        assert_eq!(c.fields.payload, 64 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_are_warned_about() {
+        let (c, w) = parse("[server]\nlisten = \"127.0.0.1:1\"\nlistne = 3\n[nope]\nx = 1\n");
+        assert!(c.is_ok());
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w.iter().any(|w| w.contains("listne")));
+        assert!(w.iter().any(|w| w.contains("nope")));
+    }
+
+    #[test]
+    fn bad_values_stop_with_one_line() {
+        for (text, needle) in [
+            ("[server]\nworkers = -1", "workers"),
+            ("[server]\nlisten = \"nowhere\"", "listen"),
+            ("[store]\nsynchronous = \"sometimes\"", "synchronous"),
+            ("[websocket]\nping_interval_s = 100\nidle_timeout_s = 50", "idle_timeout_s"),
+            ("[tls]\ncert = \"a.pem\"", "together"),
+            ("[server]\nlisten = \"\"\n[tls]\nlisten = \"\"", "nothing to serve"),
+            ("[limits]\nhead_bytes = \"big\"", "head_bytes"),
+            ("[server\nlisten=1", ""),
+        ] {
+            let (c, _) = parse(text);
+            let e = c.expect_err(text).to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn empty_listen_disables_a_listener() {
+        let (c, _) = parse("[tls]\nlisten = \"\"");
+        assert_eq!(c.unwrap().transport.tls_listen, None);
+    }
+}

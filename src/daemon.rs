@@ -1,0 +1,150 @@
+//! Starting and stopping the daemon: bind, run the reactor, handle signals (SIGTERM and
+//! SIGINT stop gracefully, SIGHUP reloads the TLS certificate), housekeeping.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use reactor::{Remote, Server};
+
+use crate::app::{handler, App};
+use crate::config::Config;
+use crate::tunnel;
+
+/// Why the daemon could not start or run.
+#[derive(Debug)]
+pub enum Error {
+    /// A setting that only shows itself as wrong at start (a path, a parameter).
+    Config(String),
+    /// The database could not be opened or migrated.
+    Store(PathBuf, store::StoreError),
+    /// The transport failed (bind, TLS certificate, event loop).
+    Reactor(reactor::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(m) => f.write_str(m),
+            Error::Store(p, e) => write!(f, "[store] {}: {e}", p.display()),
+            Error::Reactor(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A bound, not yet running daemon.
+pub struct Daemon {
+    server: Server,
+    app: Arc<App>,
+}
+
+impl Daemon {
+    /// Opens the database and binds the listeners.
+    pub fn bind(config: Config) -> Result<Daemon, Error> {
+        let transport = config.transport.clone();
+        let app = Arc::new(App::new(config)?);
+        let server = Server::bind(transport, handler(app.clone())).map_err(Error::Reactor)?;
+        Ok(Daemon { server, app })
+    }
+
+    /// The plain listener's address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.local_addr()
+    }
+
+    /// The TLS listener's address.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.server.tls_local_addr()
+    }
+
+    /// A handle to push, close and stop from other threads.
+    pub fn remote(&self) -> Remote {
+        self.server.remote()
+    }
+
+    /// Runs until a graceful shutdown completes ([`Remote::shutdown`]).
+    pub fn run(self) -> Result<(), Error> {
+        let remote = self.server.remote();
+        let app = self.app.clone();
+        let housekeeping = thread::Builder::new()
+            .name("imd-housekeeping".into())
+            .spawn(move || housekeeping(&app, &remote))
+            .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?;
+        let result = self.server.run().map_err(Error::Reactor);
+        let _ = housekeeping.join();
+        result
+    }
+}
+
+/// Once a second: close logins that sent no credentials in time; forget rate-limit
+/// buckets that have refilled. Ends when the server shuts down.
+fn housekeeping(app: &App, remote: &Remote) {
+    let mut tick = 0u64;
+    while !remote.is_shutting_down() {
+        thread::sleep(Duration::from_millis(250));
+        tunnel::expire_logins(app, remote);
+        tick += 1;
+        if tick % 240 == 0 {
+            app.register_limit.prune();
+            app.query_limit.prune();
+            app.login_fail_limit.prune();
+        }
+    }
+}
+
+/// Runs the daemon with signal handling until SIGTERM or SIGINT.
+pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+    let daemon = Daemon::bind(config)?;
+    if let Some(a) = daemon.local_addr() {
+        log::info!("listening on http://{a} (web client: http://{a}/im/www/v1/chat.html)");
+    }
+    if let Some(a) = daemon.tls_local_addr() {
+        log::info!("listening on https://{a}");
+    }
+    let remote = daemon.remote();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| Error::Config(format!("cannot install signal handlers: {e}")))?;
+    let handle = signals.handle();
+    let config_path = config_path.to_path_buf();
+    let signal_thread = thread::Builder::new()
+        .name("imd-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload_tls(&config_path, &remote);
+                } else {
+                    log::info!("signal {sig}: shutting down");
+                    remote.shutdown();
+                }
+            }
+        })
+        .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?;
+    let result = daemon.run();
+    handle.close();
+    let _ = signal_thread.join();
+    log::info!("stopped");
+    result
+}
+
+/// SIGHUP: re-read the config file's `[tls]` and load the certificate again; new
+/// handshakes use it, live connections keep theirs.
+fn reload_tls(config_path: &Path, remote: &Remote) {
+    let config = match Config::load(config_path, &mut |_| {}) {
+        Ok(c) => c,
+        Err(e) => return log::error!("SIGHUP: config not reloaded: {e}"),
+    };
+    match config.transport.tls {
+        Some(source) => match remote.reload_tls(source) {
+            Ok(()) => log::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => log::error!("SIGHUP: TLS certificate not reloaded: {e}"),
+        },
+        None => log::warn!("SIGHUP: no TLS certificate configured"),
+    }
+}

@@ -1,0 +1,210 @@
+//! Friends (PROTOCOL.md §5): search, request, add, decline, remove, list, requests.
+
+use proto::{Code, FoundEntry, FriendEntry, RequestEntry};
+use reactor::{Remote, Request};
+use store::{FriendRow, UserRow};
+
+use crate::accounts::{authenticate, check_chars};
+use crate::app::{App, Outcome};
+use crate::input::Input;
+use crate::sessions::Online;
+
+/// Most results of one search.
+const SEARCH_LIMIT: usize = 50;
+
+/// `/im/friends/found?id&token&name`.
+pub fn found(app: &App, req: &Request) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let name = input.text("name")?;
+    if name.is_empty() {
+        return Err(Code::NameEmpty.into());
+    }
+    check_chars(name, app.config.fields.search)?;
+    let rows = app.store(|s| s.search(&me, name, SEARCH_LIMIT))?;
+    let found: Vec<FoundEntry> = rows.into_iter().map(found_entry).collect();
+    Ok(proto::found_reply(&found))
+}
+
+/// `/im/friends/request?id&token&to&note`.
+pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let to = input.text("to")?;
+    if to.is_empty() {
+        return Err(Code::FriendInfoEmpty.into());
+    }
+    let note = input.text("note")?;
+    check_chars(note, app.config.fields.note)?;
+    if to == me {
+        return Err(Code::CannotBefriendYourself.into());
+    }
+    if app.store(|s| s.are_friends(&me, to))? {
+        return Err(Code::AlreadyBeFriend.into());
+    }
+    let (Some(target), Some(mine)) = (app.store(|s| s.user_by_id(to))?, app.store(|s| s.user_by_id(&me))?)
+    else {
+        return Err(Code::FriendNotExists.into());
+    };
+
+    if app.store(|s| s.pending_request(to, &me))? {
+        // They already asked me: this request is their answer. Each side's alias is
+        // the other's profile name.
+        app.store(|s| s.make_friends(&me, &target.name, to, &mine.name))?;
+        app.sessions.with_online(|online| {
+            push_added(app, remote, online, to, &mine, &me);
+            push_added(app, remote, online, &me, &target, to);
+        });
+        return Ok(proto::status(Code::Success));
+    }
+
+    app.store(|s| s.put_request(&me, to, note))?;
+    if let Some(conn) = app.sessions.conn_of(to) {
+        let entry = RequestEntry {
+            id: me.clone(),
+            name: mine.name.clone(),
+            to: to.to_string(),
+            note: note.to_string(),
+        };
+        remote.send_text(conn, proto::request_push(&entry));
+        app.metrics.pushed(Code::ApplyForAFriend);
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// `/im/friends/add?id&token&from&name`.
+pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let from = input.text("from")?;
+    if from.is_empty() {
+        return Err(Code::FriendInfoEmpty.into());
+    }
+    let alias = input.text("name")?;
+    if alias.is_empty() {
+        return Err(Code::AliasEmpty.into());
+    }
+    check_chars(alias, app.config.fields.alias)?;
+    if from == me {
+        return Err(Code::CannotBefriendYourself.into());
+    }
+    if app.store(|s| s.are_friends(&me, from))? {
+        return Err(Code::AlreadyBeFriend.into());
+    }
+    let (Some(requester), Some(mine)) =
+        (app.store(|s| s.user_by_id(from))?, app.store(|s| s.user_by_id(&me))?)
+    else {
+        return Err(Code::FriendNotExists.into());
+    };
+    if !app.store(|s| s.pending_request(from, &me))? {
+        return Err(Code::RequestNotExists.into());
+    }
+    app.store(|s| s.make_friends(&me, alias, from, &mine.name))?;
+    app.sessions.with_online(|online| push_added(app, remote, online, from, &mine, &me));
+    let _ = requester;
+    Ok(proto::status(Code::Success))
+}
+
+/// `/im/friends/decline?id&token&from`.
+pub fn decline(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let from = input.text("from")?;
+    if from.is_empty() {
+        return Err(Code::FriendInfoEmpty.into());
+    }
+    if !app.store(|s| s.delete_request(from, &me))? {
+        return Err(Code::RequestNotExists.into());
+    }
+    if let Some(conn) = app.sessions.conn_of(from) {
+        remote.send_text(conn, proto::push_id(Code::RequestDeclined, &me));
+        app.metrics.pushed(Code::RequestDeclined);
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// `/im/friends/remove?id&token&to`.
+pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let to = input.text("to")?;
+    if to.is_empty() {
+        return Err(Code::FriendInfoEmpty.into());
+    }
+    if !app.store(|s| s.remove_friendship(&me, to))? {
+        return Err(Code::NotRelationOfFriend.into());
+    }
+    if let Some(conn) = app.sessions.conn_of(to) {
+        remote.send_text(conn, proto::push_id(Code::FriendRemoved, &me));
+        app.metrics.pushed(Code::FriendRemoved);
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// `/im/friends/list?id&token`.
+pub fn list(app: &App, req: &Request) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let rows = app.store(|s| s.friends_of(&me))?;
+    let friends = app.sessions.with_online(|online| friend_entries(rows, online));
+    Ok(proto::list_reply(&friends))
+}
+
+/// `/im/friends/requests?id&token`.
+pub fn requests(app: &App, req: &Request) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let rows = app.store(|s| s.requests_to(&me))?;
+    Ok(proto::requests_reply(&request_entries(rows)))
+}
+
+/// Friend rows as login-format entries, `online` from the registry.
+pub fn friend_entries(rows: Vec<FriendRow>, online: &Online<'_>) -> Vec<FriendEntry> {
+    rows.into_iter()
+        .map(|r| FriendEntry {
+            online: online.conn(&r.id).is_some(),
+            id: r.id,
+            name: r.alias,
+            picture: r.picture,
+            sex: r.sex,
+            birthday: r.birthday,
+            sign: r.sign,
+        })
+        .collect()
+}
+
+/// Pending request rows as login-format entries.
+pub fn request_entries(rows: Vec<store::RequestRow>) -> Vec<RequestEntry> {
+    rows.into_iter()
+        .map(|r| RequestEntry { id: r.from_id, name: r.from_name, to: r.to_id, note: r.note })
+        .collect()
+}
+
+fn found_entry(u: UserRow) -> FoundEntry {
+    FoundEntry {
+        id: u.id,
+        name: u.name,
+        picture: u.picture,
+        sex: u.sex,
+        birthday: u.birthday,
+        sign: u.sign,
+    }
+}
+
+/// Tells `to`, if online, that `friend` (whose id is `friend_id`) is now its friend,
+/// under the alias `to` got by default: `friend`'s profile name.
+fn push_added(app: &App, remote: &Remote, online: &Online<'_>, to: &str, friend: &UserRow, friend_id: &str) {
+    if let Some(conn) = online.conn(to) {
+        let entry = FriendEntry {
+            id: friend_id.to_string(),
+            name: friend.name.clone(),
+            picture: friend.picture.clone(),
+            sex: friend.sex.clone(),
+            birthday: friend.birthday.clone(),
+            sign: friend.sign.clone(),
+            online: online.conn(friend_id).is_some(),
+        };
+        remote.send_text(conn, proto::friend_added_push(&entry));
+        app.metrics.pushed(Code::FriendAdded);
+    }
+}

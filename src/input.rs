@@ -1,0 +1,92 @@
+//! The fields of an API request, from its query string (GET, as the seed API) or its
+//! JSON body (POST). Everything is trimmed (PROTOCOL.md §1) except passwords and
+//! payloads, which [`Input::raw`] returns as sent.
+
+use proto::{Code, Fields};
+use reactor::Request;
+
+/// Request fields, whatever carried them.
+pub enum Input {
+    /// `?a=b&c=d`, percent-decoded.
+    Query(Vec<(String, String)>),
+    /// A JSON object body.
+    Json(Fields),
+}
+
+impl Input {
+    /// Reads the fields of `req`: a POST with a body is JSON (not an object → 403);
+    /// otherwise the query string.
+    pub fn of(req: &Request) -> Result<Input, Code> {
+        if req.method == "POST" && !req.body.iter().all(u8::is_ascii_whitespace) {
+            return Fields::parse(&req.body).map(Input::Json);
+        }
+        Ok(Input::Query(proto::parse_query(req.query().unwrap_or(""))))
+    }
+
+    /// A JSON-only input (register, erase and profile update take a body).
+    pub fn json(req: &Request) -> Result<Input, Code> {
+        Fields::parse(&req.body).map(Input::Json)
+    }
+
+    /// The field as sent; `None` when absent or null; 403 when not a string.
+    pub fn raw(&self, key: &str) -> Result<Option<&str>, Code> {
+        match self {
+            Input::Query(pairs) => {
+                Ok(pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()))
+            }
+            Input::Json(fields) => fields.string(key),
+        }
+    }
+
+    /// The field trimmed; absent → "".
+    pub fn text(&self, key: &str) -> Result<&str, Code> {
+        Ok(self.raw(key)?.map_or("", str::trim))
+    }
+
+    /// Whether the field is present at all (even empty).
+    pub fn has(&self, key: &str) -> Result<bool, Code> {
+        Ok(self.raw(key)?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reactor::Listener;
+
+    fn req(method: &str, target: &str, body: &str) -> Request {
+        Request {
+            method: method.into(),
+            target: target.into(),
+            headers: Vec::new(),
+            body: body.as_bytes().to_vec(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: Listener::Plain,
+        }
+    }
+
+    #[test]
+    fn query_fields_are_decoded_and_trimmed() {
+        let i = Input::of(&req("GET", "/im/query?account=%20bob+x%20&x=1", "")).unwrap();
+        assert_eq!(i.text("account").unwrap(), "bob x");
+        assert_eq!(i.raw("account").unwrap(), Some(" bob x "));
+        assert_eq!(i.text("missing").unwrap(), "");
+    }
+
+    #[test]
+    fn json_body_types_are_checked() {
+        let i = Input::of(&req("POST", "/im/query", r#"{"account":" a ","n":null,"x":1}"#))
+            .unwrap();
+        assert_eq!(i.text("account").unwrap(), "a");
+        assert_eq!(i.raw("n").unwrap(), None);
+        assert_eq!(i.raw("x"), Err(Code::ProtocolError));
+        assert!(matches!(Input::of(&req("POST", "/", "[1]")), Err(Code::ProtocolError)));
+        assert!(matches!(Input::of(&req("POST", "/", "{")), Err(Code::ProtocolError)));
+    }
+
+    #[test]
+    fn post_without_body_reads_the_query() {
+        let i = Input::of(&req("POST", "/im/query?account=a", "")).unwrap();
+        assert_eq!(i.text("account").unwrap(), "a");
+    }
+}

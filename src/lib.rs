@@ -1,0 +1,39 @@
+//! imd: an instant-messaging server daemon.
+//!
+//! The transport (event loop, HTTP, TLS, WebSocket) is the `reactor` crate; the wire
+//! types are `proto`; persistence is `store`. This crate is the daemon that joins them:
+//!
+//! - `config`     — [`Config`], read from TOML and checked once at load.
+//! - `app`        — [`App`]: the `reactor::Handler`; routes HTTP requests and tunnel frames.
+//! - `route`      — the API routes and the methods each takes.
+//! - `input`      — request fields from a query string or a JSON body, trimmed per §1.
+//! - `accounts`   — register, query, erase, profile update (PROTOCOL.md §3).
+//! - `friends`    — search, request, add, decline, remove, list, requests (§5).
+//! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
+//! - `sessions`   — the registry of live sessions shared by all workers.
+//! - `db`         — one SQLite connection per worker thread.
+//! - `password`   — argon2id hashing, with a dummy hash for unknown accounts.
+//! - `token`      — session tokens and user ids.
+//! - `rate_limit` — token buckets of §8.
+//! - `metrics`    — counters, `/im/health` and `/im/metrics`.
+//! - `daemon`     — start, signals, housekeeping and graceful stop.
+#![forbid(unsafe_code)]
+
+mod accounts;
+mod app;
+mod config;
+mod daemon;
+mod db;
+mod friends;
+mod input;
+mod metrics;
+mod password;
+mod rate_limit;
+mod route;
+mod sessions;
+mod token;
+mod tunnel;
+
+pub use app::App;
+pub use config::{Config, ConfigError, PasswordConfig, RateLimits, SessionConfig, StoreConfig};
+pub use daemon::{run, Daemon, Error};

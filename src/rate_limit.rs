@@ -1,0 +1,161 @@
+//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins)
+//! and per session (send, heartbeat).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A bucket holding up to `burst` tokens, refilled at `per_sec`.
+#[derive(Clone, Copy, Debug)]
+pub struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// The shape of a limit: refill rate and burst. A rate of 0 means unlimited.
+#[derive(Clone, Copy, Debug)]
+pub struct Rate {
+    per_sec: f64,
+    burst: f64,
+}
+
+impl Rate {
+    /// `n` per minute, bursting to `n`.
+    pub fn per_min(n: u32) -> Rate {
+        Rate { per_sec: f64::from(n) / 60.0, burst: f64::from(n) }
+    }
+
+    /// `n` per second, bursting to `burst` (at least `n`).
+    pub fn per_sec(n: u32, burst: u32) -> Rate {
+        Rate { per_sec: f64::from(n), burst: f64::from(burst.max(n)) }
+    }
+
+    /// Whether this rate limits anything.
+    pub fn is_off(self) -> bool {
+        self.per_sec == 0.0
+    }
+
+    /// A full bucket.
+    pub fn bucket(self, now: Instant) -> Bucket {
+        Bucket { tokens: self.burst, last: now }
+    }
+
+    fn refill(self, b: &mut Bucket, now: Instant) {
+        let dt = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + dt * self.per_sec).min(self.burst);
+        b.last = now;
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(self, b: &mut Bucket, now: Instant) -> bool {
+        if self.is_off() {
+            return true;
+        }
+        self.refill(b, now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a token is there, without taking it.
+    pub fn peek(self, b: &mut Bucket, now: Instant) -> bool {
+        if self.is_off() {
+            return true;
+        }
+        self.refill(b, now);
+        b.tokens >= 1.0
+    }
+
+    /// When a bucket that is left alone is full again (so it can be forgotten).
+    fn full_after(self, b: &Bucket) -> Duration {
+        Duration::from_secs_f64(((self.burst - b.tokens) / self.per_sec).max(0.0))
+    }
+}
+
+/// Buckets keyed by client IP.
+pub struct PerIp {
+    rate: Rate,
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+impl PerIp {
+    /// An empty table for `rate`.
+    pub fn new(rate: Rate) -> PerIp {
+        PerIp { rate, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    fn with<R>(&self, ip: IpAddr, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = map.entry(ip).or_insert_with(|| self.rate.bucket(now));
+        f(self.rate, b, now)
+    }
+
+    /// Takes a token for `ip`; false when its budget is spent.
+    pub fn take(&self, ip: IpAddr) -> bool {
+        self.rate.is_off() || self.with(ip, |r, b, now| r.take(b, now))
+    }
+
+    /// Whether `ip` has budget left, without spending it.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.rate.is_off() || self.with(ip, |r, b, now| r.peek(b, now))
+    }
+
+    /// Forgets buckets that have refilled, so the table only holds recent clients.
+    pub fn prune(&self) {
+        if self.rate.is_off() {
+            return;
+        }
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, b| now.saturating_duration_since(b.last) < self.rate.full_after(b));
+    }
+
+    /// Number of IPs tracked (for tests and metrics).
+    pub fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_spends_and_refills() {
+        let r = Rate::per_sec(10, 2);
+        let t0 = Instant::now();
+        let mut b = r.bucket(t0);
+        assert!(r.take(&mut b, t0));
+        assert!(r.take(&mut b, t0));
+        assert!(!r.take(&mut b, t0));
+        assert!(r.take(&mut b, t0 + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn zero_is_off() {
+        let r = Rate::per_min(0);
+        let t0 = Instant::now();
+        let mut b = r.bucket(t0);
+        for _ in 0..1000 {
+            assert!(r.take(&mut b, t0));
+        }
+    }
+
+    #[test]
+    fn per_ip_is_per_ip_and_prunes() {
+        let t = PerIp::new(Rate::per_min(2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(t.take(a) && t.take(a));
+        assert!(!t.allows(a));
+        assert!(!t.take(a));
+        assert!(t.take(b));
+        t.prune();
+        assert_eq!(t.len(), 2, "spent buckets are kept");
+    }
+}

@@ -1,0 +1,299 @@
+//! The login WebSocket (PROTOCOL.md §4, §6): login by URL or first frame, the
+//! dialogue (send → receive), JSON heartbeats, presence pushes, logoff, and cleanup
+//! when the socket closes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::{Code, Fields, Profile};
+use reactor::{CloseReason, ConnId, Remote, Request, WsMessage};
+
+use crate::accounts::{authenticate, check_bytes, check_chars};
+use crate::app::{App, Fail, Outcome};
+use crate::friends::{friend_entries, request_entries};
+use crate::input::Input;
+use crate::sessions::Ended;
+use crate::token::new_token;
+
+/// Close code sent with 505/524 on a failed login and after logoff or replacement.
+const CLOSE_NORMAL: u16 = 1000;
+/// Close code for a refused login (524): policy violation.
+const CLOSE_POLICY: u16 = 1008;
+
+/// Most stored messages delivered at one login.
+const OFFLINE_BATCH: usize = 10_000;
+
+/// The upgrade of `/im/login` is done: log in from the URL, or wait for the first frame.
+pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) {
+    app.sessions.open(conn, req.peer.ip());
+    let pairs = proto::parse_query(req.query().unwrap_or(""));
+    let field = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    if let Some(account) = field("account") {
+        let password = field("password").unwrap_or("");
+        login(app, conn, account, password, remote);
+    }
+}
+
+/// A frame on a login WebSocket.
+pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) {
+    let text = match msg {
+        WsMessage::Text(t) => t,
+        WsMessage::Binary(_) => {
+            reply(app, remote, conn, Code::PayloadMustBeText, None);
+            return;
+        }
+    };
+    if app.sessions.awaiting_login(conn) {
+        // The first text frame carries the credentials; anything else is a failed login.
+        let fields = Fields::parse(text.as_bytes()).ok();
+        let get = |k: &str| fields.as_ref().and_then(|f| f.string(k).ok().flatten()).unwrap_or("");
+        login(app, conn, get("account"), get("password"), remote);
+        return;
+    }
+    let Some(me) = app.sessions.user_of(conn) else {
+        return; // a failed login is closing this socket
+    };
+    let fields = match Fields::parse(text.as_bytes()) {
+        Ok(f) => f,
+        Err(code) => return reply(app, remote, conn, code, None),
+    };
+    if fields.string("type").ok().flatten() == Some("heartbeat") {
+        return heartbeat(app, conn, remote);
+    }
+    send(app, conn, &me, &fields, remote);
+}
+
+/// `{"type":"heartbeat"}` → 200 with `"type":"heartbeat"` (rate limited per session).
+fn heartbeat(app: &App, conn: ConnId, remote: &Remote) {
+    if !app.sessions.take_heartbeat(conn) {
+        app.metrics.rate_limited("heartbeat");
+        return reply(app, remote, conn, Code::TooManyRequests, None);
+    }
+    app.metrics.ws_reply(Code::Success);
+    remote.send_text(conn, proto::heartbeat_reply());
+}
+
+/// A send frame `{"id","toFriend","payload"}`, checked in the order of §6.1.
+fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) {
+    // Every reply to a frame whose id is a non-empty string carries it.
+    let id = fields.string("id").ok().flatten().map(str::trim).filter(|s| !s.is_empty());
+    let code = match check_send(app, conn, me, fields, id, remote) {
+        Ok(code) => code,
+        Err(code) => code,
+    };
+    reply(app, remote, conn, code, id);
+}
+
+fn check_send(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    id: Option<&str>,
+    remote: &Remote,
+) -> Result<Code, Code> {
+    let to = fields.string("toFriend")?.map_or("", str::trim);
+    let payload = fields.string("payload")?.unwrap_or("");
+    fields.string("id")?;
+    if to.is_empty() {
+        return Err(Code::FriendIdEmpty);
+    }
+    if payload.trim().is_empty() {
+        return Err(Code::PayloadEmpty);
+    }
+    let Some(id) = id else {
+        return Err(Code::DialogueIdEmpty);
+    };
+    check_bytes(payload, app.config.fields.payload)?;
+    check_chars(id, app.config.fields.dialogue_id)?;
+    if !app.store(|s| s.are_friends(me, to)).map_err(|f| f.code())? {
+        return Err(Code::NotRelationOfFriend);
+    }
+    if !app.sessions.take_send(conn) {
+        app.metrics.rate_limited("send");
+        return Err(Code::TooManyRequests);
+    }
+    let ts = now_ms();
+    if let Some(friend) = app.sessions.conn_of(to) {
+        remote.send_text(friend, proto::receive_frame(id, me, payload, ts));
+        return Ok(Code::Success);
+    }
+    if !app.config.session.offline_messages {
+        return Err(Code::FriendIsOffline);
+    }
+    app.store(|s| s.store_message(to, me, id, payload, ts)).map_err(|f| f.code())?;
+    app.metrics.offline_stored(1);
+    Ok(Code::StoredForOfflineFriend)
+}
+
+/// Queues a status reply (with the dialogue `id` when there is one) on `conn`.
+fn reply(app: &App, remote: &Remote, conn: ConnId, code: Code, id: Option<&str>) {
+    app.metrics.ws_reply(code);
+    remote.send_text(conn, proto::status_with_id(code, id));
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Checks credentials and starts the session, or answers 505/524 and closes.
+fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote) {
+    if !app.sessions.begin_login(conn) {
+        return;
+    }
+    let Some(ip) = app.sessions.peer(conn) else { return };
+    if !app.login_fail_limit.allows(ip) {
+        app.metrics.rate_limited("login");
+        log::info!("login from {ip} refused: too many failures");
+        return refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
+    }
+    match check_login(app, account.trim(), password) {
+        Ok(Some(user)) => start(app, conn, user, remote),
+        Ok(None) => {
+            app.login_fail_limit.take(ip);
+            app.metrics.login(false);
+            log::info!("failed login from {ip}");
+            refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
+        }
+        Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
+    }
+}
+
+fn refuse(app: &App, remote: &Remote, conn: ConnId, code: Code, close: u16) {
+    reply(app, remote, conn, code, None);
+    remote.close(conn, close, "");
+}
+
+/// The user whose account and password these are. An unknown account costs one
+/// dummy verification, as much as a wrong password.
+fn check_login(app: &App, account: &str, password: &str) -> Result<Option<store::UserRow>, Fail> {
+    let limits = &app.config.fields;
+    if account.is_empty()
+        || password.trim().is_empty()
+        || check_chars(account, limits.account).is_err()
+        || check_chars(password, limits.password).is_err()
+    {
+        return Ok(None);
+    }
+    let user = app.store(|s| s.user_by_account(account))?;
+    let ok = app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str()));
+    Ok(user.filter(|_| ok))
+}
+
+/// A successful login: register the session, answer, tell online friends, replace an
+/// older session, deliver stored messages.
+fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
+    let me = user.id.clone();
+    let loaded = app
+        .store(|s| Ok((s.friends_of(&me)?, s.requests_to(&me)?)))
+        .and_then(|(f, r)| Ok((f, r, pending(app, &me)?)));
+    let (friends, requests, stored) = match loaded {
+        Ok(x) => x,
+        Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
+    };
+    let token = new_token();
+    let profile = Profile {
+        id: user.id,
+        name: user.name,
+        picture: user.picture,
+        sex: user.sex,
+        birthday: user.birthday,
+        sign: user.sign,
+    };
+    let requests = request_entries(requests);
+    let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();
+    let started = app.sessions.start(&me, conn, token.clone(), |online| {
+        let friends = friend_entries(friends, online);
+        remote.send_text(conn, proto::login_reply(&friends, &profile, &requests, &token));
+        let push = proto::push_id(Code::FriendOnline, &me);
+        for f in &friend_ids {
+            if let Some(c) = online.conn(f) {
+                remote.send_text(c, push.clone());
+                app.metrics.pushed(Code::FriendOnline);
+            }
+        }
+        // Stored messages follow the login reply, before anything sent from now on.
+        for m in &stored {
+            remote.send_text(conn, proto::receive_frame(&m.dialogue_id, &m.from_id, &m.payload, m.ts_ms));
+        }
+    });
+    let Some((replaced, ())) = started else { return };
+    app.metrics.login(true);
+    app.metrics.ws_reply(Code::Success);
+    log::info!("login: session started for a user");
+    if let Some(old) = replaced {
+        app.metrics.pushed(Code::LoginInOtherPlace);
+        remote.send_text(old, proto::status(Code::LoginInOtherPlace));
+        remote.close(old, CLOSE_NORMAL, "login in other place");
+    }
+    if let Some(last) = stored.last() {
+        app.metrics.offline_delivered(stored.len() as u64);
+        if let Err(f) = app.store(|s| s.delete_messages_upto(&me, last.seq)) {
+            f.code();
+        }
+    }
+}
+
+/// Stored messages waiting for `me`, when offline storage is on.
+fn pending(app: &App, me: &str) -> Result<Vec<store::StoredMessage>, Fail> {
+    if !app.config.session.offline_messages {
+        return Ok(Vec::new());
+    }
+    app.store(|s| s.pending_messages(me, OFFLINE_BATCH))
+}
+
+/// `/im/logoff?id&token`: ends the session at once, then closes its socket (1000).
+pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
+    let input = Input::of(req)?;
+    let me = authenticate(app, &input)?;
+    let friends = app.store(|s| s.friend_ids(&me))?;
+    let (conn, ()) = app.sessions.end_user(&me, |online| announce_offline(app, remote, online, &me, &friends));
+    if let Some(conn) = conn {
+        remote.close(conn, CLOSE_NORMAL, "logoff");
+    }
+    Ok(proto::status(Code::Success))
+}
+
+fn announce_offline(
+    app: &App,
+    remote: &Remote,
+    online: &crate::sessions::Online<'_>,
+    me: &str,
+    friends: &[String],
+) {
+    let push = proto::push_id(Code::FriendOffline, me);
+    for f in friends {
+        if let Some(c) = online.conn(f) {
+            remote.send_text(c, push.clone());
+            app.metrics.pushed(Code::FriendOffline);
+        }
+    }
+}
+
+/// The socket closed: forget it, and tell friends if its session just ended.
+pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
+    let friends = match app.sessions.user_of(conn) {
+        Some(me) => app.store(|s| s.friend_ids(&me)).unwrap_or_else(|f| {
+            f.code();
+            Vec::new()
+        }),
+        None => Vec::new(),
+    };
+    app.sessions.close(conn, |ended, online| {
+        if let Ended::Session(me) = ended {
+            announce_offline(app, remote, online, me, &friends);
+        }
+    });
+    log::debug!("login socket closed: {reason:?}");
+}
+
+/// Closes sockets that sent no credentials in time (505, then close).
+pub fn expire_logins(app: &App, remote: &Remote) {
+    for conn in app.sessions.login_overdue(app.config.session.login_frame_timeout) {
+        if app.sessions.begin_login(conn) {
+            app.metrics.login(false);
+            refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
+        }
+    }
+}

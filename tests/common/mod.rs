@@ -1,0 +1,480 @@
+//! Shared helpers for the daemon's integration tests: a real server on port 0 (plain
+//! and TLS listeners), an HTTP client, and a WebSocket client, both over real sockets.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use imd::{Config, Daemon};
+use serde_json::Value;
+use tungstenite::{Message, WebSocket};
+
+/// How a test reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Plain,
+    Tls,
+}
+
+/// A running daemon; stopped (gracefully) when dropped.
+pub struct TestServer {
+    pub plain: SocketAddr,
+    pub tls: SocketAddr,
+    remote: reactor::Remote,
+    thread: Option<JoinHandle<Result<(), imd::Error>>>,
+    pub dir: PathBuf,
+}
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh temp directory for one test server.
+pub fn temp_dir() -> PathBuf {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("imd-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// The test configuration: both listeners on port 0, cheap argon2, no rate limits,
+/// unless `extra` (TOML) says otherwise.
+pub fn config(dir: &std::path::Path, extra: &str) -> Config {
+    let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
+    let base = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+workers = 2
+web_root = "{web_root}"
+[tls]
+listen = "127.0.0.1:0"
+self_signed = true
+[store]
+path = "{db}"
+synchronous = "normal"
+[password]
+argon2_m_kib = 64
+argon2_t = 1
+argon2_p = 1
+[rate_limit]
+register_per_min = 0
+query_per_min = 0
+login_fail_per_min = 0
+send_per_s = 0
+heartbeat_per_min = 0
+"#,
+        db = dir.join("imd.sqlite3").display()
+    );
+    let merged = merge_toml(&base, extra);
+    Config::parse(&merged, &mut |w| panic!("config warning: {w}")).expect("test config")
+}
+
+/// Later sections/keys in `extra` override `base`.
+fn merge_toml(base: &str, extra: &str) -> String {
+    let mut t: toml::Table = base.parse().expect("base toml");
+    let e: toml::Table = extra.parse().expect("extra toml");
+    for (section, v) in e {
+        match (t.get_mut(&section), v) {
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
+            (_, v) => {
+                t.insert(section, v);
+            }
+        }
+    }
+    t.to_string()
+}
+
+impl TestServer {
+    /// Starts a server with the test configuration plus `extra` TOML.
+    #[track_caller]
+    pub fn start_with(extra: &str) -> TestServer {
+        let dir = temp_dir();
+        let daemon = Daemon::bind(config(&dir, extra)).expect("daemon binds");
+        let plain = daemon.local_addr().expect("plain listener");
+        let tls = daemon.tls_local_addr().expect("tls listener");
+        let remote = daemon.remote();
+        let thread = std::thread::spawn(move || daemon.run());
+        TestServer { plain, tls, remote, thread: Some(thread), dir }
+    }
+
+    #[track_caller]
+    pub fn start() -> TestServer {
+        TestServer::start_with("")
+    }
+
+    pub fn addr(&self, via: Via) -> SocketAddr {
+        match via {
+            Via::Plain => self.plain,
+            Via::Tls => self.tls,
+        }
+    }
+
+    /// Stops the server and waits for it.
+    pub fn stop(mut self) -> Result<(), imd::Error> {
+        self.remote.shutdown();
+        self.thread.take().expect("running").join().expect("server thread")
+    }
+
+    pub fn remote(&self) -> &reactor::Remote {
+        &self.remote
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(t) = self.thread.take() {
+            self.remote.shutdown();
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A byte stream to the server, plain or TLS.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// Accepts any server certificate: the test server's is self-signed.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn tls_client_config() -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// Connects to the server.
+#[track_caller]
+pub fn connect(server: &TestServer, via: Via) -> Stream {
+    let tcp = TcpStream::connect(server.addr(via)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    tcp.set_nodelay(true).expect("nodelay");
+    match via {
+        Via::Plain => Stream::Plain(tcp),
+        Via::Tls => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+            let conn = rustls::ClientConnection::new(tls_client_config(), name).expect("tls");
+            Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// Reads one HTTP response (Content-Length framed) from `s`.
+#[track_caller]
+pub fn read_reply(s: &mut Stream) -> HttpReply {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read head");
+        assert!(n > 0, "connection closed mid-head: {:?}", String::from_utf8_lossy(&buf));
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).expect("utf8 head");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status");
+    let headers: Vec<(String, String)> = lines
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l.split_once(':').expect("header");
+            (n.trim().to_string(), v.trim().to_string())
+        })
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |(_, v)| v.parse().expect("content-length"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    HttpReply { status, headers, body }
+}
+
+/// One request on a new connection.
+#[track_caller]
+pub fn http(server: &TestServer, via: Via, method: &str, target: &str, body: &str) -> HttpReply {
+    let mut s = connect(server, via);
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).expect("write request");
+    read_reply(&mut s)
+}
+
+/// GET `target`, reply as JSON.
+#[track_caller]
+pub fn get(server: &TestServer, via: Via, target: &str) -> Value {
+    let r = http(server, via, "GET", target, "");
+    assert_eq!(r.status, 200, "{target}");
+    r.json()
+}
+
+/// POST a JSON body, reply as JSON.
+#[track_caller]
+pub fn post(server: &TestServer, via: Via, path: &str, body: &Value) -> Value {
+    let r = http(server, via, "POST", path, &body.to_string());
+    assert_eq!(r.status, 200, "{path}");
+    r.json()
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Asserts a reply's code and exact message and `ok`.
+#[track_caller]
+pub fn assert_code(v: &Value, code: u64, message: &str) {
+    assert_eq!(v["code"], code, "{v}");
+    assert_eq!(v["message"], message, "{v}");
+    assert_eq!(v["ok"], matches!(code, 200 | 202 | 300..=305 | 520), "{v}");
+}
+
+/// A WebSocket client over plain TCP or TLS.
+pub struct Ws {
+    pub ws: WebSocket<Stream>,
+}
+
+impl Ws {
+    /// Upgrades to `target` (e.g. `/im/login`).
+    #[track_caller]
+    pub fn open(server: &TestServer, via: Via, target: &str) -> Ws {
+        let stream = connect(server, via);
+        let scheme = if via == Via::Tls { "wss" } else { "ws" };
+        let url = format!("{scheme}://localhost{target}");
+        let (ws, resp) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+        assert_eq!(resp.status(), 101);
+        Ws { ws }
+    }
+
+    #[track_caller]
+    pub fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).expect("send");
+    }
+
+    #[track_caller]
+    pub fn send_json(&mut self, v: &Value) {
+        self.send_text(&v.to_string());
+    }
+
+    /// The next text frame as JSON (pings are answered by tungstenite).
+    #[track_caller]
+    pub fn recv(&mut self) -> Value {
+        loop {
+            match self.ws.read().expect("read frame") {
+                Message::Text(t) => {
+                    return serde_json::from_str(t.as_str()).unwrap_or_else(|e| panic!("{e}: {t}"))
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    #[track_caller]
+    pub fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+                Ok(Message::Text(t)) => panic!("expected close, got {t}"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return None
+                }
+                Err(e) => panic!("expected close, got {e}"),
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    #[track_caller]
+    pub fn expect_silence(&mut self, wait: Duration) {
+        let set = |s: &mut Stream, t: Option<Duration>| match s {
+            Stream::Plain(s) => s.set_read_timeout(t).expect("timeout"),
+            Stream::Tls(s) => s.sock.set_read_timeout(t).expect("timeout"),
+        };
+        set(self.ws.get_mut(), Some(wait));
+        match self.ws.read() {
+            Ok(Message::Ping(_) | Message::Pong(_)) => {}
+            Ok(m) => panic!("expected silence, got {m:?}"),
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => panic!("expected silence, got {e}"),
+        }
+        set(self.ws.get_mut(), Some(Duration::from_secs(20)));
+    }
+}
+
+/// A registered user.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub account: String,
+    pub password: String,
+    pub name: String,
+}
+
+static USERS: AtomicU64 = AtomicU64::new(0);
+
+impl User {
+    /// A unique account with a name.
+    pub fn new(name: &str) -> User {
+        let n = USERS.fetch_add(1, Ordering::Relaxed);
+        User {
+            account: format!("{name}{n}"),
+            password: format!("pw of {name} {n}"),
+            name: name.to_string(),
+        }
+    }
+
+    /// Registers this user (asserting 200).
+    #[track_caller]
+    pub fn register(&self, server: &TestServer) -> &User {
+        let v = post(
+            server,
+            Via::Plain,
+            "/im/register",
+            &serde_json::json!({"account": self.account, "password": self.password,
+                "mail": format!("{}@example.com", self.account), "name": self.name}),
+        );
+        assert_code(&v, 200, "Success");
+        self
+    }
+}
+
+/// A logged-in session: its socket, id and token.
+pub struct Session {
+    pub ws: Ws,
+    pub id: String,
+    pub token: String,
+    pub login: Value,
+}
+
+impl Session {
+    /// Logs in with the first-frame method.
+    #[track_caller]
+    pub fn login(server: &TestServer, via: Via, user: &User) -> Session {
+        let mut ws = Ws::open(server, via, "/im/login");
+        ws.send_json(&serde_json::json!({"account": user.account, "password": user.password}));
+        let login = ws.recv();
+        assert_code(&login, 200, "Success");
+        let id = login["profile"]["id"].as_str().expect("id").to_string();
+        let token = login["token"].as_str().expect("token").to_string();
+        Session { ws, id, token, login }
+    }
+
+    /// The auth part of a query string.
+    pub fn auth(&self) -> String {
+        format!("id={}&token={}", self.id, self.token)
+    }
+}
+
+/// Makes `a` and `b` friends through request and add; returns nothing, asserts codes.
+#[track_caller]
+pub fn befriend(server: &TestServer, a: &mut Session, b: &mut Session) {
+    let r = get(server, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));
+    assert_code(&r, 200, "Success");
+    let push = b.ws.recv();
+    assert_code(&push, 520, "Apply For a Friend");
+    let r = get(server, Via::Plain, &format!("/im/friends/add?{}&from={}&name=pal", b.auth(), a.id));
+    assert_code(&r, 200, "Success");
+    let push = a.ws.recv();
+    assert_code(&push, 303, "Friend Added");
+}
