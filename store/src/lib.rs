@@ -1,1 +1,28 @@
-//! placeholder
+//! imd's persistent state in SQLite (rusqlite, bundled): users, friendships, friend
+//! requests and offline messages.
+//!
+//! - `store`  — [`Store`]: one connection (the daemon opens one per worker thread) and
+//!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
+//! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
+//!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open.
+//! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`ProfileUpdate`],
+//!   [`FriendRow`], [`RequestRow`], [`NewMessage`], [`StoredMessage`].
+//! - `error`  — [`StoreError`]; [`StoreError::AccountTaken`] is the one failure a
+//!   client may see (504), the others are internal (500).
+//!
+//! Passwords arrive already hashed: the store never sees plaintext.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod rows;
+mod schema;
+mod store;
+
+pub use error::StoreError;
+pub use rows::{FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow};
+pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
+pub use store::{Result, Store};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,152 @@
+//! Opening a database: connection settings ([`StoreOptions`]) and the versioned
+//! schema, migrated at open inside one `BEGIN IMMEDIATE` transaction.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::error::StoreError;
+
+/// `PRAGMA synchronous`: how hard a commit waits for the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Synchronous {
+    /// No fsync: a power loss may lose recent commits (and, rarely, corrupt).
+    Off,
+    /// In WAL mode: durable except for the last commits before a power loss; never
+    /// corrupt.
+    Normal,
+    /// Every commit is durable once it returns (default).
+    #[default]
+    Full,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        }
+    }
+}
+
+/// How [`Store::open`](crate::Store::open) sets up a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// `PRAGMA synchronous` (default [`Synchronous::Full`]).
+    pub synchronous: Synchronous,
+    /// How long a statement waits for another connection's lock before failing with
+    /// [`StoreError::Busy`] (default 5 s).
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions { synchronous: Synchronous::Full, busy_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`.
+/// Never edit a released entry; append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: users, friendships, requests, offline messages.
+    "CREATE TABLE users (
+        id            TEXT PRIMARY KEY NOT NULL,
+        account       TEXT NOT NULL,
+        account_key   TEXT NOT NULL UNIQUE,
+        password_hash TEXT NOT NULL,
+        name          TEXT NOT NULL DEFAULT '',
+        name_key      TEXT NOT NULL DEFAULT '',
+        picture       TEXT NOT NULL DEFAULT '',
+        sex           TEXT NOT NULL DEFAULT '',
+        birthday      TEXT NOT NULL DEFAULT '',
+        sign          TEXT NOT NULL DEFAULT '',
+        mail          TEXT NOT NULL DEFAULT '',
+        created_ms    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX users_by_name ON users(name, account);
+    CREATE TABLE friends (
+        user_id   TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        friend_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        alias     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (user_id, friend_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX friends_by_friend ON friends(friend_id);
+    CREATE TABLE requests (
+        from_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        to_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        note       TEXT NOT NULL DEFAULT '',
+        created_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (from_id, to_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_by_to ON requests(to_id, created_ms);
+    CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        to_id       TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        from_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        dialogue_id TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        ts_ms       INTEGER NOT NULL
+    );
+    CREATE INDEX messages_by_to ON messages(to_id, seq);
+    CREATE INDEX messages_by_from ON messages(from_id);",
+];
+
+/// The schema version this build migrates to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens `path` (creating it), applies the connection settings and migrates.
+pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Connection, StoreError> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(opts.busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    // Switching a new file to WAL takes an exclusive lock without the busy handler, so
+    // a connection opening beside others retries within the busy timeout.
+    let deadline = Instant::now() + opts.busy_timeout;
+    let mode = loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+            Ok(mode) => break mode,
+            Err(e) => match StoreError::from(e) {
+                StoreError::Busy if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                e => return Err(e),
+            },
+        }
+    };
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotWal(mode));
+    }
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", opts.synchronous.pragma())?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// `PRAGMA user_version`.
+pub(crate) fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`]. Idempotent; safe against concurrent
+/// openers: the version is read again under the write lock of `BEGIN IMMEDIATE`.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    if version(conn)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found = version(&tx)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    // `found` is in 0..=SCHEMA_VERSION, so it indexes MIGRATIONS or is its end.
+    let from = usize::try_from(found).unwrap_or(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(from) {
+        tx.execute_batch(sql)?;
+        log::info!("store: migrated schema to version {}", i + 1);
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
