@@ -195,7 +195,9 @@ impl Store {
 
     /// Users whose name contains `name` (case-insensitively) or whose account equals
     /// it (ASCII case-insensitively), except `searcher_id`; by name, then account; at
-    /// most `limit`.
+    /// most `limit`. An empty `name` matches everyone: callers refuse it first (516).
+    /// Case folding is Rust's `to_lowercase` on both sides (a `name_key` column kept
+    /// beside `name`), so non-ASCII names match case-insensitively too.
     pub fn search(&self, searcher_id: &str, name: &str, limit: usize) -> Result<Vec<UserRow>> {
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users
