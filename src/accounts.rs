@@ -1,6 +1,6 @@
 //! Accounts (PROTOCOL.md §3): register, query, erase, profile update.
 
-use proto::{Code, Limits};
+use proto::{Code, Field};
 use reactor::{Remote, Request};
 use store::{NewUser, ProfileUpdate};
 
@@ -8,31 +8,14 @@ use crate::app::{App, Fail, Outcome};
 use crate::input::Input;
 use crate::token::new_user_id;
 
-/// Profile fields a client may set, with their limits.
-const PROFILE: [(&str, fn(&Limits) -> usize); 5] = [
-    ("name", |l| l.name),
-    ("sex", |l| l.sex),
-    ("birthday", |l| l.birthday),
-    ("sign", |l| l.sign),
-    ("mail", |l| l.mail),
+/// Text profile fields a client may set, with their limits.
+const PROFILE: [(&str, Field); 5] = [
+    ("name", Field::Name),
+    ("sex", Field::Sex),
+    ("birthday", Field::Birthday),
+    ("sign", Field::Sign),
+    ("mail", Field::Mail),
 ];
-
-/// Over a limit counted in characters → 527.
-pub fn check_chars(value: &str, max: usize) -> Result<(), Code> {
-    // Cheap first: a string no longer in bytes than `max` has at most `max` chars.
-    if value.len() > max && value.chars().count() > max {
-        return Err(Code::FieldTooLong);
-    }
-    Ok(())
-}
-
-/// Over a limit counted in bytes → 527.
-pub fn check_bytes(value: &str, max: usize) -> Result<(), Code> {
-    if value.len() > max {
-        return Err(Code::FieldTooLong);
-    }
-    Ok(())
-}
 
 /// `POST /im/register`.
 pub fn register(app: &App, req: &Request) -> Outcome {
@@ -51,20 +34,20 @@ pub fn register(app: &App, req: &Request) -> Outcome {
     if account.is_empty() {
         return Err(Code::AccountEmpty.into());
     }
-    if password.trim().is_empty() {
+    if proto::is_blank(password) {
         return Err(Code::PasswordEmpty.into());
     }
     if mail.is_empty() {
         return Err(Code::MailEmpty.into());
     }
     let limits = &app.config.fields;
-    check_chars(account, limits.account)?;
-    check_chars(password, limits.password)?;
-    for (key, max) in PROFILE {
-        check_chars(input.text(key)?, max(limits))?;
+    limits.check(Field::Account, account)?;
+    limits.check(Field::Password, password)?;
+    for (key, field) in PROFILE {
+        limits.check(field, input.text(key)?)?;
     }
     let picture = input.text("picture")?;
-    check_bytes(picture, limits.picture)?;
+    limits.check(Field::Picture, picture)?;
     proto::check_account(account)?;
 
     // Hash before touching the store: the unique index decides who wins a race.
@@ -100,7 +83,7 @@ pub fn query(app: &App, req: &Request) -> Outcome {
     if account.is_empty() {
         return Err(Code::AccountEmpty.into());
     }
-    check_chars(account, app.config.fields.account)?;
+    app.config.fields.check(Field::Account, account)?;
     let exists = app.store(|s| s.account_exists(account))?;
     Ok(proto::query_reply(exists))
 }
@@ -110,10 +93,10 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::json(req)?;
     let me = authenticate(app, &input)?;
     let password = input.raw("password")?.unwrap_or("");
-    if password.trim().is_empty() {
+    if proto::is_blank(password) {
         return Err(Code::PasswordEmpty.into());
     }
-    check_chars(password, app.config.fields.password)?;
+    app.config.fields.check(Field::Password, password)?;
     let user = app.store(|s| s.user_by_id(&me))?;
     let stored = user.as_ref().map(|u| u.password_hash.as_str());
     if !app.passwords.verify(password, stored) {
@@ -139,8 +122,7 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `POST /im/profile/update`.
 pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::json(req)?;
-    for key in ["name", "picture", "sex", "birthday", "sign", "mail", "password", "new_password"]
-    {
+    for key in ["name", "picture", "sex", "birthday", "sign", "mail", "password", "new_password"] {
         input.raw(key)?;
     }
     let me = authenticate(app, &input)?;
@@ -150,7 +132,7 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let new = input.raw("new_password")?;
     let password_change = old.is_some() || new.is_some();
     let (old, new) = (old.unwrap_or(""), new.unwrap_or(""));
-    if password_change && (old.trim().is_empty() || new.trim().is_empty()) {
+    if password_change && (proto::is_blank(old) || proto::is_blank(new)) {
         return Err(Code::PasswordEmpty.into());
     }
     let mut update = ProfileUpdate::default();
@@ -161,21 +143,21 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         ("sign", &mut update.sign),
         ("mail", &mut update.mail),
     ];
-    for ((key, slot), (_, max)) in fields.into_iter().zip(PROFILE) {
+    for ((key, slot), (_, field)) in fields.into_iter().zip(PROFILE) {
         let v = input.text(key)?;
-        check_chars(v, max(limits))?;
+        limits.check(field, v)?;
         if !v.is_empty() {
             *slot = Some(v.to_string());
         }
     }
     let picture = input.text("picture")?;
-    check_bytes(picture, limits.picture)?;
+    limits.check(Field::Picture, picture)?;
     if !picture.is_empty() {
         update.picture = Some(picture.to_string());
     }
     if password_change {
-        check_chars(old, limits.password)?;
-        check_chars(new, limits.password)?;
+        limits.check(Field::Password, old)?;
+        limits.check(Field::Password, new)?;
         let user = app.store(|s| s.user_by_id(&me))?;
         if !app.passwords.verify(old, user.as_ref().map(|u| u.password_hash.as_str())) {
             return Err(Code::AccountPasswordWrong.into());
@@ -191,7 +173,8 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         app.sessions.with_online(|online| {
             for (friend, alias) in &watchers {
                 if let Some(c) = online.conn(friend) {
-                    let push = proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
+                    let push =
+                        proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
                     remote.send_text(c, push);
                     app.metrics.pushed(Code::RefreshProfile);
                 }

@@ -5,15 +5,17 @@
 use std::sync::Arc;
 
 use proto::Code;
-use reactor::{CloseReason, ConnId, Handler, Remote, Request, Response, StaticFiles, Upgrade, WsMessage};
+use reactor::{
+    CloseReason, ConnId, Handler, Remote, Request, Response, StaticFiles, Upgrade, WsMessage,
+};
 use store::{Store, StoreError};
 
 use crate::config::Config;
 use crate::db::Db;
 use crate::metrics::Metrics;
-use crate::route::Route;
 use crate::password::Passwords;
 use crate::rate_limit::{PerIp, Rate};
+use crate::route::Route;
 use crate::sessions::Sessions;
 use crate::{accounts, friends, tunnel};
 
@@ -87,10 +89,7 @@ impl App {
         })?;
         let db = Db::new(config.store.clone())?;
         let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
-            crate::Error::Config(format!(
-                "[server] web_root {}: {e}",
-                config.web_root.display()
-            ))
+            crate::Error::Config(format!("[server] web_root {}: {e}", config.web_root.display()))
         })?;
         let r = config.rate_limit;
         Ok(App {

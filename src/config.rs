@@ -148,13 +148,14 @@ impl Config {
             return Err(err("[server] listen and [tls] listen are both empty: nothing to serve"));
         }
         if t.tls_listen.is_some() && t.tls.is_none() {
-            return Err(err("[tls] listen is set but there is no cert/key and self_signed = false"));
+            return Err(err(
+                "[tls] listen is set but there is no cert/key and self_signed = false",
+            ));
         }
         if t.ws_idle_timeout <= t.ws_ping_interval {
             return Err(err("[websocket] idle_timeout_s must be greater than ping_interval_s"));
         }
-        if argon2::Params::new(self.password.m_kib, self.password.t, self.password.p, None)
-            .is_err()
+        if argon2::Params::new(self.password.m_kib, self.password.t, self.password.p, None).is_err()
         {
             return Err(err(
                 "[password] argon2 parameters out of range (m_kib >= 8 * p, t >= 1, p >= 1)",
@@ -320,7 +321,14 @@ impl Doc<'_> {
         }
     }
 
-    fn count<T>(&mut self, s: &str, k: &str, min: i64, max: i64, out: &mut T) -> Result<(), ConfigError>
+    fn count<T>(
+        &mut self,
+        s: &str,
+        k: &str,
+        min: i64,
+        max: i64,
+        out: &mut T,
+    ) -> Result<(), ConfigError>
     where
         T: TryFrom<i64>,
     {
@@ -349,9 +357,9 @@ impl Doc<'_> {
                 *out = Duration::from_secs_f64(v);
                 Ok(())
             }
-            Some(v) => Err(ConfigError(format!(
-                "[{s}] {k}: expected seconds from 0.01 to 86400, got {v}"
-            ))),
+            Some(v) => {
+                Err(ConfigError(format!("[{s}] {k}: expected seconds from 0.01 to 86400, got {v}")))
+            }
         }
     }
 

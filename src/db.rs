@@ -39,7 +39,10 @@ impl Db {
     }
 
     /// Runs `f` on this thread's connection, opening it on first use.
-    pub fn with<R>(&self, f: impl FnOnce(&mut Store) -> Result<R, StoreError>) -> Result<R, StoreError> {
+    pub fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         CONN.with(|cell| {
             let mut slot = cell.borrow_mut();
             if slot.as_ref().is_none_or(|(p, _)| *p != self.config.path) {

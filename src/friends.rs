@@ -1,10 +1,10 @@
 //! Friends (PROTOCOL.md §5): search, request, add, decline, remove, list, requests.
 
-use proto::{Code, FoundEntry, FriendEntry, RequestEntry};
+use proto::{Code, Field, FoundEntry, FriendEntry, RequestEntry};
 use reactor::{Remote, Request};
 use store::{FriendRow, UserRow};
 
-use crate::accounts::{authenticate, check_chars};
+use crate::accounts::authenticate;
 use crate::app::{App, Outcome};
 use crate::input::Input;
 use crate::sessions::Online;
@@ -20,7 +20,7 @@ pub fn found(app: &App, req: &Request) -> Outcome {
     if name.is_empty() {
         return Err(Code::NameEmpty.into());
     }
-    check_chars(name, app.config.fields.search)?;
+    app.config.fields.check(Field::Search, name)?;
     let rows = app.store(|s| s.search(&me, name, SEARCH_LIMIT))?;
     let found: Vec<FoundEntry> = rows.into_iter().map(found_entry).collect();
     Ok(proto::found_reply(&found))
@@ -35,14 +35,15 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::FriendInfoEmpty.into());
     }
     let note = input.text("note")?;
-    check_chars(note, app.config.fields.note)?;
+    app.config.fields.check(Field::Note, note)?;
     if to == me {
         return Err(Code::CannotBefriendYourself.into());
     }
     if app.store(|s| s.are_friends(&me, to))? {
         return Err(Code::AlreadyBeFriend.into());
     }
-    let (Some(target), Some(mine)) = (app.store(|s| s.user_by_id(to))?, app.store(|s| s.user_by_id(&me))?)
+    let (Some(target), Some(mine)) =
+        (app.store(|s| s.user_by_id(to))?, app.store(|s| s.user_by_id(&me))?)
     else {
         return Err(Code::FriendNotExists.into());
     };
@@ -84,15 +85,15 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if alias.is_empty() {
         return Err(Code::AliasEmpty.into());
     }
-    check_chars(alias, app.config.fields.alias)?;
+    app.config.fields.check(Field::Alias, alias)?;
     if from == me {
         return Err(Code::CannotBefriendYourself.into());
     }
     if app.store(|s| s.are_friends(&me, from))? {
         return Err(Code::AlreadyBeFriend.into());
     }
-    let (Some(requester), Some(mine)) =
-        (app.store(|s| s.user_by_id(from))?, app.store(|s| s.user_by_id(&me))?)
+    let (true, Some(mine)) =
+        (app.store(|s| s.user_by_id(from))?.is_some(), app.store(|s| s.user_by_id(&me))?)
     else {
         return Err(Code::FriendNotExists.into());
     };
@@ -101,7 +102,6 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
     }
     app.store(|s| s.make_friends(&me, alias, from, &mine.name))?;
     app.sessions.with_online(|online| push_added(app, remote, online, from, &mine, &me));
-    let _ = requester;
     Ok(proto::status(Code::Success))
 }
 
@@ -193,7 +193,14 @@ fn found_entry(u: UserRow) -> FoundEntry {
 
 /// Tells `to`, if online, that `friend` (whose id is `friend_id`) is now its friend,
 /// under the alias `to` got by default: `friend`'s profile name.
-fn push_added(app: &App, remote: &Remote, online: &Online<'_>, to: &str, friend: &UserRow, friend_id: &str) {
+fn push_added(
+    app: &App,
+    remote: &Remote,
+    online: &Online<'_>,
+    to: &str,
+    friend: &UserRow,
+    friend_id: &str,
+) {
     if let Some(conn) = online.conn(to) {
         let entry = FriendEntry {
             id: friend_id.to_string(),

@@ -31,9 +31,7 @@ impl Input {
     /// The field as sent; `None` when absent or null; 403 when not a string.
     pub fn raw(&self, key: &str) -> Result<Option<&str>, Code> {
         match self {
-            Input::Query(pairs) => {
-                Ok(pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()))
-            }
+            Input::Query(pairs) => Ok(proto::query_value(pairs, key)),
             Input::Json(fields) => fields.string(key),
         }
     }
@@ -41,11 +39,6 @@ impl Input {
     /// The field trimmed; absent → "".
     pub fn text(&self, key: &str) -> Result<&str, Code> {
         Ok(self.raw(key)?.map_or("", str::trim))
-    }
-
-    /// Whether the field is present at all (even empty).
-    pub fn has(&self, key: &str) -> Result<bool, Code> {
-        Ok(self.raw(key)?.is_some())
     }
 }
 
@@ -75,8 +68,8 @@ mod tests {
 
     #[test]
     fn json_body_types_are_checked() {
-        let i = Input::of(&req("POST", "/im/query", r#"{"account":" a ","n":null,"x":1}"#))
-            .unwrap();
+        let i =
+            Input::of(&req("POST", "/im/query", r#"{"account":" a ","n":null,"x":1}"#)).unwrap();
         assert_eq!(i.text("account").unwrap(), "a");
         assert_eq!(i.raw("n").unwrap(), None);
         assert_eq!(i.raw("x"), Err(Code::ProtocolError));

@@ -180,8 +180,18 @@ impl Metrics {
             stats.open_plain(),
             stats.open_tls()
         );
-        gauge(&mut out, "imd_open_websockets", "Open WebSockets.", stats.open_websockets().to_string());
-        gauge(&mut out, "imd_live_sessions", "Logged-in sessions.", app.sessions.live().to_string());
+        gauge(
+            &mut out,
+            "imd_open_websockets",
+            "Open WebSockets.",
+            stats.open_websockets().to_string(),
+        );
+        gauge(
+            &mut out,
+            "imd_live_sessions",
+            "Logged-in sessions.",
+            app.sessions.live().to_string(),
+        );
         gauge(
             &mut out,
             "imd_worker_queue_depth",
@@ -194,7 +204,11 @@ impl Metrics {
              # TYPE imd_http_requests_total counter"
         );
         for (route, counts) in Route::ALL.iter().zip(&self.http) {
-            counts.render(&mut out, "imd_http_requests_total", &format!("route=\"{}\",", route.name()));
+            counts.render(
+                &mut out,
+                "imd_http_requests_total",
+                &format!("route=\"{}\",", route.name()),
+            );
         }
         let _ = writeln!(
             out,
@@ -236,7 +250,8 @@ impl Metrics {
              # TYPE imd_rate_limited_total counter"
         );
         for (name, c) in LIMITERS.iter().zip(&self.rate_limited) {
-            let _ = writeln!(out, "imd_rate_limited_total{{limiter=\"{name}\"}} {}", c.load(Relaxed));
+            let _ =
+                writeln!(out, "imd_rate_limited_total{{limiter=\"{name}\"}} {}", c.load(Relaxed));
         }
         let _ = writeln!(
             out,

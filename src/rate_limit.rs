@@ -115,7 +115,8 @@ impl PerIp {
         map.retain(|_, b| now.saturating_duration_since(b.last) < self.rate.full_after(b));
     }
 
-    /// Number of IPs tracked (for tests and metrics).
+    /// Number of IPs tracked.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
     }

@@ -202,7 +202,11 @@ impl Sessions {
 
     /// Ends `user`'s session now (logoff, erase): its token dies at once; the socket is
     /// closed by the caller. Under the lock `then` runs after the removal.
-    pub fn end_user<R>(&self, user: &str, then: impl FnOnce(&Online<'_>) -> R) -> (Option<ConnId>, R) {
+    pub fn end_user<R>(
+        &self,
+        user: &str,
+        then: impl FnOnce(&Online<'_>) -> R,
+    ) -> (Option<ConnId>, R) {
         let mut users = self.users_write();
         let conn = users.remove(user).map(|s| s.conn);
         let r = then(&Online { users: &users });
@@ -231,14 +235,18 @@ impl Sessions {
     /// Spends a send token of `conn`'s session; false when over the limit.
     pub fn take_send(&self, conn: ConnId) -> bool {
         let rate = self.send_rate;
-        rate.is_off() || self.conns().get_mut(&conn).is_some_and(|e| rate.take(&mut e.send, Instant::now()))
+        rate.is_off()
+            || self.conns().get_mut(&conn).is_some_and(|e| rate.take(&mut e.send, Instant::now()))
     }
 
     /// Spends a heartbeat token of `conn`'s session; false when over the limit.
     pub fn take_heartbeat(&self, conn: ConnId) -> bool {
         let rate = self.heartbeat_rate;
         rate.is_off()
-            || self.conns().get_mut(&conn).is_some_and(|e| rate.take(&mut e.heartbeat, Instant::now()))
+            || self
+                .conns()
+                .get_mut(&conn)
+                .is_some_and(|e| rate.take(&mut e.heartbeat, Instant::now()))
     }
 
     /// Live sessions (for metrics).

@@ -4,10 +4,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::{Code, Fields, Profile};
+use proto::{Code, Field, Fields, LoginFrame, Profile, SendFrame};
 use reactor::{CloseReason, ConnId, Remote, Request, WsMessage};
 
-use crate::accounts::{authenticate, check_bytes, check_chars};
+use crate::accounts::authenticate;
 use crate::app::{App, Fail, Outcome};
 use crate::friends::{friend_entries, request_entries};
 use crate::input::Input;
@@ -26,9 +26,8 @@ const OFFLINE_BATCH: usize = 10_000;
 pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) {
     app.sessions.open(conn, req.peer.ip());
     let pairs = proto::parse_query(req.query().unwrap_or(""));
-    let field = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
-    if let Some(account) = field("account") {
-        let password = field("password").unwrap_or("");
+    if let Some(account) = proto::query_value(&pairs, "account") {
+        let password = proto::query_value(&pairs, "password").unwrap_or("");
         login(app, conn, account, password, remote);
     }
 }
@@ -44,9 +43,10 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) {
     };
     if app.sessions.awaiting_login(conn) {
         // The first text frame carries the credentials; anything else is a failed login.
-        let fields = Fields::parse(text.as_bytes()).ok();
-        let get = |k: &str| fields.as_ref().and_then(|f| f.string(k).ok().flatten()).unwrap_or("");
-        login(app, conn, get("account"), get("password"), remote);
+        let fields = Fields::parse(text.as_bytes());
+        let frame = fields.as_ref().ok().and_then(|f| LoginFrame::from_fields(f).ok());
+        let (account, password) = frame.map_or(("", ""), |f| (f.account, f.password));
+        login(app, conn, account, password, remote);
         return;
     }
     let Some(me) = app.sessions.user_of(conn) else {
@@ -56,7 +56,7 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) {
         Ok(f) => f,
         Err(code) => return reply(app, remote, conn, code, None),
     };
-    if fields.string("type").ok().flatten() == Some("heartbeat") {
+    if fields.is_heartbeat() {
         return heartbeat(app, conn, remote);
     }
     send(app, conn, &me, &fields, remote);
@@ -75,11 +75,8 @@ fn heartbeat(app: &App, conn: ConnId, remote: &Remote) {
 /// A send frame `{"id","toFriend","payload"}`, checked in the order of §6.1.
 fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) {
     // Every reply to a frame whose id is a non-empty string carries it.
-    let id = fields.string("id").ok().flatten().map(str::trim).filter(|s| !s.is_empty());
-    let code = match check_send(app, conn, me, fields, id, remote) {
-        Ok(code) => code,
-        Err(code) => code,
-    };
+    let id = SendFrame::reply_id(fields);
+    let code = check_send(app, conn, me, fields, remote).unwrap_or_else(|code| code);
     reply(app, remote, conn, code, id);
 }
 
@@ -88,23 +85,20 @@ fn check_send(
     conn: ConnId,
     me: &str,
     fields: &Fields,
-    id: Option<&str>,
     remote: &Remote,
 ) -> Result<Code, Code> {
-    let to = fields.string("toFriend")?.map_or("", str::trim);
-    let payload = fields.string("payload")?.unwrap_or("");
-    fields.string("id")?;
+    let SendFrame { id, to_friend: to, payload } = SendFrame::from_fields(fields)?;
     if to.is_empty() {
         return Err(Code::FriendIdEmpty);
     }
-    if payload.trim().is_empty() {
+    if proto::is_blank(payload) {
         return Err(Code::PayloadEmpty);
     }
     let Some(id) = id else {
         return Err(Code::DialogueIdEmpty);
     };
-    check_bytes(payload, app.config.fields.payload)?;
-    check_chars(id, app.config.fields.dialogue_id)?;
+    app.config.fields.check(Field::Payload, payload)?;
+    app.config.fields.check(Field::DialogueId, id)?;
     if !app.store(|s| s.are_friends(me, to)).map_err(|f| f.code())? {
         return Err(Code::NotRelationOfFriend);
     }
@@ -170,9 +164,9 @@ fn refuse(app: &App, remote: &Remote, conn: ConnId, code: Code, close: u16) {
 fn check_login(app: &App, account: &str, password: &str) -> Result<Option<store::UserRow>, Fail> {
     let limits = &app.config.fields;
     if account.is_empty()
-        || password.trim().is_empty()
-        || check_chars(account, limits.account).is_err()
-        || check_chars(password, limits.password).is_err()
+        || proto::is_blank(password)
+        || limits.check(Field::Account, account).is_err()
+        || limits.check(Field::Password, password).is_err()
     {
         return Ok(None);
     }
@@ -215,7 +209,10 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
         }
         // Stored messages follow the login reply, before anything sent from now on.
         for m in &stored {
-            remote.send_text(conn, proto::receive_frame(&m.dialogue_id, &m.from_id, &m.payload, m.ts_ms));
+            remote.send_text(
+                conn,
+                proto::receive_frame(&m.dialogue_id, &m.from_id, &m.payload, m.ts_ms),
+            );
         }
     });
     let Some((replaced, ())) = started else { return };
@@ -248,7 +245,8 @@ pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
     let me = authenticate(app, &input)?;
     let friends = app.store(|s| s.friend_ids(&me))?;
-    let (conn, ()) = app.sessions.end_user(&me, |online| announce_offline(app, remote, online, &me, &friends));
+    let (conn, ()) =
+        app.sessions.end_user(&me, |online| announce_offline(app, remote, online, &me, &friends));
     if let Some(conn) = conn {
         remote.close(conn, CLOSE_NORMAL, "logoff");
     }

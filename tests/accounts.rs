@@ -29,14 +29,18 @@ fn register_codes_in_order() {
         // 403 comes before the emptiness checks.
         let v = post(s, via, "/im/register", &json!({"account": "", "sign": 7}));
         assert_code(&v, 403, "Protocol Error");
-        let v = post(s, via, "/im/register", &json!({"account": "  ", "password": "p", "mail": "m"}));
+        let v =
+            post(s, via, "/im/register", &json!({"account": "  ", "password": "p", "mail": "m"}));
         assert_code(&v, 501, "Account Info Empty");
-        let v = post(s, via, "/im/register", &json!({"account": acct, "password": "   ", "mail": "m"}));
+        let v =
+            post(s, via, "/im/register", &json!({"account": acct, "password": "   ", "mail": "m"}));
         assert_code(&v, 502, "Password Info Empty");
-        let v = post(s, via, "/im/register", &json!({"account": acct, "password": "p", "mail": null}));
+        let v =
+            post(s, via, "/im/register", &json!({"account": acct, "password": "p", "mail": null}));
         assert_code(&v, 503, "Secure Mail Info Empty");
         let long = "x".repeat(65);
-        let v = post(s, via, "/im/register", &json!({"account": long, "password": "p", "mail": "m"}));
+        let v =
+            post(s, via, "/im/register", &json!({"account": long, "password": "p", "mail": "m"}));
         assert_code(&v, 527, "Field Too Long");
         let v = post(
             s,
@@ -46,7 +50,12 @@ fn register_codes_in_order() {
         );
         assert_code(&v, 527, "Field Too Long");
         for bad in ["a b", "a\u{7}b", "a\tb"] {
-            let v = post(s, via, "/im/register", &json!({"account": bad, "password": "p", "mail": "m"}));
+            let v = post(
+                s,
+                via,
+                "/im/register",
+                &json!({"account": bad, "password": "p", "mail": "m"}),
+            );
             assert_code(&v, 528, "Field Invalid");
         }
         let body = json!({"account": acct, "password": "p", "mail": "m", "friends": {"x": 1}});
@@ -178,13 +187,19 @@ fn profile_update_checks_and_pushes_301() {
         let mut b = Session::login(s, via, &ub);
         befriend(s, &mut a, &mut b);
         let upd = |body: serde_json::Value| post(s, via, "/im/profile/update", &body);
-        assert_code(&get(s, via, &format!("/im/profile/update?{}", a.auth())), 403, "Protocol Error");
+        assert_code(
+            &get(s, via, &format!("/im/profile/update?{}", a.auth())),
+            403,
+            "Protocol Error",
+        );
         assert_code(&upd(json!({"id": a.id, "token": a.token, "sign": 3})), 403, "Protocol Error");
         assert_code(&upd(json!({"id": a.id})), 514, "Auth Info Empty");
         assert_code(&upd(json!({"id": a.id, "token": "0".repeat(32)})), 515, "Auth Illegal");
         let v = upd(json!({"id": a.id, "token": a.token, "new_password": "x"}));
         assert_code(&v, 502, "Password Info Empty");
-        let v = upd(json!({"id": a.id, "token": a.token, "password": "bad", "new_password": "x", "sign": "new"}));
+        let v = upd(
+            json!({"id": a.id, "token": a.token, "password": "bad", "new_password": "x", "sign": "new"}),
+        );
         assert_code(&v, 505, "Account & Password Wrong");
         let v = upd(json!({"id": a.id, "token": a.token, "name": "n".repeat(65)}));
         assert_code(&v, 527, "Field Too Long");

@@ -47,14 +47,18 @@ fn send_codes_in_order() {
         assert_eq!(v, json!({"code":527,"message":"Field Too Long","ok":false,"id":"2"}));
         let v = ask(&mut a.ws, json!({"toFriend": x.id, "payload": "hi", "id": "3"}));
         assert_eq!(v, json!({"code":512,"message":"Not Relation of Friend","ok":false,"id":"3"}));
-        let v = ask(&mut a.ws, json!({"toFriend": b.id, "payload": "  hi there  ", "id": "4", "extra": [1]}));
+        let v = ask(
+            &mut a.ws,
+            json!({"toFriend": b.id, "payload": "  hi there  ", "id": "4", "extra": [1]}),
+        );
         assert_eq!(v, json!({"code":200,"message":"Success","ok":true,"id":"4"}));
         let got = b.ws.recv();
         assert_eq!(got["id"], "4");
         assert_eq!(got["from"], a.id.as_str());
         assert_eq!(got["payload"], "  hi there  ", "payloads are not trimmed");
         let ts = got["ts"].as_i64().expect("ts");
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock");
         assert!((now.as_millis() as i64 - ts).abs() < 60_000, "ts is unix ms");
         // Offline friend without storage → 508.
         let b_id = b.id.clone();
@@ -90,9 +94,14 @@ fn offline_messages_are_stored_and_delivered_in_order() {
         drop(b);
         assert_code(&a.ws.recv(), 300, "Friend Offline");
         for i in 0..50 {
-            a.ws.send_json(&json!({"toFriend": b_id, "payload": format!("m{i}"), "id": format!("d{i}")}));
+            a.ws.send_json(
+                &json!({"toFriend": b_id, "payload": format!("m{i}"), "id": format!("d{i}")}),
+            );
             let v = a.ws.recv();
-            assert_eq!(v, json!({"code":202,"message":"Stored For Offline Friend","ok":true,"id":format!("d{i}")}));
+            assert_eq!(
+                v,
+                json!({"code":202,"message":"Stored For Offline Friend","ok":true,"id":format!("d{i}")})
+            );
         }
         let mut b = Session::login(&s, via, &ub);
         for i in 0..50 {
@@ -123,13 +132,17 @@ fn a_thousand_messages_each_way_in_order() {
                 let mut acks = 0;
                 let mut received = Vec::new();
                 for i in 0..N {
-                    me.ws.send_json(&json!({"toFriend": peer, "payload": format!("{i}"), "id": format!("{i}")}));
+                    me.ws.send_json(
+                        &json!({"toFriend": peer, "payload": format!("{i}"), "id": format!("{i}")}),
+                    );
                 }
                 while acks < N || received.len() < N {
                     let v = me.ws.recv();
                     if v.get("from").is_some() {
                         assert_eq!(v["from"], peer.as_str());
-                        received.push(v["payload"].as_str().expect("payload").parse::<usize>().expect("n"));
+                        received.push(
+                            v["payload"].as_str().expect("payload").parse::<usize>().expect("n"),
+                        );
                     } else {
                         assert_eq!(v["code"], 200, "{v}");
                         assert_eq!(v["id"], acks.to_string(), "acks in order");

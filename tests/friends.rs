@@ -8,7 +8,8 @@ use serde_json::json;
 
 /// Three logged-in users on `via`.
 fn trio(s: &TestServer, via: Via, tag: &str) -> (Session, Session, Session) {
-    let users: Vec<User> = ["a", "b", "c"].iter().map(|n| User::new(&format!("{tag}{n}"))).collect();
+    let users: Vec<User> =
+        ["a", "b", "c"].iter().map(|n| User::new(&format!("{tag}{n}"))).collect();
     for u in &users {
         u.register(s);
     }
@@ -25,7 +26,11 @@ fn auth_checks_come_first_on_every_route() {
     for route in ["found", "request", "add", "decline", "remove", "list", "requests"] {
         let path = format!("/im/friends/{route}");
         assert_code(&get(&s, Via::Plain, &format!("{path}?id={}", a.id)), 514, "Auth Info Empty");
-        assert_code(&get(&s, Via::Plain, &format!("{path}?token={}", a.token)), 517, "Account ID Empty");
+        assert_code(
+            &get(&s, Via::Plain, &format!("{path}?token={}", a.token)),
+            517,
+            "Account ID Empty",
+        );
         let cross = format!("{path}?id={}&token={}", a.id, b.token);
         assert_code(&get(&s, Via::Plain, &cross), 515, "Auth Illegal");
         let v = post(&s, Via::Tls, &path, &json!({"id": a.id, "token": "f".repeat(32)}));
@@ -42,14 +47,21 @@ fn search() {
     let s = TestServer::start();
     for via in [Via::Plain, Via::Tls] {
         let (a, b, c) = trio(&s, via, "Srch");
-        let found = |name: &str| get(&s, via, &format!("/im/friends/found?{}&name={}", a.auth(), enc(name)));
+        let found = |name: &str| {
+            get(&s, via, &format!("/im/friends/found?{}&name={}", a.auth(), enc(name)))
+        };
         assert_code(&found(""), 516, "Name Empty");
         assert_code(&found("   "), 516, "Name Empty");
         assert_code(&found(&"n".repeat(65)), 527, "Field Too Long");
         // Case-insensitive substring of the name; the searcher is excluded.
         let v = found(&b.login["profile"]["name"].as_str().expect("name")[..4].to_lowercase());
         assert_code(&v, 200, "Success");
-        let ids: Vec<&str> = v["found"].as_array().expect("found").iter().map(|e| e["id"].as_str().unwrap_or("")).collect();
+        let ids: Vec<&str> = v["found"]
+            .as_array()
+            .expect("found")
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or(""))
+            .collect();
         assert!(ids.contains(&b.id.as_str()) && ids.contains(&c.id.as_str()));
         assert!(!ids.contains(&a.id.as_str()), "the searcher is not listed");
         let entry = &v["found"][0];
@@ -65,9 +77,14 @@ fn request_add_and_their_codes() {
     let s = TestServer::start();
     for via in [Via::Plain, Via::Tls] {
         let (mut a, mut b, c) = trio(&s, via, "req");
-        let req = |me: &Session, q: &str| get(&s, via, &format!("/im/friends/request?{}&{q}", me.auth()));
+        let req =
+            |me: &Session, q: &str| get(&s, via, &format!("/im/friends/request?{}&{q}", me.auth()));
         assert_code(&req(&a, "to="), 519, "Friend Info Empty");
-        assert_code(&req(&a, &format!("to={}&note={}", b.id, "n".repeat(257))), 527, "Field Too Long");
+        assert_code(
+            &req(&a, &format!("to={}&note={}", b.id, "n".repeat(257))),
+            527,
+            "Field Too Long",
+        );
         assert_code(&req(&a, &format!("to={}", a.id)), 526, "Cannot Befriend Yourself");
         assert_code(&req(&a, &format!("to={}", "0".repeat(32))), 523, "Friend Not Exists");
         assert_code(&req(&a, &format!("to={}&note=hello%20b", b.id)), 200, "Success");
@@ -84,10 +101,15 @@ fn request_add_and_their_codes() {
         assert_eq!(v["requests"].as_array().map(Vec::len), Some(1));
         assert_eq!(v["requests"][0]["note"], "again");
 
-        let add = |me: &Session, q: &str| get(&s, via, &format!("/im/friends/add?{}&{q}", me.auth()));
+        let add =
+            |me: &Session, q: &str| get(&s, via, &format!("/im/friends/add?{}&{q}", me.auth()));
         assert_code(&add(&b, "from=&name=x"), 519, "Friend Info Empty");
         assert_code(&add(&b, &format!("from={}&name=", a.id)), 521, "Alias Empty");
-        assert_code(&add(&b, &format!("from={}&name={}", a.id, "x".repeat(65))), 527, "Field Too Long");
+        assert_code(
+            &add(&b, &format!("from={}&name={}", a.id, "x".repeat(65))),
+            527,
+            "Field Too Long",
+        );
         assert_code(&add(&b, &format!("from={}&name=me", b.id)), 526, "Cannot Befriend Yourself");
         assert_code(&add(&b, &format!("from={}&name=x", "0".repeat(32))), 523, "Friend Not Exists");
         assert_code(&add(&b, &format!("from={}&name=x", c.id)), 525, "Request Not Exists");
@@ -134,10 +156,15 @@ fn decline_and_remove() {
     let s = TestServer::start();
     for via in [Via::Plain, Via::Tls] {
         let (mut a, mut b, c) = trio(&s, via, "dr");
-        let dec = |me: &Session, q: &str| get(&s, via, &format!("/im/friends/decline?{}&{q}", me.auth()));
+        let dec =
+            |me: &Session, q: &str| get(&s, via, &format!("/im/friends/decline?{}&{q}", me.auth()));
         assert_code(&dec(&b, "from="), 519, "Friend Info Empty");
         assert_code(&dec(&b, &format!("from={}", a.id)), 525, "Request Not Exists");
-        assert_code(&get(&s, via, &format!("/im/friends/request?{}&to={}", a.auth(), b.id)), 200, "Success");
+        assert_code(
+            &get(&s, via, &format!("/im/friends/request?{}&to={}", a.auth(), b.id)),
+            200,
+            "Success",
+        );
         assert_code(&b.ws.recv(), 520, "Apply For a Friend");
         assert_code(&dec(&b, &format!("from={}", a.id)), 200, "Success");
         let push = a.ws.recv();
@@ -145,7 +172,8 @@ fn decline_and_remove() {
         assert_eq!(push["id"], b.id.as_str());
         assert_code(&dec(&b, &format!("from={}", a.id)), 525, "Request Not Exists");
 
-        let rm = |me: &Session, q: &str| get(&s, via, &format!("/im/friends/remove?{}&{q}", me.auth()));
+        let rm =
+            |me: &Session, q: &str| get(&s, via, &format!("/im/friends/remove?{}&{q}", me.auth()));
         assert_code(&rm(&a, "to="), 519, "Friend Info Empty");
         assert_code(&rm(&a, &format!("to={}", c.id)), 512, "Not Relation of Friend");
         befriend(&s, &mut a, &mut b);

@@ -16,7 +16,11 @@ fn web_client_is_served_on_both_listeners() {
         assert!(r.header("Content-Type").is_some_and(|t| t.starts_with("text/html")));
         let page = http(&s, via, "GET", "/im/www/v1/chat.html", "");
         assert_eq!(page.body, r.body, "/im/www/v1/ serves chat.html");
-        for evil in ["/im/www/v1/../../Cargo.toml", "/im/www/v1/%2e%2e/%2e%2e/Cargo.toml", "/im/www/v1/..%2f..%2fCargo.toml"] {
+        for evil in [
+            "/im/www/v1/../../Cargo.toml",
+            "/im/www/v1/%2e%2e/%2e%2e/Cargo.toml",
+            "/im/www/v1/..%2f..%2fCargo.toml",
+        ] {
             assert_eq!(http(&s, via, "GET", evil, "").status, 404, "{evil}");
         }
     }

@@ -129,7 +129,8 @@ fn racing_logins_leave_exactly_one_session() {
     u.register(&s);
     for _ in 0..5 {
         let sessions: Vec<Session> = std::thread::scope(|scope| {
-            let hs: Vec<_> = (0..2).map(|_| scope.spawn(|| Session::login(&s, Via::Plain, &u))).collect();
+            let hs: Vec<_> =
+                (0..2).map(|_| scope.spawn(|| Session::login(&s, Via::Plain, &u))).collect();
             hs.into_iter().map(|h| h.join().expect("login")).collect()
         });
         let live: Vec<bool> = sessions

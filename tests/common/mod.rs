@@ -242,9 +242,8 @@ impl HttpReply {
     }
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 }
 
@@ -396,7 +395,10 @@ impl Ws {
             Ok(Message::Ping(_) | Message::Pong(_)) => {}
             Ok(m) => panic!("expected silence, got {m:?}"),
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("expected silence, got {e}"),
         }
         set(self.ws.get_mut(), Some(Duration::from_secs(20)));
@@ -469,11 +471,13 @@ impl Session {
 /// Makes `a` and `b` friends through request and add; returns nothing, asserts codes.
 #[track_caller]
 pub fn befriend(server: &TestServer, a: &mut Session, b: &mut Session) {
-    let r = get(server, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));
+    let r =
+        get(server, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));
     assert_code(&r, 200, "Success");
     let push = b.ws.recv();
     assert_code(&push, 520, "Apply For a Friend");
-    let r = get(server, Via::Plain, &format!("/im/friends/add?{}&from={}&name=pal", b.auth(), a.id));
+    let r =
+        get(server, Via::Plain, &format!("/im/friends/add?{}&from={}&name=pal", b.auth(), a.id));
     assert_code(&r, 200, "Success");
     let push = a.ws.recv();
     assert_code(&push, 303, "Friend Added");
