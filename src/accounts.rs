@@ -24,10 +24,7 @@ pub fn register(app: &App, req: &Request) -> Outcome {
         return Err(Code::TooManyRequests.into());
     }
     let input = Input::json(req)?;
-    // Type checks first: a field that is there must be a string (403).
-    for key in ["account", "password", "name", "picture", "sex", "birthday", "sign", "mail"] {
-        input.raw(key)?;
-    }
+    input.known(&["account", "password", "name", "picture", "sex", "birthday", "sign", "mail"])?;
     let account = input.text("account")?;
     let password = input.raw("password")?.unwrap_or("");
     let mail = input.text("mail")?;
@@ -79,6 +76,7 @@ pub fn query(app: &App, req: &Request) -> Outcome {
         return Err(Code::TooManyRequests.into());
     }
     let input = Input::of(req)?;
+    input.known(&["account"])?;
     let account = input.text("account")?;
     if account.is_empty() {
         return Err(Code::AccountEmpty.into());
@@ -91,6 +89,7 @@ pub fn query(app: &App, req: &Request) -> Outcome {
 /// `POST /im/erase`.
 pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::json(req)?;
+    input.known(&["id", "token", "password"])?;
     let me = authenticate(app, &input)?;
     let password = input.raw("password")?.unwrap_or("");
     if proto::is_blank(password) {
@@ -122,9 +121,18 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `POST /im/profile/update`.
 pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::json(req)?;
-    for key in ["name", "picture", "sex", "birthday", "sign", "mail", "password", "new_password"] {
-        input.raw(key)?;
-    }
+    input.known(&[
+        "id",
+        "token",
+        "name",
+        "picture",
+        "sex",
+        "birthday",
+        "sign",
+        "mail",
+        "password",
+        "new_password",
+    ])?;
     let me = authenticate(app, &input)?;
     let limits = &app.config.fields;
 

@@ -15,6 +15,7 @@ const SEARCH_LIMIT: usize = 50;
 /// `/im/friends/found?id&token&name`.
 pub fn found(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token", "name"])?;
     let me = authenticate(app, &input)?;
     let name = input.text("name")?;
     if name.is_empty() {
@@ -29,6 +30,7 @@ pub fn found(app: &App, req: &Request) -> Outcome {
 /// `/im/friends/request?id&token&to&note`.
 pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token", "to", "note"])?;
     let me = authenticate(app, &input)?;
     let to = input.text("to")?;
     if to.is_empty() {
@@ -76,6 +78,7 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `/im/friends/add?id&token&from&name`.
 pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token", "from", "name"])?;
     let me = authenticate(app, &input)?;
     let from = input.text("from")?;
     if from.is_empty() {
@@ -108,6 +111,7 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `/im/friends/decline?id&token&from`.
 pub fn decline(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token", "from"])?;
     let me = authenticate(app, &input)?;
     let from = input.text("from")?;
     if from.is_empty() {
@@ -126,6 +130,7 @@ pub fn decline(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `/im/friends/remove?id&token&to`.
 pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token", "to"])?;
     let me = authenticate(app, &input)?;
     let to = input.text("to")?;
     if to.is_empty() {
@@ -144,6 +149,7 @@ pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// `/im/friends/list?id&token`.
 pub fn list(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token"])?;
     let me = authenticate(app, &input)?;
     let rows = app.store(|s| s.friends_of(&me))?;
     let friends = app.sessions.with_online(|online| friend_entries(rows, online));
@@ -153,6 +159,7 @@ pub fn list(app: &App, req: &Request) -> Outcome {
 /// `/im/friends/requests?id&token`.
 pub fn requests(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token"])?;
     let me = authenticate(app, &input)?;
     let rows = app.store(|s| s.requests_to(&me))?;
     Ok(proto::requests_reply(&request_entries(rows)))

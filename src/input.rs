@@ -36,6 +36,11 @@ impl Input {
         }
     }
 
+    /// Type-checks every field an operation knows, before any other check (403).
+    pub fn known(&self, keys: &[&str]) -> Result<(), Code> {
+        keys.iter().try_for_each(|k| self.raw(k).map(drop))
+    }
+
     /// The field trimmed; absent → "".
     pub fn text(&self, key: &str) -> Result<&str, Code> {
         Ok(self.raw(key)?.map_or("", str::trim))

@@ -243,6 +243,7 @@ fn pending(app: &App, me: &str) -> Result<Vec<store::StoredMessage>, Fail> {
 /// `/im/logoff?id&token`: ends the session at once, then closes its socket (1000).
 pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
+    input.known(&["id", "token"])?;
     let me = authenticate(app, &input)?;
     let friends = app.store(|s| s.friend_ids(&me))?;
     let (conn, ()) =
