@@ -128,13 +128,14 @@ mod tests {
 
     #[test]
     fn bucket_spends_and_refills() {
-        let r = Rate::per_sec(10, 2);
+        let r = Rate::per_sec(1, 2);
         let t0 = Instant::now();
         let mut b = r.bucket(t0);
         assert!(r.take(&mut b, t0));
         assert!(r.take(&mut b, t0));
         assert!(!r.take(&mut b, t0));
-        assert!(r.take(&mut b, t0 + Duration::from_millis(100)));
+        assert!(!r.take(&mut b, t0 + Duration::from_millis(500)));
+        assert!(r.take(&mut b, t0 + Duration::from_millis(1100)));
     }
 
     #[test]

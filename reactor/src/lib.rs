@@ -3,21 +3,43 @@
 //! One mio `Poll` thread owns every socket; a fixed pool of workers runs the
 //! application's [`Handler`]. Complete HTTP requests and WebSocket messages travel to
 //! the workers over a channel; replies and pushes come back through [`Remote`], a
-//! channel plus a `mio::Waker`.
+//! channel plus a `mio::Waker`. At most one job per connection is with the workers at a
+//! time, so a connection's replies keep the order of its input.
 //!
-//! Module map (filled in by the implementation):
-//! - `config`   — [`Config`]: every limit and timeout, with defaults.
-//! - `handler`  — [`Handler`], [`ConnId`], [`WsMessage`], [`Upgrade`], [`CloseReason`].
+//! - `config`       — [`Config`]: every limit and timeout, with defaults.
+//! - `handler`      — the seam: [`Handler`], [`ConnId`], [`WsMessage`], [`Upgrade`], [`CloseReason`].
 //! - `request`, `response` — the HTTP types that cross the seam.
+//! - `server`       — [`Server`]: the event loop, the connection slab, timers, accept.
+//! - `conn`         — one connection: its phase enum, buffers, TLS and WebSocket state.
+//! - `http`         — resumable request framing (httparse) and response writing.
+//! - `buffer`       — byte buffers that give their memory back when empty.
+//! - `remote`       — [`Remote`] and [`Stats`]: commands into the loop from any thread.
+//! - `worker`       — the fixed worker pool.
+//! - `tls`          — rustls configuration from PEM files or a self-signed certificate.
+//! - `static_files` — [`StaticFiles`]: the web root, with no way out of it.
+//! - `error`        — [`Error`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod buffer;
 mod config;
+mod conn;
+mod error;
 mod handler;
+mod http;
+mod remote;
 mod request;
 mod response;
+mod server;
+mod static_files;
+mod tls;
+mod worker;
 
 pub use config::{Config, TlsSource};
+pub use error::Error;
 pub use handler::{CloseReason, ConnId, Handler, Upgrade, WsMessage};
+pub use remote::{Remote, Stats};
 pub use request::{Listener, Request};
 pub use response::{reason, Response};
+pub use server::Server;
+pub use static_files::StaticFiles;

@@ -1,0 +1,764 @@
+//! One client connection: its socket (plain or TLS), its buffers and its phase.
+//!
+//! The connection decides everything about itself: what to read, what to write, which
+//! readiness it needs, and when it is finished. The server loop only routes events,
+//! commands and timers to it.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use mio::net::TcpStream;
+use mio::Interest;
+use rustls::ServerConnection;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+use crate::buffer::Buffer;
+use crate::http::{error_response, parse_head, write_response, HeadLimits};
+use crate::remote::Stats;
+use crate::worker::Job;
+use crate::{CloseReason, Config, ConnId, Listener, Request, Response, Upgrade, WsMessage};
+
+/// Messages of one connection waiting for a worker before reading pauses.
+const INBOX_LIMIT: usize = 16;
+/// How long a close handshake we started may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Plaintext rustls may hold beyond our own output buffer.
+const TLS_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// What the connection shares with the loop for one call.
+pub(crate) struct Cx<'a> {
+    pub now: Instant,
+    pub config: &'a Config,
+    pub ws_config: WebSocketConfig,
+    pub jobs: &'a Sender<Job>,
+    pub stats: &'a Stats,
+    pub scratch: &'a mut [u8],
+    pub shutting_down: bool,
+}
+
+impl Cx<'_> {
+    fn dispatch(&self, job: Job) {
+        self.stats.queue_depth.fetch_add(1, Relaxed);
+        if self.jobs.send(job).is_err() {
+            self.stats.queue_depth.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// The phase of a connection. Transitions happen only in [`Conn`]'s methods.
+enum Phase {
+    /// TLS handshake in progress.
+    Handshake,
+    /// Reading requests; `pending` is the request a worker has.
+    Http { pending: Option<Pending>, head_started: Option<Instant> },
+    /// An open WebSocket.
+    WebSocket(Box<Ws>),
+    /// Writing what is left, then closing. `await_close` waits for the peer's close frame.
+    Closing { ws: Option<Box<Ws>> },
+    /// The socket is gone; a worker still owes this connection a reply.
+    Dead,
+}
+
+/// A request with a worker, and what its response needs to know.
+enum Pending {
+    Request { keep_alive: bool, head_only: bool },
+    Upgrade { key: String, req: Box<Request> },
+}
+
+struct Ws {
+    ctx: WebSocketContext,
+    last_rx: Instant,
+    next_ping: Instant,
+}
+
+/// The socket, once it is gone it is gone.
+struct Io {
+    sock: TcpStream,
+    tls: Option<Box<ServerConnection>>,
+}
+
+/// What the loop should do with a connection after a call.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Keep it, with this interest.
+    Keep(Interest),
+    /// Deregister and drop the socket; keep the slot (a worker owes a reply).
+    DropSocket,
+    /// Free the slot.
+    Free,
+}
+
+pub(crate) struct Conn {
+    pub id: ConnId,
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    io: Option<Io>,
+    phase: Phase,
+    input: Buffer,
+    output: Buffer,
+    eof: bool,
+    in_flight: bool,
+    inbox: VecDeque<WsMessage>,
+    /// The next moment a timer of this connection is due.
+    pub deadline: Option<Instant>,
+    /// The handler saw this WebSocket open and is owed a `closed` call.
+    opened: bool,
+    close_reason: CloseReason,
+    /// Interest currently registered with the poller.
+    pub registered: Option<Interest>,
+    /// The deadline last put on the timer heap.
+    pub scheduled: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(
+        id: ConnId,
+        sock: TcpStream,
+        peer: SocketAddr,
+        tls: Option<ServerConnection>,
+        cx: &Cx<'_>,
+    ) -> Conn {
+        let listener = if tls.is_some() { Listener::Tls } else { Listener::Plain };
+        let (phase, timeout) = match tls {
+            Some(_) => (Phase::Handshake, cx.config.tls_handshake_timeout),
+            None => {
+                (Phase::Http { pending: None, head_started: None }, cx.config.keepalive_timeout)
+            }
+        };
+        let tls = tls.map(|mut t| {
+            t.set_buffer_limit(Some(TLS_BUFFER_LIMIT));
+            Box::new(t)
+        });
+        Conn {
+            id,
+            peer,
+            listener,
+            io: Some(Io { sock, tls }),
+            phase,
+            input: Buffer::default(),
+            output: Buffer::default(),
+            eof: false,
+            in_flight: false,
+            inbox: VecDeque::new(),
+            deadline: Some(cx.now + timeout),
+            opened: false,
+            close_reason: CloseReason::Normal,
+            registered: None,
+            scheduled: None,
+        }
+    }
+
+    pub fn socket(&mut self) -> Option<&mut TcpStream> {
+        self.io.as_mut().map(|io| &mut io.sock)
+    }
+
+    pub fn is_websocket(&self) -> bool {
+        matches!(self.phase, Phase::WebSocket(_))
+    }
+
+    /// Readiness reported by the poller.
+    pub fn ready(&mut self, cx: &mut Cx<'_>) -> Next {
+        self.pump(cx);
+        self.next(cx)
+    }
+
+    /// Read what the socket has, act on it, write what is queued.
+    fn pump(&mut self, cx: &mut Cx<'_>) {
+        if self.flush().is_err() {
+            return self.fail(CloseReason::Error);
+        }
+        if self.wants_input() {
+            if let Err(e) = self.read_socket(cx) {
+                log::debug!("connection {}: read failed: {e}", self.peer);
+                return self.fail(CloseReason::Error);
+            }
+        }
+        self.advance(cx);
+        if self.flush().is_err() {
+            self.fail(CloseReason::Error);
+        }
+    }
+
+    /// Whether this connection should read now (backpressure pauses it).
+    fn wants_input(&self) -> bool {
+        if self.eof || self.io.is_none() {
+            return false;
+        }
+        match &self.phase {
+            Phase::Handshake | Phase::Closing { .. } => true,
+            Phase::Http { pending, .. } => pending.is_none() || self.input.len() < 64 * 1024,
+            Phase::WebSocket(_) => self.inbox.len() < INBOX_LIMIT,
+            Phase::Dead => false,
+        }
+    }
+
+    /// Drains the socket into the input buffer until it would block.
+    fn read_socket(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
+        let Some(io) = self.io.as_mut() else { return Ok(()) };
+        let got_any = match io.tls.as_deref_mut() {
+            None => read_plain(&mut io.sock, cx.scratch, &mut self.input, &mut self.eof)?,
+            Some(tls) => read_tls(&mut io.sock, tls, cx.scratch, &mut self.input, &mut self.eof)?,
+        };
+        if got_any {
+            if let Phase::WebSocket(ws) = &mut self.phase {
+                ws.last_rx = cx.now;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the phase machine on buffered input.
+    fn advance(&mut self, cx: &mut Cx<'_>) {
+        if matches!(self.phase, Phase::Handshake) {
+            let handshaking =
+                self.io.as_ref().and_then(|io| io.tls.as_ref()).is_some_and(|t| t.is_handshaking());
+            if handshaking {
+                if self.eof {
+                    self.fail(CloseReason::Error);
+                }
+                return;
+            }
+            self.phase = Phase::Http { pending: None, head_started: None };
+            self.deadline = Some(cx.now + cx.config.keepalive_timeout);
+        }
+        match &mut self.phase {
+            Phase::Http { .. } => self.advance_http(cx),
+            Phase::WebSocket(_) => self.advance_ws(cx),
+            Phase::Closing { ws } => {
+                if let Some(ws) = ws {
+                    // Wait for the peer's close frame; anything else is discarded.
+                    let mut io =
+                        Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+                    loop {
+                        match ws.ctx.read(&mut io) {
+                            Ok(_) => continue,
+                            Err(tungstenite::Error::Io(e))
+                                if e.kind() == io::ErrorKind::WouldBlock =>
+                            {
+                                break
+                            }
+                            Err(_) => {
+                                self.io_done();
+                                break;
+                            }
+                        }
+                    }
+                } else {
+                    self.input.clear();
+                }
+            }
+            Phase::Handshake | Phase::Dead => {}
+        }
+    }
+
+    fn advance_http(&mut self, cx: &mut Cx<'_>) {
+        let Phase::Http { pending, head_started } = &mut self.phase else { return };
+        if pending.is_some() {
+            return;
+        }
+        let limits = HeadLimits {
+            head_bytes: cx.config.head_bytes,
+            max_headers: cx.config.max_headers,
+            body_bytes: cx.config.body_bytes,
+        };
+        let head = match parse_head(self.input.as_slice(), &limits) {
+            Ok(Some(head)) if self.input.len() >= head.head_len + head.body_len => head,
+            Ok(partial) => {
+                if self.eof {
+                    return self.fail(CloseReason::Normal);
+                }
+                if (partial.is_some() || !self.input.is_empty()) && head_started.is_none() {
+                    // The head timer runs from a request's first byte (slowloris).
+                    *head_started = Some(cx.now);
+                    self.deadline = Some(cx.now + cx.config.head_timeout);
+                }
+                return;
+            }
+            Err(status) => {
+                log::debug!("connection {}: refused request with {status}", self.peer);
+                return self.respond_and_close(&error_response(status));
+            }
+        };
+        let bytes = self.input.as_slice();
+        let body = bytes[head.head_len..head.head_len + head.body_len].to_vec();
+        self.input.consume(head.head_len + head.body_len);
+        let req = Request {
+            method: head.method,
+            target: head.target,
+            headers: head.headers,
+            body,
+            peer: self.peer,
+            listener: self.listener,
+        };
+        *head_started = None;
+        self.deadline = None;
+        self.in_flight = true;
+        match head.ws_key {
+            Some(key) => {
+                *pending = Some(Pending::Upgrade { key, req: Box::new(req.clone()) });
+                cx.dispatch(Job::Upgrade(self.id, req));
+            }
+            None => {
+                let head_only = req.method == "HEAD";
+                *pending = Some(Pending::Request { keep_alive: head.keep_alive, head_only });
+                cx.dispatch(Job::Http(self.id, req));
+            }
+        }
+    }
+
+    fn advance_ws(&mut self, cx: &mut Cx<'_>) {
+        let Phase::WebSocket(ws) = &mut self.phase else { return };
+        let mut failure = None;
+        {
+            let mut io =
+                Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+            while self.inbox.len() < INBOX_LIMIT {
+                match ws.ctx.read(&mut io) {
+                    Ok(Message::Text(t)) => self.inbox.push_back(WsMessage::Text(t.to_string())),
+                    Ok(Message::Binary(b)) => self.inbox.push_back(WsMessage::Binary(b.to_vec())),
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                        break
+                    }
+                    Err(
+                        tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
+                    ) => {
+                        failure = Some((None, CloseReason::Normal));
+                        break;
+                    }
+                    Err(e) => {
+                        let (code, reason) = match &e {
+                            tungstenite::Error::Capacity(_) => {
+                                (CloseCode::Size, CloseReason::TooBig)
+                            }
+                            tungstenite::Error::Utf8(_) => (CloseCode::Invalid, CloseReason::Error),
+                            _ => (CloseCode::Protocol, CloseReason::Error),
+                        };
+                        log::debug!("websocket {}: {e}", self.peer);
+                        let _ = ws.ctx.close(&mut io, Some(CloseFrame { code, reason: "".into() }));
+                        let _ = ws.ctx.flush(&mut io);
+                        failure = Some((Some(code), reason));
+                        break;
+                    }
+                }
+            }
+        }
+        self.input.compact();
+        let received = self.inbox.len();
+        cx.stats.ws_messages_in.fetch_add(received as u64, Relaxed);
+        if let Some((_, reason)) = failure {
+            self.close_reason = reason;
+            self.phase = Phase::Closing { ws: None };
+        }
+        self.dispatch_next(cx);
+    }
+
+    /// Hands the next queued message to a worker, or the final `closed` call.
+    fn dispatch_next(&mut self, cx: &mut Cx<'_>) {
+        if self.in_flight {
+            return;
+        }
+        if let Some(msg) = self.inbox.pop_front() {
+            self.in_flight = true;
+            cx.dispatch(Job::Message(self.id, msg));
+        } else if matches!(self.phase, Phase::Dead) && self.opened {
+            self.opened = false;
+            cx.dispatch(Job::Closed(self.id, self.close_reason));
+        }
+    }
+
+    /// Writes a response and closes once it is out.
+    fn respond_and_close(&mut self, resp: &Response) {
+        write_response(self.output.vec(), resp, false, true);
+        self.phase = Phase::Closing { ws: None };
+        self.eof = true;
+    }
+
+    /// A worker answered an HTTP request.
+    pub fn on_response(&mut self, resp: Response, cx: &mut Cx<'_>) -> Next {
+        let Phase::Http { pending, .. } = &mut self.phase else { return self.next(cx) };
+        let Some(Pending::Request { keep_alive, head_only }) = pending.take() else {
+            return self.next(cx);
+        };
+        self.in_flight = false;
+        let close = !keep_alive || resp.close || cx.shutting_down;
+        write_response(self.output.vec(), &resp, head_only, close);
+        if close {
+            self.phase = Phase::Closing { ws: None };
+        } else {
+            self.deadline = Some(cx.now + cx.config.keepalive_timeout);
+            if !self.eof && self.io.is_some() && self.input.is_empty() {
+                // Pipelined requests may be waiting in the kernel while we paused.
+                let _ = self.read_socket(cx);
+            }
+            self.advance(cx);
+            if self.eof && matches!(self.phase, Phase::Http { pending: None, .. }) {
+                self.phase = Phase::Closing { ws: None };
+            }
+        }
+        self.finish_write(cx)
+    }
+
+    /// A worker decided about an upgrade.
+    pub fn on_upgrade(&mut self, up: Upgrade, cx: &mut Cx<'_>) -> Next {
+        let Phase::Http { pending, .. } = &mut self.phase else { return self.next(cx) };
+        let Some(Pending::Upgrade { key, req }) = pending.take() else { return self.next(cx) };
+        self.in_flight = false;
+        match up {
+            Upgrade::Reject(resp) => self.respond_and_close(&resp.closing()),
+            Upgrade::Accept if cx.shutting_down => {
+                self.respond_and_close(&error_response(503));
+            }
+            Upgrade::Accept => {
+                let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+                let _ = write!(
+                    self.output.vec(),
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                );
+                let leftover = self.input.take();
+                let ctx = WebSocketContext::from_partially_read(
+                    leftover,
+                    Role::Server,
+                    Some(cx.ws_config),
+                );
+                let ping = cx.config.ws_ping_interval;
+                self.phase = Phase::WebSocket(Box::new(Ws {
+                    ctx,
+                    last_rx: cx.now,
+                    next_ping: cx.now + ping,
+                }));
+                self.opened = true;
+                self.deadline = Some(cx.now + ping.min(cx.config.ws_idle_timeout));
+                cx.stats.open_websockets.fetch_add(1, Relaxed);
+                self.in_flight = true;
+                cx.dispatch(Job::Opened(self.id, *req));
+                self.advance_ws(cx);
+            }
+        }
+        self.finish_write(cx)
+    }
+
+    /// A worker finished a WebSocket job.
+    pub fn on_done(&mut self, cx: &mut Cx<'_>) -> Next {
+        self.in_flight = false;
+        if self.is_websocket() && self.wants_input() {
+            // Reading may have paused on a full inbox; edge-triggered readiness will
+            // not tell us again about bytes already waiting.
+            self.pump(cx);
+        }
+        self.dispatch_next(cx);
+        self.next(cx)
+    }
+
+    /// Queues a frame from the application.
+    pub fn send(&mut self, msg: Message, cx: &mut Cx<'_>) -> Next {
+        if let Phase::WebSocket(ws) = &mut self.phase {
+            let mut io =
+                Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+            if ws.ctx.write(&mut io, msg).is_err() || ws.ctx.flush(&mut io).is_err() {
+                self.close_reason = CloseReason::Error;
+                self.phase = Phase::Closing { ws: None };
+            }
+        }
+        self.finish_write(cx)
+    }
+
+    /// Starts a close handshake with `code` (after what is queued).
+    pub fn close(&mut self, code: u16, reason: &str, why: CloseReason, cx: &mut Cx<'_>) -> Next {
+        match std::mem::replace(&mut self.phase, Phase::Dead) {
+            Phase::WebSocket(mut ws) => {
+                let mut io =
+                    Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+                let frame =
+                    CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+                if ws.ctx.close(&mut io, Some(frame)).is_ok() {
+                    let _ = ws.ctx.flush(&mut io);
+                }
+                self.close_reason = why;
+                self.deadline = Some(cx.now + CLOSE_GRACE);
+                self.phase = Phase::Closing { ws: Some(ws) };
+            }
+            Phase::Http { pending: Some(p), head_started } if why == CloseReason::Shutdown => {
+                // Let the in-flight request finish; its response will close.
+                self.phase = Phase::Http { pending: Some(p), head_started };
+            }
+            Phase::Dead => self.phase = Phase::Dead,
+            _ => {
+                self.phase = Phase::Closing { ws: None };
+                self.eof = true;
+            }
+        }
+        self.finish_write(cx)
+    }
+
+    /// A timer of this connection is due.
+    pub fn on_timer(&mut self, cx: &mut Cx<'_>) -> Next {
+        let Some(deadline) = self.deadline else { return self.next(cx) };
+        if deadline > cx.now {
+            return self.next(cx);
+        }
+        self.deadline = None;
+        match &mut self.phase {
+            Phase::WebSocket(ws) => {
+                let idle_at = ws.last_rx + cx.config.ws_idle_timeout;
+                if cx.now >= idle_at {
+                    cx.stats.closed_timeout.fetch_add(1, Relaxed);
+                    return self.close(1000, "idle timeout", CloseReason::Idle, cx);
+                }
+                if cx.now >= ws.next_ping {
+                    let mut io =
+                        Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+                    let _ = ws.ctx.write(&mut io, Message::Ping(Vec::new().into()));
+                    let _ = ws.ctx.flush(&mut io);
+                    ws.next_ping = cx.now + cx.config.ws_ping_interval;
+                }
+                self.deadline = Some(ws.next_ping.min(idle_at));
+                self.finish_write(cx)
+            }
+            Phase::Http { pending: Some(_), .. } => self.next(cx),
+            _ => {
+                cx.stats.closed_timeout.fetch_add(1, Relaxed);
+                self.close_reason = CloseReason::Idle;
+                self.io_done();
+                self.next(cx)
+            }
+        }
+    }
+
+    fn finish_write(&mut self, cx: &mut Cx<'_>) -> Next {
+        if self.flush().is_err() {
+            self.fail(CloseReason::Error);
+        }
+        self.next(cx)
+    }
+
+    /// Writes pending output until the socket would block.
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(io) = self.io.as_mut() else { return Ok(()) };
+        match io.tls.as_deref_mut() {
+            None => {
+                while !self.output.is_empty() {
+                    match io.sock.write(self.output.as_slice()) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => self.output.consume(n),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Some(tls) => loop {
+                let mut progress = false;
+                if !self.output.is_empty() {
+                    let n = tls.writer().write(self.output.as_slice())?;
+                    self.output.consume(n);
+                    progress |= n > 0;
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(&mut io.sock) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => progress = true,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !progress || self.output.is_empty() {
+                    break;
+                }
+            },
+        }
+        self.output.compact();
+        Ok(())
+    }
+
+    fn pending_output(&self) -> bool {
+        !self.output.is_empty()
+            || self.io.as_ref().and_then(|io| io.tls.as_ref()).is_some_and(|t| t.wants_write())
+    }
+
+    /// The protocol failed or the peer vanished: drop the socket.
+    fn fail(&mut self, reason: CloseReason) {
+        if self.close_reason == CloseReason::Normal {
+            self.close_reason = reason;
+        }
+        self.io_done();
+    }
+
+    /// No more I/O on this connection.
+    fn io_done(&mut self) {
+        self.phase = Phase::Dead;
+        self.eof = true;
+        self.output.clear();
+    }
+
+    /// What the loop should do now.
+    fn next(&mut self, cx: &mut Cx<'_>) -> Next {
+        if self.io.is_some() && self.output.len() > cx.config.output_cap_bytes {
+            log::info!("connection {}: closed, it does not read its output", self.peer);
+            cx.stats.closed_slow_reader.fetch_add(1, Relaxed);
+            self.close_reason = CloseReason::SlowReader;
+            self.io_done();
+        }
+        if matches!(self.phase, Phase::Closing { ws: None }) && !self.pending_output() {
+            self.io_done();
+        }
+        if matches!(self.phase, Phase::Dead) {
+            if self.io.is_some() {
+                return Next::DropSocket;
+            }
+            self.dispatch_next(cx);
+            return if self.in_flight || !self.inbox.is_empty() || self.opened {
+                Next::Keep(Interest::READABLE)
+            } else {
+                Next::Free
+            };
+        }
+        let mut interest = Interest::READABLE;
+        if self.pending_output() {
+            interest |= Interest::WRITABLE;
+        }
+        Next::Keep(interest)
+    }
+
+    /// Called by the loop once the socket is deregistered: forget it.
+    pub fn drop_socket(&mut self, stats: &Stats) -> bool {
+        if let Some(io) = self.io.take() {
+            let counter = if io.tls.is_some() { &stats.open_tls } else { &stats.open_plain };
+            counter.fetch_sub(1, Relaxed);
+            if self.opened {
+                stats.open_websockets.fetch_sub(1, Relaxed);
+            }
+            drop(io);
+        }
+        self.phase = Phase::Dead;
+        self.input = Buffer::default();
+        self.output = Buffer::default();
+        self.deadline = None;
+        self.in_flight || !self.inbox.is_empty() || self.opened
+    }
+
+    /// After `drop_socket`: dispatch what is owed; true when the slot can be freed.
+    pub fn settle(&mut self, cx: &mut Cx<'_>) -> bool {
+        self.dispatch_next(cx);
+        !self.in_flight && self.inbox.is_empty() && !self.opened
+    }
+
+    /// Shutdown gave up waiting: the handler still hears about an opened WebSocket.
+    pub fn abandon(&mut self, cx: &mut Cx<'_>) {
+        if self.opened {
+            self.opened = false;
+            cx.dispatch(Job::Closed(self.id, CloseReason::Shutdown));
+        }
+    }
+}
+
+/// Drains a plain socket into `input`; true if any byte arrived.
+fn read_plain(
+    sock: &mut TcpStream,
+    scratch: &mut [u8],
+    input: &mut Buffer,
+    eof: &mut bool,
+) -> io::Result<bool> {
+    let mut any = false;
+    loop {
+        match sock.read(scratch) {
+            Ok(0) => {
+                *eof = true;
+                return Ok(any);
+            }
+            Ok(n) => {
+                input.extend(&scratch[..n]);
+                any = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Drains a TLS socket: records in, then every byte of plaintext out of rustls (none
+/// may stay buffered there: epoll would never report it again).
+fn read_tls(
+    sock: &mut TcpStream,
+    tls: &mut ServerConnection,
+    scratch: &mut [u8],
+    input: &mut Buffer,
+    eof: &mut bool,
+) -> io::Result<bool> {
+    let mut any = false;
+    loop {
+        match tls.read_tls(sock) {
+            Ok(0) => *eof = true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(any),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let state = match tls.process_new_packets() {
+            Ok(state) => state,
+            Err(e) => {
+                // Best effort: tell the peer why (rustls queued an alert).
+                let _ = tls.write_tls(sock);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+        };
+        if state.plaintext_bytes_to_read() > 0 {
+            loop {
+                match tls.reader().read(scratch) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        input.extend(&scratch[..n]);
+                        any = true;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if state.peer_has_closed() {
+            *eof = true;
+        }
+        if *eof {
+            return Ok(any);
+        }
+    }
+}
+
+/// tungstenite's view of the connection: reads from the input buffer, writes to the
+/// output buffer. It never touches the socket, so it never blocks.
+struct Adapter<'a> {
+    input: &'a mut Buffer,
+    output: &'a mut Buffer,
+    eof: bool,
+}
+
+impl Read for Adapter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.input.is_empty() {
+            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = buf.len().min(self.input.len());
+        buf[..n].copy_from_slice(&self.input.as_slice()[..n]);
+        self.input.consume(n);
+        Ok(n)
+    }
+}
+
+impl Write for Adapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

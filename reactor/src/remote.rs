@@ -1,0 +1,146 @@
+//! The way back into the event loop: worker threads (or any thread) queue commands on
+//! a channel and wake the loop with a `mio::Waker`, one wake per burst.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+use rustls::ServerConfig;
+
+use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade};
+
+/// What the event loop is asked to do.
+pub(crate) enum Command {
+    Text(ConnId, String),
+    Binary(ConnId, Vec<u8>),
+    Close(ConnId, u16, String),
+    /// The handler finished a job of this connection.
+    Done(ConnId),
+    Http(ConnId, Response),
+    Upgrade(ConnId, Upgrade),
+    Shutdown,
+    ReloadTls(Arc<ServerConfig>),
+}
+
+/// Counters the reactor keeps; all relaxed atomics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Open connections on the plain listener.
+    pub open_plain: AtomicI64,
+    /// Open connections on the TLS listener.
+    pub open_tls: AtomicI64,
+    /// Open WebSockets.
+    pub open_websockets: AtomicI64,
+    /// Connections accepted since start.
+    pub accepted_total: AtomicU64,
+    /// Connections closed at once because of `max_connections` or `connections_per_ip`.
+    pub refused_total: AtomicU64,
+    /// Connections closed because their pending output exceeded the cap.
+    pub closed_slow_reader: AtomicU64,
+    /// Connections closed by a timeout (head, handshake, idle).
+    pub closed_timeout: AtomicU64,
+    /// Jobs waiting for a worker.
+    pub queue_depth: AtomicI64,
+    /// WebSocket data messages received.
+    pub ws_messages_in: AtomicU64,
+}
+
+impl Stats {
+    /// Open plain connections.
+    pub fn open_plain(&self) -> i64 {
+        self.open_plain.load(Ordering::Relaxed)
+    }
+    /// Open TLS connections.
+    pub fn open_tls(&self) -> i64 {
+        self.open_tls.load(Ordering::Relaxed)
+    }
+    /// Open WebSockets.
+    pub fn open_websockets(&self) -> i64 {
+        self.open_websockets.load(Ordering::Relaxed)
+    }
+    /// Jobs waiting for a worker.
+    pub fn queue_depth(&self) -> i64 {
+        self.queue_depth.load(Ordering::Relaxed).max(0)
+    }
+}
+
+pub(crate) struct Shared {
+    tx: Sender<Command>,
+    waker: mio::Waker,
+    wake_pending: AtomicBool,
+    shutting_down: AtomicBool,
+    pub(crate) stats: Stats,
+}
+
+/// A handle to the running reactor, usable from any thread.
+#[derive(Clone)]
+pub struct Remote {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Remote {
+    pub(crate) fn new(tx: Sender<Command>, waker: mio::Waker) -> Remote {
+        Remote {
+            shared: Arc::new(Shared {
+                tx,
+                waker,
+                wake_pending: AtomicBool::new(false),
+                shutting_down: AtomicBool::new(false),
+                stats: Stats::default(),
+            }),
+        }
+    }
+
+    pub(crate) fn command(&self, cmd: Command) {
+        if self.shared.tx.send(cmd).is_ok()
+            && !self.shared.wake_pending.swap(true, Ordering::AcqRel)
+        {
+            if let Err(e) = self.shared.waker.wake() {
+                log::error!("waking the event loop failed: {e}");
+            }
+        }
+    }
+
+    /// Called by the loop before it drains the channel: later commands wake it again.
+    pub(crate) fn woken(&self) {
+        self.shared.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// Queues a text frame to `conn`; dropped if `conn` is gone.
+    pub fn send_text(&self, conn: ConnId, text: String) {
+        self.command(Command::Text(conn, text));
+    }
+
+    /// Queues a binary frame to `conn`; dropped if `conn` is gone.
+    pub fn send_binary(&self, conn: ConnId, data: Vec<u8>) {
+        self.command(Command::Binary(conn, data));
+    }
+
+    /// Writes what is queued for `conn`, then a close frame with `code`, then closes.
+    pub fn close(&self, conn: ConnId, code: u16, reason: &str) {
+        self.command(Command::Close(conn, code, reason.to_string()));
+    }
+
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shared.shutting_down.store(true, Ordering::Release);
+        self.command(Command::Shutdown);
+    }
+
+    /// Whether a shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shared.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Loads a certificate; new TLS handshakes use it, live connections keep theirs.
+    pub fn reload_tls(&self, source: TlsSource) -> Result<(), Error> {
+        let config = tls::server_config(&source)?;
+        self.command(Command::ReloadTls(config));
+        Ok(())
+    }
+
+    /// The reactor's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+}

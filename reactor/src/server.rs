@@ -1,0 +1,410 @@
+//! The event loop: one mio `Poll` owning every socket, a slab of connections keyed by
+//! token with a generation, a timer heap, and the command channel from the workers.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use rustls::ServerConfig;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::Message;
+
+use crate::conn::{Conn, Cx, Next};
+use crate::remote::Command;
+use crate::worker::{self, Job};
+use crate::{tls, CloseReason, Config, ConnId, Error, Handler, Remote};
+
+const PLAIN_LISTENER: Token = Token(0);
+const TLS_LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+/// Tokens below this are not connections.
+const FIRST_CONN: usize = 3;
+/// The longest the loop sleeps, so a missed wake can never stall it for long.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// tungstenite's read buffer per WebSocket: small, idle connections must stay small.
+const WS_READ_BUFFER: usize = 4 * 1024;
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    poll: Poll,
+    plain: Option<TcpListener>,
+    tls: Option<(TcpListener, Arc<ServerConfig>)>,
+    config: Config,
+    handler: Arc<dyn Handler>,
+    remote: Remote,
+    commands: Receiver<Command>,
+}
+
+impl Server {
+    /// Binds the listeners (port 0 picks a free port) and loads the TLS certificate.
+    pub fn bind(config: Config, handler: Arc<dyn Handler>) -> Result<Server, Error> {
+        let poll = Poll::new().map_err(Error::Io)?;
+        let waker = Waker::new(poll.registry(), WAKER).map_err(Error::Io)?;
+        let (tx, commands) = crossbeam_channel::unbounded();
+        let remote = Remote::new(tx, waker);
+        let plain = match config.listen {
+            Some(addr) => Some(listen(&poll, addr, PLAIN_LISTENER)?),
+            None => None,
+        };
+        let tls = match config.tls_listen {
+            Some(addr) => {
+                let source = config.tls.as_ref().ok_or(Error::NoCertificate)?;
+                let server_config = tls::server_config(source)?;
+                Some((listen(&poll, addr, TLS_LISTENER)?, server_config))
+            }
+            None => None,
+        };
+        Ok(Server { poll, plain, tls, config, handler, remote, commands })
+    }
+
+    /// The plain listener's address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The TLS listener's address.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// A handle for other threads.
+    pub fn remote(&self) -> Remote {
+        self.remote.clone()
+    }
+
+    /// Runs the loop until a graceful shutdown has finished and the workers are joined.
+    pub fn run(self) -> Result<(), Error> {
+        let Server { mut poll, mut plain, mut tls, config, handler, remote, commands } = self;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+        let workers = worker::spawn(config.workers, &jobs_rx, &handler, &remote)?;
+        drop(jobs_rx);
+        let mut state =
+            State { conns: Slab::default(), timers: BinaryHeap::new(), per_ip: HashMap::new() };
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(WS_READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(config.ws_max_message_bytes))
+            .max_frame_size(Some(config.ws_max_message_bytes));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut events = Events::with_capacity(1024);
+        let mut shutdown_at: Option<Instant> = None;
+        let result = loop {
+            let now = Instant::now();
+            let mut sleep = state
+                .timers
+                .peek()
+                .map_or(MAX_SLEEP, |Reverse((t, _))| t.saturating_duration_since(now));
+            if let Some(at) = shutdown_at {
+                sleep = sleep.min(at.saturating_duration_since(now));
+            }
+            if let Err(e) = poll.poll(&mut events, Some(sleep.min(MAX_SLEEP))) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(Error::Io(e));
+            }
+            let mut cx = Cx {
+                now: Instant::now(),
+                config: &config,
+                ws_config,
+                jobs: &jobs_tx,
+                stats: &remote.shared.stats,
+                scratch: &mut scratch,
+                shutting_down: shutdown_at.is_some(),
+            };
+            let registry = poll.registry();
+            let mut woken = false;
+            for event in events.iter() {
+                match event.token() {
+                    PLAIN_LISTENER => {
+                        if let Some(l) = &plain {
+                            state.accept(l, None, registry, &mut cx);
+                        }
+                    }
+                    TLS_LISTENER => {
+                        if let Some((l, c)) = &tls {
+                            state.accept(l, Some(c), registry, &mut cx);
+                        }
+                    }
+                    WAKER => woken = true,
+                    Token(t) => {
+                        let Some(i) = t.checked_sub(FIRST_CONN) else { continue };
+                        if let Some(conn) = state.conns.get_mut(i) {
+                            let next = conn.ready(&mut cx);
+                            state.apply(i, next, registry, &mut cx);
+                        }
+                    }
+                }
+            }
+            if woken {
+                remote.woken();
+                for cmd in commands.try_iter() {
+                    match cmd {
+                        Command::Shutdown if shutdown_at.is_none() => {
+                            shutdown_at = Some(cx.now + config.shutdown_deadline);
+                            cx.shutting_down = true;
+                            for l in plain.take().into_iter().chain(tls.take().map(|(l, _)| l)) {
+                                let mut l = l;
+                                let _ = registry.deregister(&mut l);
+                            }
+                            state.close_all(registry, &mut cx);
+                        }
+                        Command::Shutdown => {}
+                        Command::ReloadTls(new) => {
+                            if let Some((_, current)) = &mut tls {
+                                *current = new;
+                            }
+                        }
+                        cmd => state.command(cmd, registry, &mut cx),
+                    }
+                }
+            }
+            state.expire(registry, &mut cx);
+            if let Some(at) = shutdown_at {
+                if state.conns.live == 0 {
+                    break Ok(());
+                }
+                if cx.now >= at {
+                    state.abandon_all(registry, &mut cx);
+                    break Ok(());
+                }
+            }
+        };
+        drop(jobs_tx);
+        for w in workers {
+            let _ = w.join();
+        }
+        result
+    }
+}
+
+fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Error> {
+    let mut l = TcpListener::bind(addr).map_err(|e| Error::Bind(addr, e))?;
+    poll.registry().register(&mut l, token, Interest::READABLE).map_err(Error::Io)?;
+    Ok(l)
+}
+
+/// Connections by slot, each slot with a generation so an old [`ConnId`] never
+/// reaches a newer connection in the same slot.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<(u32, Option<Conn>)>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Slab {
+    fn insert(&mut self, make: impl FnOnce(ConnId) -> Conn) -> usize {
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push((0, None));
+            self.slots.len() - 1
+        });
+        let gen = self.slots[i].0.wrapping_add(1);
+        self.slots[i] = (gen, Some(make(ConnId((u64::from(gen) << 32) | i as u64))));
+        self.live += 1;
+        i
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(i).and_then(|(_, c)| c.as_mut())
+    }
+
+    /// The slot of `id`, if that connection is still there.
+    fn find(&self, id: ConnId) -> Option<usize> {
+        let i = (id.0 & 0xffff_ffff) as usize;
+        let gen = (id.0 >> 32) as u32;
+        match self.slots.get(i) {
+            Some((g, Some(_))) if *g == gen => Some(i),
+            _ => None,
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some((_, slot)) = self.slots.get_mut(i) {
+            if slot.take().is_some() {
+                self.free.push(i);
+                self.live -= 1;
+            }
+        }
+    }
+
+    fn indices(&self) -> Vec<usize> {
+        self.slots.iter().enumerate().filter(|(_, (_, c))| c.is_some()).map(|(i, _)| i).collect()
+    }
+}
+
+struct State {
+    conns: Slab,
+    timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl State {
+    fn accept(
+        &mut self,
+        listener: &TcpListener,
+        tls: Option<&Arc<ServerConfig>>,
+        registry: &Registry,
+        cx: &mut Cx<'_>,
+    ) {
+        loop {
+            let (sock, peer) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
+            };
+            cx.stats.accepted_total.fetch_add(1, Relaxed);
+            let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let cap = cx.config.connections_per_ip;
+            if cx.shutting_down
+                || self.conns.live >= cx.config.max_connections
+                || (cap > 0 && per_ip >= cap)
+            {
+                cx.stats.refused_total.fetch_add(1, Relaxed);
+                drop(sock);
+                continue;
+            }
+            let tls_conn = match tls.map(|c| rustls::ServerConnection::new(c.clone())).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    log::warn!("TLS session for {peer} not created: {e}");
+                    continue;
+                }
+            };
+            let _ = sock.set_nodelay(true);
+            let counter = if tls.is_some() { &cx.stats.open_tls } else { &cx.stats.open_plain };
+            counter.fetch_add(1, Relaxed);
+            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+            log::debug!("connection from {peer} opened");
+            let i = self.conns.insert(|id| Conn::new(id, sock, peer, tls_conn, cx));
+            self.apply(i, Next::Keep(Interest::READABLE), registry, cx);
+        }
+    }
+
+    /// Carries out what a connection asked for after a call.
+    fn apply(&mut self, i: usize, next: Next, registry: &Registry, cx: &mut Cx<'_>) {
+        let Some(conn) = self.conns.get_mut(i) else { return };
+        match next {
+            Next::Keep(interest) => {
+                if let Some(deadline) = conn.deadline {
+                    if conn.scheduled != Some(deadline) {
+                        conn.scheduled = Some(deadline);
+                        self.timers.push(Reverse((deadline, conn.id)));
+                    }
+                }
+                if conn.registered == Some(interest) {
+                    return;
+                }
+                let token = Token(i + FIRST_CONN);
+                let registered = conn.registered;
+                let Some(sock) = conn.socket() else { return };
+                let r = match registered {
+                    None => registry.register(sock, token, interest),
+                    Some(_) => registry.reregister(sock, token, interest),
+                };
+                match r {
+                    Ok(()) => conn.registered = Some(interest),
+                    Err(e) => {
+                        log::warn!("connection {}: registration failed: {e}", conn.peer);
+                        self.drop_socket(i, registry, cx);
+                    }
+                }
+            }
+            Next::DropSocket => self.drop_socket(i, registry, cx),
+            Next::Free => self.conns.remove(i),
+        }
+    }
+
+    fn drop_socket(&mut self, i: usize, registry: &Registry, cx: &mut Cx<'_>) {
+        let Some(conn) = self.conns.get_mut(i) else { return };
+        let peer = conn.peer.ip();
+        if let Some(sock) = conn.socket() {
+            let _ = registry.deregister(sock);
+            if let Some(n) = self.per_ip.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&peer);
+                }
+            }
+        }
+        conn.drop_socket(cx.stats);
+        log::debug!("connection from {peer} closed");
+        if conn.settle(cx) {
+            self.conns.remove(i);
+        }
+    }
+
+    /// A command from a worker or another thread.
+    fn command(&mut self, cmd: Command, registry: &Registry, cx: &mut Cx<'_>) {
+        let id = match &cmd {
+            Command::Text(id, _)
+            | Command::Binary(id, _)
+            | Command::Close(id, _, _)
+            | Command::Done(id)
+            | Command::Http(id, _)
+            | Command::Upgrade(id, _) => *id,
+            Command::Shutdown | Command::ReloadTls(_) => return,
+        };
+        let Some(i) = self.conns.find(id) else { return };
+        let Some(conn) = self.conns.get_mut(i) else { return };
+        let next = match cmd {
+            Command::Text(_, t) => conn.send(Message::text(t), cx),
+            Command::Binary(_, b) => conn.send(Message::binary(b), cx),
+            Command::Close(_, code, reason) => conn.close(code, &reason, CloseReason::Server, cx),
+            Command::Done(_) => conn.on_done(cx),
+            Command::Http(_, resp) => conn.on_response(resp, cx),
+            Command::Upgrade(_, up) => conn.on_upgrade(up, cx),
+            Command::Shutdown | Command::ReloadTls(_) => return,
+        };
+        self.apply(i, next, registry, cx);
+    }
+
+    /// Runs every timer that is due.
+    fn expire(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > cx.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(i) = self.conns.find(id) else { continue };
+            let Some(conn) = self.conns.get_mut(i) else { continue };
+            if conn.scheduled != Some(at) {
+                continue;
+            }
+            conn.scheduled = None;
+            let next = conn.on_timer(cx);
+            self.apply(i, next, registry, cx);
+        }
+    }
+
+    /// Shutdown: WebSockets get 1001, idle connections close, requests in flight finish.
+    fn close_all(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
+        for i in self.conns.indices() {
+            let Some(conn) = self.conns.get_mut(i) else { continue };
+            let next = conn.close(1001, "server shutting down", CloseReason::Shutdown, cx);
+            self.apply(i, next, registry, cx);
+        }
+    }
+
+    /// Past the shutdown deadline: drop whatever is left.
+    fn abandon_all(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
+        for i in self.conns.indices() {
+            self.drop_socket(i, registry, cx);
+            if let Some(conn) = self.conns.get_mut(i) {
+                conn.abandon(cx);
+            }
+            self.conns.remove(i);
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Static files under a web root (PROTOCOL.md §7): GET and HEAD, content types,
+//! `Last-Modified`/`ETag` with 304, an index page, and no way out of the root.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::{Request, Response};
+
+/// Serves files below one directory at one URL prefix.
+pub struct StaticFiles {
+    root: PathBuf,
+    prefix: String,
+}
+
+impl StaticFiles {
+    /// `root` must exist; it is canonicalized once so every file can be checked
+    /// against it after symlinks are resolved.
+    pub fn new(root: impl Into<PathBuf>, prefix: &str) -> std::io::Result<StaticFiles> {
+        let root = fs::canonicalize(root.into())?;
+        if !root.is_dir() {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"));
+        }
+        Ok(StaticFiles { root, prefix: prefix.to_string() })
+    }
+
+    /// Answers a request for a path under the prefix.
+    pub fn serve(&self, req: &Request) -> Response {
+        if req.method != "GET" && req.method != "HEAD" {
+            return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
+        }
+        let Some(file) = self.resolve(req.path()) else { return not_found() };
+        let Ok(meta) = fs::metadata(&file) else { return not_found() };
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let etag = format!("\"{:x}-{:x}\"", meta.len(), mtime);
+        let last_modified = http_date(mtime);
+        let matches = req
+            .header("If-None-Match")
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        if matches {
+            return Response::empty(304)
+                .with_header("ETag", etag)
+                .with_header("Last-Modified", last_modified);
+        }
+        let Ok(body) = fs::read(&file) else { return not_found() };
+        Response::new(200, content_type(&file), body)
+            .with_header("ETag", etag)
+            .with_header("Last-Modified", last_modified)
+            .with_header("Cache-Control", "no-cache")
+            .with_header("X-Content-Type-Options", "nosniff")
+    }
+
+    /// The file a URL path names, or `None` when it is not a regular file inside root.
+    pub fn resolve(&self, path: &str) -> Option<PathBuf> {
+        let rest = path
+            .strip_prefix(self.prefix.as_str())
+            .or_else(|| (path == self.prefix.trim_end_matches('/')).then_some(""))?;
+        let decoded = percent_decode(rest)?;
+        let relative = if decoded.is_empty() { "chat.html".to_string() } else { decoded };
+        let mut candidate = self.root.clone();
+        for part in relative.split('/') {
+            if part.is_empty() {
+                continue;
+            }
+            // Encoded separators, dots segments, NUL and backslashes never name a file.
+            if part == "." || part == ".." || part.contains(['\\', '\0', '%']) {
+                return None;
+            }
+            let comp = Path::new(part).components().next()?;
+            if !matches!(comp, Component::Normal(_)) {
+                return None;
+            }
+            candidate.push(part);
+        }
+        let real = fs::canonicalize(&candidate).ok()?;
+        (real.starts_with(&self.root) && real.is_file()).then_some(real)
+    }
+}
+
+fn not_found() -> Response {
+    Response::new(
+        404,
+        "application/json; charset=utf-8",
+        r#"{"code":404,"message":"Not Found","ok":false}"#,
+    )
+}
+
+fn text(status: u16, body: &str) -> Response {
+    Response::new(status, "text/plain; charset=utf-8", body)
+}
+
+/// Decodes `%XX` once; `None` for a bad escape or bytes that are not UTF-8. A `/`
+/// produced by decoding is refused: only literal slashes separate segments.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if v == b'/' {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn content_type(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("woff") => "font/woff",
+        _ => "application/octet-stream",
+    }
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) from unix seconds.
+fn http_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The current time as an HTTP date (used by tests).
+#[allow(dead_code)]
+fn now_http_date() -> String {
+    http_date(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> (PathBuf, StaticFiles) {
+        let dir = std::env::temp_dir().join(format!(
+            "reactor-static-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("www/css")).unwrap();
+        fs::write(dir.join("www/chat.html"), "<html>").unwrap();
+        fs::write(dir.join("www/css/a.css"), "body{}").unwrap();
+        fs::write(dir.join("secret.txt"), "secret").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.join("secret.txt"), dir.join("www/link.txt")).unwrap();
+        let files = StaticFiles::new(dir.join("www"), "/im/www/v1/").unwrap();
+        (dir, files)
+    }
+
+    #[test]
+    fn resolves_inside_only() {
+        let (dir, f) = fixture();
+        assert!(f.resolve("/im/www/v1/").unwrap().ends_with("chat.html"));
+        assert!(f.resolve("/im/www/v1/css/a.css").is_some());
+        assert!(f.resolve("/im/www/v1/css%2fa.css").is_none());
+        for evil in [
+            "/im/www/v1/../secret.txt",
+            "/im/www/v1/%2e%2e/secret.txt",
+            "/im/www/v1/%2E%2E/secret.txt",
+            "/im/www/v1/..%2fsecret.txt",
+            "/im/www/v1/..%5csecret.txt",
+            "/im/www/v1/%252e%252e/secret.txt",
+            "/im/www/v1/chat.html%00.png",
+            "/im/www/v1//etc/passwd",
+            "/im/www/v1/link.txt",
+            "/im/www/v1/css",
+            "/im/www/v1/%zz",
+            "/elsewhere/chat.html",
+        ] {
+            assert!(f.resolve(evil).is_none(), "{evil}");
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert!(now_http_date().ends_with("GMT"));
+    }
+}
