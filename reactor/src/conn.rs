@@ -75,6 +75,9 @@ struct Ws {
     ctx: WebSocketContext,
     last_rx: Instant,
     next_ping: Instant,
+    /// The client broke the protocol: fail the connection with this code once the
+    /// messages it sent before are handled (their replies go out first).
+    failing: Option<(CloseCode, CloseReason)>,
 }
 
 /// The socket, once it is gone it is gone.
@@ -193,7 +196,7 @@ impl Conn {
         match &self.phase {
             Phase::Handshake | Phase::Closing { .. } => true,
             Phase::Http { pending, .. } => pending.is_none() || self.input.len() < 64 * 1024,
-            Phase::WebSocket(_) => self.inbox.len() < INBOX_LIMIT,
+            Phase::WebSocket(ws) => self.inbox.len() < INBOX_LIMIT && ws.failing.is_none(),
             Phase::Dead => false,
         }
     }
@@ -315,13 +318,20 @@ impl Conn {
     fn advance_ws(&mut self, cx: &mut Cx<'_>) {
         let Phase::WebSocket(ws) = &mut self.phase else { return };
         let mut failure = None;
+        let mut received = 0;
         {
             let mut io =
                 Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
-            while self.inbox.len() < INBOX_LIMIT {
+            while self.inbox.len() < INBOX_LIMIT && ws.failing.is_none() {
                 match ws.ctx.read(&mut io) {
-                    Ok(Message::Text(t)) => self.inbox.push_back(WsMessage::Text(t.to_string())),
-                    Ok(Message::Binary(b)) => self.inbox.push_back(WsMessage::Binary(b.to_vec())),
+                    Ok(Message::Text(t)) => {
+                        received += 1;
+                        self.inbox.push_back(WsMessage::Text(t.to_string()));
+                    }
+                    Ok(Message::Binary(b)) => {
+                        received += 1;
+                        self.inbox.push_back(WsMessage::Binary(b.to_vec()));
+                    }
                     Ok(_) => {}
                     Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
                         break
@@ -329,7 +339,7 @@ impl Conn {
                     Err(
                         tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
                     ) => {
-                        failure = Some((None, CloseReason::Normal));
+                        failure = Some(CloseReason::Normal);
                         break;
                     }
                     Err(e) => {
@@ -341,22 +351,35 @@ impl Conn {
                             _ => (CloseCode::Protocol, CloseReason::Error),
                         };
                         log::debug!("websocket {}: {e}", self.peer);
-                        let _ = ws.ctx.close(&mut io, Some(CloseFrame { code, reason: "".into() }));
-                        let _ = ws.ctx.flush(&mut io);
-                        failure = Some((Some(code), reason));
+                        ws.failing = Some((code, reason));
                         break;
                     }
                 }
             }
         }
         self.input.compact();
-        let received = self.inbox.len();
-        cx.stats.ws_messages_in.fetch_add(received as u64, Relaxed);
-        if let Some((_, reason)) = failure {
+        cx.stats.ws_messages_in.fetch_add(received, Relaxed);
+        if let Some(reason) = failure {
             self.close_reason = reason;
             self.phase = Phase::Closing { ws: None };
         }
         self.dispatch_next(cx);
+        self.fail_when_drained();
+    }
+
+    /// Sends the close frame of a protocol failure once nothing it sent is pending.
+    fn fail_when_drained(&mut self) {
+        if self.in_flight || !self.inbox.is_empty() {
+            return;
+        }
+        let Phase::WebSocket(ws) = &mut self.phase else { return };
+        let Some((code, reason)) = ws.failing else { return };
+        let mut io = Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
+        if ws.ctx.close(&mut io, Some(CloseFrame { code, reason: "".into() })).is_ok() {
+            let _ = ws.ctx.flush(&mut io);
+        }
+        self.close_reason = reason;
+        self.phase = Phase::Closing { ws: None };
     }
 
     /// Hands the next queued message to a worker, or the final `closed` call.
@@ -433,6 +456,7 @@ impl Conn {
                     ctx,
                     last_rx: cx.now,
                     next_ping: cx.now + ping,
+                    failing: None,
                 }));
                 self.opened = true;
                 self.deadline = Some(cx.now + ping.min(cx.config.ws_idle_timeout));
@@ -454,7 +478,8 @@ impl Conn {
             self.pump(cx);
         }
         self.dispatch_next(cx);
-        self.next(cx)
+        self.fail_when_drained();
+        self.finish_write(cx)
     }
 
     /// Queues a frame from the application.
@@ -630,7 +655,13 @@ impl Conn {
 
     /// Called by the loop once the socket is deregistered: forget it.
     pub fn drop_socket(&mut self, stats: &Stats) -> bool {
-        if let Some(io) = self.io.take() {
+        if let Some(mut io) = self.io.take() {
+            if let Some(tls) = io.tls.as_deref_mut() {
+                // Best effort, never blocking: a clean TLS end, so clients can tell a
+                // close from a truncation.
+                tls.send_close_notify();
+                let _ = tls.write_tls(&mut io.sock);
+            }
             let counter = if io.tls.is_some() { &stats.open_tls } else { &stats.open_plain };
             counter.fetch_sub(1, Relaxed);
             if self.opened {

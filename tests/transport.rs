@@ -1,0 +1,272 @@
+//! The transport under the protocol, over real sockets (plain and TLS): incremental and
+//! pipelined HTTP, keep-alive, every limit, slow clients, static files, WebSocket
+//! control frames, the idle timeout and the message size limit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tungstenite::Message;
+
+/// Reads until the server closes; everything it sent.
+fn read_to_close(s: &mut Stream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&all)),
+        }
+    }
+}
+
+fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text[i + 9..i + 12].parse().ok()).collect()
+}
+
+#[test]
+fn a_request_split_byte_by_byte_and_pipelined_requests() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        let mut c = connect(&s, via);
+        let req = b"GET /im/query?account=x HTTP/1.1\r\nHost: a\r\n\r\n";
+        for b in req {
+            c.write_all(&[*b]).expect("write");
+            c.flush().expect("flush");
+        }
+        assert_eq!(read_reply(&mut c).status, 200);
+        // Three requests in one write, answered in order on one connection.
+        let three = "GET /im/query?account=1 HTTP/1.1\r\nHost: a\r\n\r\n\
+                     GET /im/nope HTTP/1.1\r\nHost: a\r\n\r\n\
+                     POST /im/query HTTP/1.1\r\nHost: a\r\nContent-Length: 14\r\n\r\n{\"account\":\"\"}";
+        c.write_all(three.as_bytes()).expect("write");
+        let r1 = read_reply(&mut c);
+        let r2 = read_reply(&mut c);
+        let r3 = read_reply(&mut c);
+        assert_eq!((r1.status, r2.status, r3.status), (200, 404, 200));
+        assert_eq!(r3.json()["code"], 501);
+        // Connection: close is honoured.
+        c.write_all(b"GET /im/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let r = read_reply(&mut c);
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert!(read_to_close(&mut c).is_empty());
+    }
+}
+
+#[test]
+fn limits_answer_with_their_status_and_close() {
+    let s = TestServer::start_with(
+        "[limits]\nhead_bytes = 2048\nmax_headers = 20\nbody_bytes = 4096\n",
+    );
+    let big_header = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "a".repeat(3000));
+    let many: String = (0..30).map(|i| format!("X-{i}: 1\r\n")).collect();
+    let many_headers = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    for (name, req, status) in [
+        ("head too large", big_header, 431),
+        ("too many headers", many_headers, 431),
+        ("body too large", "POST /im/register HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n".to_string(), 413),
+        ("CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\nabc".to_string(), 400),
+        ("TE and CL", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc".to_string(), 400),
+        ("duplicate CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc".to_string(), 400),
+        ("signed CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -3\r\n\r\nabc".to_string(), 400),
+        ("chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n".to_string(), 411),
+        ("garbage", "\x16\x03\x01 hello\r\n\r\n".to_string(), 400),
+    ] {
+        for via in [Via::Plain, Via::Tls] {
+            let mut c = connect(&s, via);
+            c.write_all(req.as_bytes()).expect("write");
+            let got = read_to_close(&mut c);
+            assert_eq!(statuses(&got), vec![status], "{name} over {via:?}: {}", String::from_utf8_lossy(&got));
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_are_closed() {
+    let s = TestServer::start_with(
+        "[limits]\nhead_timeout_s = 1\nkeepalive_timeout_s = 1\n[tls]\nhandshake_timeout_s = 1\n",
+    );
+    // Slowloris: a head that never completes.
+    let mut slow = TcpStream::connect(s.plain).expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n").expect("write");
+    // A TLS client that never says hello.
+    let mut mute = TcpStream::connect(s.tls).expect("connect");
+    // An idle keep-alive connection.
+    let mut idle = TcpStream::connect(s.plain).expect("connect");
+    let started = Instant::now();
+    for c in [&mut slow, &mut mute, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        // Whatever the server says last (a TLS alert), it then closes.
+        let mut buf = [0u8; 64];
+        while matches!(c.read(&mut buf), Ok(n) if n > 0) {}
+    }
+    assert!(started.elapsed() < Duration::from_secs(8), "closed by the timeouts");
+}
+
+#[test]
+fn max_connections_and_per_ip_cap() {
+    let s = TestServer::start_with("[server]\nmax_connections = 3\n");
+    let held: Vec<TcpStream> =
+        (0..3).map(|_| TcpStream::connect(s.plain).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(s.plain).expect("connect");
+    extra.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 16];
+    assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "over the cap: closed at once");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http(&s, Via::Plain, "GET", "/im/health", "").status, 200);
+
+    let s = TestServer::start_with("[limits]\nconnections_per_ip = 2\n");
+    let held: Vec<TcpStream> =
+        (0..2).map(|_| TcpStream::connect(s.plain).expect("connect")).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = TcpStream::connect(s.plain).expect("connect");
+    extra.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    assert!(matches!(extra.read(&mut buf), Ok(0) | Err(_)), "over the per-IP cap");
+    drop(held);
+}
+
+#[test]
+fn a_peer_that_never_reads_is_closed_and_slows_no_one() {
+    let s = TestServer::start_with("[limits]\noutput_cap_bytes = 65536\n");
+    let (ua, ub) = (User::new("reader"), User::new("sleeper"));
+    ua.register(&s);
+    ub.register(&s);
+    let mut a = Session::login(&s, Via::Plain, &ua);
+    let mut b = Session::login(&s, Via::Plain, &ub);
+    befriend(&s, &mut a, &mut b);
+    // b stops reading; a floods b with 16 KiB messages until b is cut off.
+    let payload = "x".repeat(16 * 1024);
+    let mut cut = false;
+    for i in 0..2000 {
+        a.ws.send_json(
+            &serde_json::json!({"toFriend": b.id, "payload": payload, "id": i.to_string()}),
+        );
+        let v = a.ws.recv();
+        if v["code"] == 300 {
+            cut = true;
+            break;
+        }
+        assert!(v["code"] == 200 || v["code"] == 508, "{v}");
+        if v["code"] == 508 {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the non-reading peer was closed");
+    // a still works.
+    a.ws.send_json(&serde_json::json!({"type": "heartbeat"}));
+    let mut v = a.ws.recv();
+    while v["type"] != "heartbeat" {
+        v = a.ws.recv();
+    }
+}
+
+#[test]
+fn websocket_control_frames_limits_and_idle_timeout() {
+    let s = TestServer::start_with(
+        "[websocket]\nping_interval_s = 0.3\nidle_timeout_s = 1.5\nmax_message_bytes = 4096\n[limits]\npayload_bytes = 4096\n",
+    );
+    for via in [Via::Plain, Via::Tls] {
+        // Ping → pong, and the server pings by itself.
+        let mut ws = Ws::open(&s, via, "/im/login");
+        ws.ws.send(Message::Ping(b"hi".to_vec().into())).expect("ping");
+        let mut got_pong = false;
+        let mut got_ping = false;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !(got_pong && got_ping) && Instant::now() < deadline {
+            match ws.ws.read().expect("frame") {
+                Message::Pong(p) => got_pong |= p.as_ref() == b"hi",
+                Message::Ping(_) => got_ping = true,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(got_pong && got_ping);
+        drop(ws);
+
+        // A message over the limit closes with 1009.
+        let u = User::new("big");
+        u.register(&s);
+        let mut sess = Session::login(&s, via, &u);
+        sess.ws.send_text(&"y".repeat(5000));
+        assert_eq!(sess.ws.expect_close(), Some(1009));
+
+        // Fragmented text is reassembled: a heartbeat in three fragments.
+        let mut sess = Session::login(&s, via, &u);
+        let frames =
+            [("{\"type\"", false, true), (":\"heart", false, false), ("beat\"}", true, false)];
+        for (part, fin, first) in frames {
+            use tungstenite::protocol::frame::{
+                coding::{Data, OpCode},
+                Frame,
+            };
+            let opcode =
+                if first { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+            let frame = Frame::message(part.as_bytes().to_vec(), opcode, fin);
+            sess.ws.ws.write(Message::Frame(frame)).expect("frame");
+        }
+        sess.ws.ws.flush().expect("flush");
+        assert_eq!(sess.ws.recv()["type"], "heartbeat");
+
+        // A client that sends nothing (not even pongs) is closed after the idle timeout.
+        let mut raw = connect(&s, via);
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let req = format!(
+            "GET /im/login HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+        );
+        raw.write_all(req.as_bytes()).expect("write");
+        let started = Instant::now();
+        let rest = read_to_close(&mut raw);
+        assert!(String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 101"));
+        assert!(started.elapsed() < Duration::from_secs(8), "idle socket closed");
+    }
+}
+
+#[test]
+fn static_files_types_head_etag_and_traversal() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        let r = http(&s, via, "GET", "/im/www/v1/chat.html", "");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Content-Type"), Some("text/html; charset=utf-8"));
+        let etag = r.header("ETag").expect("etag").to_string();
+        assert!(r.header("Last-Modified").is_some_and(|d| d.ends_with("GMT")));
+        let mut c = connect(&s, via);
+        c.write_all(b"HEAD /im/www/v1/chat.html HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let head = String::from_utf8(read_to_close(&mut c)).expect("utf8");
+        let length = format!("Content-Length: {}\r\n", r.body.len());
+        assert!(
+            head.contains(&length) && head.ends_with("\r\n\r\n"),
+            "HEAD: length, no body: {head}"
+        );
+        let mut c = connect(&s, via);
+        let req = format!(
+            "GET /im/www/v1/chat.html HTTP/1.1\r\nHost: a\r\nIf-None-Match: {etag}\r\n\r\n"
+        );
+        c.write_all(req.as_bytes()).expect("write");
+        assert_eq!(read_reply(&mut c).status, 304);
+        assert_eq!(http(&s, via, "POST", "/im/www/v1/chat.html", "").status, 405);
+        for evil in [
+            "/im/www/v1/../../Cargo.toml",
+            "/im/www/v1/%2e%2e/%2e%2e/Cargo.toml",
+            "/im/www/v1/%2E%2E%2F%2E%2E%2FCargo.toml",
+            "/im/www/v1/..%5c..%5cCargo.toml",
+            "/im/www/v1/%252e%252e/%252e%252e/Cargo.toml",
+            "/im/www/v1/chat.html%00.png",
+            "/im/www/v1//etc/passwd",
+            "/im/www/v1/nope.html",
+        ] {
+            assert_eq!(http(&s, via, "GET", evil, "").status, 404, "{evil}");
+        }
+    }
+}
