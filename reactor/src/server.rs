@@ -286,7 +286,10 @@ impl State {
             let counter = if tls.is_some() { &cx.stats.open_tls } else { &cx.stats.open_plain };
             counter.fetch_add(1, Relaxed);
             *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-            log::debug!("connection from {peer} opened");
+            log::info!(
+                "connection {peer} ({}) opened",
+                if tls.is_some() { "Tls" } else { "Plain" }
+            );
             let i = self.conns.insert(|id| Conn::new(id, sock, peer, tls_conn, cx));
             self.apply(i, Next::Keep(Interest::READABLE), registry, cx);
         }
@@ -331,6 +334,7 @@ impl State {
         let peer = conn.peer.ip();
         if let Some(sock) = conn.socket() {
             let _ = registry.deregister(sock);
+            log::info!("connection {} ({:?}) closed", conn.peer, conn.listener);
             if let Some(n) = self.per_ip.get_mut(&peer) {
                 *n -= 1;
                 if *n == 0 {
@@ -339,7 +343,6 @@ impl State {
             }
         }
         conn.drop_socket(cx.stats);
-        log::debug!("connection from {peer} closed");
         if conn.settle(cx) {
             self.conns.remove(i);
         }
