@@ -1,6 +1,7 @@
 //! Echoes every WebSocket text and binary message on any path, so the WebSocket layer
 //! can be conformance-tested on its own:
-//! `cargo run --release -p reactor --example echo -- 127.0.0.1:9001`
+//! `cargo run --release -p reactor --example echo -- 127.0.0.1:9001 [--tls 127.0.0.1:9443]`
+//! (the TLS listener uses a self-signed localhost certificate).
 
 use std::sync::Arc;
 
@@ -23,14 +24,18 @@ impl Handler for Echo {
 
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".to_string());
-    let Ok(addr) = addr.parse() else {
-        eprintln!("usage: echo [ADDR:PORT]");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let addr = args.first().map_or("127.0.0.1:9001", String::as_str);
+    let tls = args.iter().position(|a| a == "--tls").and_then(|i| args.get(i + 1));
+    let (Ok(addr), Ok(tls_addr)) = (addr.parse(), tls.map(|t| t.parse()).transpose()) else {
+        eprintln!("usage: echo [ADDR:PORT] [--tls ADDR:PORT]");
         std::process::exit(2);
     };
     // Autobahn sends messages up to 16 MiB.
     let config = Config {
         listen: Some(addr),
+        tls_listen: tls_addr,
+        tls: tls_addr.map(|_| reactor::TlsSource::SelfSigned),
         ws_max_message_bytes: 64 << 20,
         output_cap_bytes: 256 << 20,
         ..Config::default()
