@@ -2,16 +2,17 @@
 //! HTTP requests to the account and friend operations and WebSocket frames to the
 //! tunnel. Failures become protocol codes here, in [`Fail::code`], and nowhere else.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use proto::Code;
 use reactor::{
-    CloseReason, ConnId, Handler, Remote, Request, Response, StaticFiles, Upgrade, WsMessage,
+    CloseReason, ConnId, Flow, Handler, Remote, Request, Response, StaticFiles, Upgrade, WsMessage,
 };
 use store::{Store, StoreError};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::hasher::Hasher;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
 use crate::rate_limit::{PerIp, Rate};
@@ -32,6 +33,10 @@ pub struct App {
     pub(crate) query_limit: PerIp,
     pub(crate) login_fail_limit: PerIp,
     pub(crate) metrics: Metrics,
+    /// Where logins check passwords, off the reactor's workers.
+    pub(crate) hasher: Hasher,
+    /// This app, for work handed to the hasher.
+    pub(crate) me: Weak<App>,
     static_files: StaticFiles,
 }
 
@@ -83,7 +88,7 @@ pub type Outcome = Result<String, Fail>;
 
 impl App {
     /// Builds the application; opens (and migrates) the database once to fail early.
-    pub fn new(config: Config) -> Result<App, crate::Error> {
+    pub fn new(config: Config) -> Result<Arc<App>, crate::Error> {
         let passwords = Passwords::new(config.password).map_err(|_| {
             crate::Error::Config("[password] argon2 parameters rejected".to_string())
         })?;
@@ -91,8 +96,10 @@ impl App {
         let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
             crate::Error::Config(format!("[server] web_root {}: {e}", config.web_root.display()))
         })?;
+        let hasher = Hasher::new(config.password.threads)
+            .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;
-        Ok(App {
+        let app = App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
                 Rate::per_min(r.heartbeat_per_min),
@@ -103,9 +110,12 @@ impl App {
             query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
             login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
             metrics: Metrics::default(),
+            hasher,
+            me: Weak::new(),
             static_files,
             config,
-        })
+        };
+        Ok(Arc::new_cyclic(|me| App { me: me.clone(), ..app }))
     }
 
     /// Runs `f` on this worker's database connection.
@@ -187,12 +197,12 @@ impl Handler for App {
         Upgrade::Accept
     }
 
-    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) {
-        tunnel::opened(self, conn, &req, remote);
+    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) -> Flow {
+        tunnel::opened(self, conn, &req, remote)
     }
 
-    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) {
-        tunnel::message(self, conn, msg, remote);
+    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow {
+        tunnel::message(self, conn, msg, remote)
     }
 
     fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {

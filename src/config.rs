@@ -48,6 +48,8 @@ pub struct PasswordConfig {
     pub t: u32,
     /// Parallelism.
     pub p: u32,
+    /// Threads that check passwords at login, apart from the workers.
+    pub threads: usize,
 }
 
 /// `[session]`.
@@ -91,7 +93,12 @@ impl Default for Config {
                 path: PathBuf::from("data/imd.sqlite3"),
                 synchronous: store::Synchronous::Full,
             },
-            password: PasswordConfig { m_kib: 19456, t: 2, p: 1 },
+            password: PasswordConfig {
+                m_kib: 19456,
+                t: 2,
+                p: 1,
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1),
+            },
             session: SessionConfig {
                 offline_messages: false,
                 login_frame_timeout: Duration::from_secs(10),
@@ -255,6 +262,10 @@ impl Doc<'_> {
         self.count("password", "argon2_m_kib", 8, 4 << 20, &mut p.m_kib)?;
         self.count("password", "argon2_t", 1, 100, &mut p.t)?;
         self.count("password", "argon2_p", 1, 64, &mut p.p)?;
+        self.count("password", "threads", 0, 256, &mut p.threads)?;
+        if p.threads == 0 {
+            p.threads = Config::default().password.threads;
+        }
 
         let s = &mut c.session;
         self.flag("session", "offline_messages", &mut s.offline_messages)?;

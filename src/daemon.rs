@@ -47,7 +47,7 @@ impl Daemon {
     /// Opens the database and binds the listeners.
     pub fn bind(config: Config) -> Result<Daemon, Error> {
         let transport = config.transport.clone();
-        let app = Arc::new(App::new(config)?);
+        let app = App::new(config)?;
         let server = Server::bind(transport, handler(app.clone())).map_err(Error::Reactor)?;
         Ok(Daemon { server, app })
     }

@@ -13,6 +13,7 @@
 //! - `sessions`   — the registry of live sessions shared by all workers.
 //! - `db`         — one SQLite connection per worker thread.
 //! - `password`   — argon2id hashing, with a dummy hash for unknown accounts.
+//! - `hasher`     — the thread pool where logins check passwords, off the workers.
 //! - `token`      — session tokens and user ids.
 //! - `rate_limit` — token buckets of §8.
 //! - `metrics`    — counters, `/im/health` and `/im/metrics`.
@@ -25,6 +26,7 @@ mod config;
 mod daemon;
 mod db;
 mod friends;
+mod hasher;
 mod input;
 mod metrics;
 mod password;

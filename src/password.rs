@@ -54,7 +54,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> Passwords {
-        Passwords::new(PasswordConfig { m_kib: 64, t: 1, p: 1 }).unwrap()
+        Passwords::new(PasswordConfig { m_kib: 64, t: 1, p: 1, threads: 1 }).unwrap()
     }
 
     #[test]

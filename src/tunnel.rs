@@ -2,10 +2,11 @@
 //! dialogue (send → receive), JSON heartbeats, presence pushes, logoff, and cleanup
 //! when the socket closes.
 
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::{Code, Field, Fields, LoginFrame, Profile, SendFrame};
-use reactor::{CloseReason, ConnId, Remote, Request, WsMessage};
+use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
 use crate::accounts::authenticate;
 use crate::app::{App, Fail, Outcome};
@@ -23,22 +24,25 @@ const CLOSE_POLICY: u16 = 1008;
 const OFFLINE_BATCH: usize = 10_000;
 
 /// The upgrade of `/im/login` is done: log in from the URL, or wait for the first frame.
-pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) {
+pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) -> Flow {
     app.sessions.open(conn, req.peer.ip());
     let pairs = proto::parse_query(req.query().unwrap_or(""));
-    if let Some(account) = proto::query_value(&pairs, "account") {
-        let password = proto::query_value(&pairs, "password").unwrap_or("");
-        login(app, conn, account, password, remote);
+    match proto::query_value(&pairs, "account") {
+        Some(account) => {
+            let password = proto::query_value(&pairs, "password").unwrap_or("");
+            login(app, conn, account, password, remote)
+        }
+        None => Flow::Done,
     }
 }
 
 /// A frame on a login WebSocket.
-pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) {
+pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow {
     let text = match msg {
         WsMessage::Text(t) => t,
         WsMessage::Binary(_) => {
             reply(app, remote, conn, Code::PayloadMustBeText, None);
-            return;
+            return Flow::Done;
         }
     };
     if app.sessions.awaiting_login(conn) {
@@ -46,20 +50,17 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) {
         let fields = Fields::parse(text.as_bytes());
         let frame = fields.as_ref().ok().and_then(|f| LoginFrame::from_fields(f).ok());
         let (account, password) = frame.map_or(("", ""), |f| (f.account, f.password));
-        login(app, conn, account, password, remote);
-        return;
+        return login(app, conn, account, password, remote);
     }
-    let Some(me) = app.sessions.user_of(conn) else {
-        return; // a failed login is closing this socket
-    };
-    let fields = match Fields::parse(text.as_bytes()) {
-        Ok(f) => f,
-        Err(code) => return reply(app, remote, conn, code, None),
-    };
-    if fields.is_heartbeat() {
-        return heartbeat(app, conn, remote);
+    // No user: a failed login is closing this socket.
+    if let Some(me) = app.sessions.user_of(conn) {
+        match Fields::parse(text.as_bytes()) {
+            Ok(fields) if fields.is_heartbeat() => heartbeat(app, conn, remote),
+            Ok(fields) => send(app, conn, &me, &fields, remote),
+            Err(code) => reply(app, remote, conn, code, None),
+        }
     }
-    send(app, conn, &me, &fields, remote);
+    Flow::Done
 }
 
 /// `{"type":"heartbeat"}` → 200 with `"type":"heartbeat"` (rate limited per session).
@@ -131,18 +132,37 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Checks credentials and starts the session, or answers 505/524 and closes.
-fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote) {
+/// Checks credentials on the hasher pool and starts the session there, or answers
+/// 505/524 and closes. The connection's next frame waits for the outcome.
+fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote) -> Flow {
     if !app.sessions.begin_login(conn) {
-        return;
+        return Flow::Done;
     }
-    let Some(ip) = app.sessions.peer(conn) else { return };
+    let Some(ip) = app.sessions.peer(conn) else { return Flow::Done };
     if !app.login_fail_limit.allows(ip) {
         app.metrics.rate_limited("login");
         log::info!("login from {ip} refused: too many failures");
-        return refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
+        refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
+        return Flow::Done;
     }
-    match check_login(app, account.trim(), password) {
+    let Some(app) = app.me.upgrade() else { return Flow::Done };
+    let (account, password) = (account.trim().to_string(), password.to_string());
+    let (pool, job_remote) = (app.clone(), remote.clone());
+    pool.hasher.run_for(conn, remote, move || {
+        finish_login(&app, conn, ip, &account, &password, &job_remote);
+    });
+    Flow::Deferred
+}
+
+fn finish_login(
+    app: &App,
+    conn: ConnId,
+    ip: IpAddr,
+    account: &str,
+    password: &str,
+    remote: &Remote,
+) {
+    match check_login(app, account, password) {
         Ok(Some(user)) => start(app, conn, user, remote),
         Ok(None) => {
             app.login_fail_limit.take(ip);

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use reactor::{Config, ConnId, Handler, Remote, Request, Response, Server, WsMessage};
+use reactor::{Config, ConnId, Flow, Handler, Remote, Request, Response, Server, WsMessage};
 
 struct Echo;
 
@@ -14,11 +14,12 @@ impl Handler for Echo {
         Response::new(426, "text/plain", "WebSocket only\n")
     }
 
-    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) {
+    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow {
         match msg {
             WsMessage::Text(t) => remote.send_text(conn, t),
             WsMessage::Binary(b) => remote.send_binary(conn, b),
         }
+        Flow::Done
     }
 }
 

@@ -26,6 +26,17 @@ pub enum Upgrade {
     Reject(Response),
 }
 
+/// Whether a handler finished with a WebSocket job when it returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum Flow {
+    /// Done: the connection's next message may be handled.
+    Done,
+    /// Still working elsewhere (e.g. a password check on another pool): the next
+    /// message of this connection waits until [`Remote::done`] is called for it.
+    Deferred,
+}
+
 /// Why a WebSocket ended, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -60,13 +71,14 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// The upgrade of `conn` is complete (101 written); `req` is its upgrade request.
-    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) {
+    fn opened(&self, conn: ConnId, req: Request, remote: &Remote) -> Flow {
         let _ = (conn, req, remote);
+        Flow::Done
     }
 
     /// A data message on `conn`. Replies go out through `remote`, to `conn` or any other
     /// connection; replies to `conn` made here are written before those of its next message.
-    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote);
+    fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow;
 
     /// `conn` has closed; called once per opened WebSocket, after its last `message`.
     fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {

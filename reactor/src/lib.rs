@@ -7,7 +7,7 @@
 //! time, so a connection's replies keep the order of its input.
 //!
 //! - `config`       — [`Config`]: every limit and timeout, with defaults.
-//! - `handler`      — the seam: [`Handler`], [`ConnId`], [`WsMessage`], [`Upgrade`], [`CloseReason`].
+//! - `handler`      — the seam: [`Handler`], [`Flow`], [`ConnId`], [`WsMessage`], [`Upgrade`], [`CloseReason`].
 //! - `request`, `response` — the HTTP types that cross the seam.
 //! - `server`       — [`Server`]: the event loop, the connection slab, timers, accept.
 //! - `conn`         — one connection: its phase enum, buffers, TLS and WebSocket state.
@@ -37,7 +37,7 @@ mod worker;
 
 pub use config::{Config, TlsSource};
 pub use error::Error;
-pub use handler::{CloseReason, ConnId, Handler, Upgrade, WsMessage};
+pub use handler::{CloseReason, ConnId, Flow, Handler, Upgrade, WsMessage};
 pub use remote::{Remote, Stats};
 pub use request::{Listener, Request};
 pub use response::{reason, Response};

@@ -121,6 +121,12 @@ impl Remote {
         self.command(Command::Close(conn, code, reason.to_string()));
     }
 
+    /// Finishes a job a handler deferred ([`Flow::Deferred`](crate::Flow::Deferred)):
+    /// the connection's next message may now be handled.
+    pub fn done(&self, conn: ConnId) {
+        self.command(Command::Done(conn));
+    }
+
     /// Begins a graceful shutdown.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);

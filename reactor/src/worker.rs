@@ -11,7 +11,7 @@ use crossbeam_channel::Receiver;
 
 use crate::http::error_response;
 use crate::remote::Command;
-use crate::{CloseReason, ConnId, Error, Handler, Remote, Request, Upgrade, WsMessage};
+use crate::{CloseReason, ConnId, Error, Flow, Handler, Remote, Request, Upgrade, WsMessage};
 
 /// Work for the handler; at most one per connection is queued or running at a time.
 pub(crate) enum Job {
@@ -54,14 +54,26 @@ fn run(jobs: &Receiver<Job>, handler: &dyn Handler, remote: &Remote) {
                 Command::Upgrade(conn, up)
             }
             Job::Opened(conn, req) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| handler.opened(conn, req, remote)))
-                    .map_err(|_| log::error!("handler panicked in opened"));
-                Command::Done(conn)
+                let flow = catch_unwind(AssertUnwindSafe(|| handler.opened(conn, req, remote)))
+                    .unwrap_or_else(|_| {
+                        log::error!("handler panicked in opened");
+                        Flow::Done
+                    });
+                match flow {
+                    Flow::Done => Command::Done(conn),
+                    Flow::Deferred => continue,
+                }
             }
             Job::Message(conn, msg) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| handler.message(conn, msg, remote)))
-                    .map_err(|_| log::error!("handler panicked in message"));
-                Command::Done(conn)
+                let flow = catch_unwind(AssertUnwindSafe(|| handler.message(conn, msg, remote)))
+                    .unwrap_or_else(|_| {
+                        log::error!("handler panicked in message");
+                        Flow::Done
+                    });
+                match flow {
+                    Flow::Done => Command::Done(conn),
+                    Flow::Deferred => continue,
+                }
             }
             Job::Closed(conn, reason) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| handler.closed(conn, reason, remote)))
