@@ -11,7 +11,9 @@ use common::*;
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 fn tls_config(cert: &str, key: &str) -> String {
-    format!("[tls]\ncert = \"{FIXTURES}/{cert}\"\nkey = \"{FIXTURES}/{key}\"\nself_signed = false\n")
+    format!(
+        "[tls]\ncert = \"{FIXTURES}/{cert}\"\nkey = \"{FIXTURES}/{key}\"\nself_signed = false\n"
+    )
 }
 
 /// The DER of the first certificate in a PEM file.
