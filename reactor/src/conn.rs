@@ -117,6 +117,8 @@ pub(crate) struct Conn {
     pub registered: Option<Interest>,
     /// The deadline last put on the timer heap.
     pub scheduled: Option<Instant>,
+    /// Frames are queued that the loop has yet to flush.
+    pub dirty: bool,
 }
 
 impl Conn {
@@ -154,6 +156,7 @@ impl Conn {
             close_reason: CloseReason::Normal,
             registered: None,
             scheduled: None,
+            dirty: false,
         }
     }
 
@@ -483,7 +486,9 @@ impl Conn {
     }
 
     /// Queues a frame from the application.
-    pub fn send(&mut self, msg: Message, cx: &mut Cx<'_>) -> Next {
+    /// The frame is only buffered: the loop writes every connection's frames of one
+    /// batch of commands with one [`flush_queued`](Conn::flush_queued).
+    pub fn queue(&mut self, msg: Message) {
         if let Phase::WebSocket(ws) = &mut self.phase {
             let mut io =
                 Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };
@@ -492,6 +497,11 @@ impl Conn {
                 self.phase = Phase::Closing { ws: None };
             }
         }
+    }
+
+    /// Writes what [`queue`](Conn::queue) buffered.
+    pub fn flush_queued(&mut self, cx: &mut Cx<'_>) -> Next {
+        self.dirty = false;
         self.finish_write(cx)
     }
 

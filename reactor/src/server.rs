@@ -85,8 +85,12 @@ impl Server {
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let workers = worker::spawn(config.workers, &jobs_rx, &handler, &remote)?;
         drop(jobs_rx);
-        let mut state =
-            State { conns: Slab::default(), timers: BinaryHeap::new(), per_ip: HashMap::new() };
+        let mut state = State {
+            conns: Slab::default(),
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
+            per_ip: HashMap::new(),
+        };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
             .write_buffer_size(0)
@@ -165,6 +169,7 @@ impl Server {
                         cmd => state.command(cmd, registry, &mut cx),
                     }
                 }
+                state.flush_dirty(registry, &mut cx);
             }
             state.expire(registry, &mut cx);
             if let Some(at) = shutdown_at {
@@ -242,6 +247,8 @@ impl Slab {
 
 struct State {
     conns: Slab,
+    /// Connections with frames queued in this batch of commands.
+    dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     per_ip: HashMap<IpAddr, usize>,
 }
@@ -362,8 +369,8 @@ impl State {
         let Some(i) = self.conns.find(id) else { return };
         let Some(conn) = self.conns.get_mut(i) else { return };
         let next = match cmd {
-            Command::Text(_, t) => conn.send(Message::text(t), cx),
-            Command::Binary(_, b) => conn.send(Message::binary(b), cx),
+            Command::Text(_, t) => return self.queue(i, Message::text(t)),
+            Command::Binary(_, b) => return self.queue(i, Message::binary(b)),
             Command::Close(_, code, reason) => conn.close(code, &reason, CloseReason::Server, cx),
             Command::Done(_) => conn.on_done(cx),
             Command::Http(_, resp) => conn.on_response(resp, cx),
@@ -371,6 +378,26 @@ impl State {
             Command::Shutdown | Command::ReloadTls(_) => return,
         };
         self.apply(i, next, registry, cx);
+    }
+
+    fn queue(&mut self, i: usize, msg: Message) {
+        let Some(conn) = self.conns.get_mut(i) else { return };
+        conn.queue(msg);
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(i);
+        }
+    }
+
+    /// One write per connection for all the frames of a batch of commands.
+    fn flush_dirty(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
+        for i in std::mem::take(&mut self.dirty) {
+            let Some(conn) = self.conns.get_mut(i) else { continue };
+            if conn.dirty {
+                let next = conn.flush_queued(cx);
+                self.apply(i, next, registry, cx);
+            }
+        }
     }
 
     /// Runs every timer that is due.
