@@ -1,0 +1,139 @@
+// Shared pieces of the browser tests: a real imd on a free port with its own
+// database, Debian's Chromium through playwright-core, and pages that fail the test on
+// any console error.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+export const repo = path.resolve(here, '..', '..');
+export const shots = path.join(repo, 'target', 'screenshots');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts imd; resolves with { base, stop }. */
+export async function startServer() {
+  const port = await freePort();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imd-browser-'));
+  const conf = path.join(dir, 'imd.conf');
+  fs.writeFileSync(conf, `
+[server]
+listen = "127.0.0.1:${port}"
+web_root = "${path.join(repo, 'www')}"
+[tls]
+listen = ""
+[store]
+path = "${path.join(dir, 'imd.sqlite3')}"
+synchronous = "normal"
+[password]
+argon2_m_kib = 1024
+argon2_t = 1
+argon2_p = 1
+[session]
+offline_messages = true
+[rate_limit]
+register_per_min = 0
+query_per_min = 0
+login_fail_per_min = 0
+send_per_s = 0
+heartbeat_per_min = 0
+`);
+  const bin = process.env.IMD_BIN || path.join(repo, 'target', 'release', 'imd');
+  const child = spawn(bin, ['--config', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (d) => { log += d; });
+  const base = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`imd exited: ${log}`);
+    try {
+      const r = await fetch(`${base}/im/health`);
+      if (r.status === 200) break;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`imd did not start: ${log}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    base,
+    log: () => log,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.exitCode !== null ? r() : child.once('exit', r));
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-quic'],
+  });
+}
+
+/** A new page in its own context; every console error or page error is collected. */
+export async function newPage(browser, errors, viewport = { width: 1100, height: 760 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.setDefaultTimeout(15_000);
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()}`); });
+  page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+  return page;
+}
+
+export async function shot(page, name) {
+  fs.mkdirSync(shots, { recursive: true });
+  await page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
+}
+
+let counter = 0;
+export function uniqueAccount(name) {
+  counter += 1;
+  return `${name.toLowerCase()}${Date.now().toString(36)}${counter}`;
+}
+
+/** A 2×2 PNG, for the avatar upload. */
+export const tinyPng = Buffer.from(
+  'iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAFklEQVR4nGP8z8DAwMDAxMDAwMDAAAANHQEDasKb6QAAAABJRU5ErkJggg==',
+  'base64',
+);
+
+export async function register(page, base, { account, password, name, sign }) {
+  await page.goto(`${base}/im/www/v1/`);
+  await page.click('#show-register');
+  await page.fill('#reg-account', account);
+  await page.fill('#reg-password', password);
+  await page.fill('#reg-mail', `${account}@example.com`);
+  await page.fill('#reg-name', name);
+  await page.selectOption('#reg-sex', 'other');
+  await page.fill('#reg-birthday', '1990-01-02');
+  await page.fill('#reg-sign', sign);
+  await page.setInputFiles('#reg-picture', { name: 'me.png', mimeType: 'image/png', buffer: tinyPng });
+  await page.click('#register-form button[type=submit]');
+  await page.waitForSelector('#auth-message.good');
+}
+
+export async function login(page, base, account, password) {
+  if (!page.url().startsWith(base)) await page.goto(`${base}/im/www/v1/chat.html`);
+  await page.fill('#login-account', account);
+  await page.fill('#login-password', password);
+  await page.press('#login-password', 'Enter');
+  await page.waitForSelector('#app:not([hidden])');
+}

@@ -1,0 +1,165 @@
+// The login WebSocket: credentials in the first frame, JSON heartbeats, acks matched
+// to sends by their id, and reconnection with backoff after a dropped connection.
+// Credentials live in this object only (memory), never in any storage.
+
+import { loginUrl } from './api.js';
+
+const HEARTBEAT_MS = 30_000;
+const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+
+export class Session extends EventTarget {
+  #ws = null;
+  #creds = null;
+  #seq = 0;
+  #pending = new Map();
+  #heartbeat = 0;
+  #retry = 0;
+  #retryTimer = 0;
+  #stopped = false;
+  #loggedIn = false;
+  auth = null;
+
+  /** Logs in; resolves with the login reply, rejects with the failure code. */
+  start(account, password) {
+    this.#creds = { account, password };
+    this.#stopped = false;
+    this.#retry = 0;
+    return this.#connect();
+  }
+
+  #connect() {
+    return new Promise((resolve, reject) => {
+      this.#emit('state', 'connecting');
+      const ws = new WebSocket(loginUrl());
+      this.#ws = ws;
+      let settled = false;
+      ws.onopen = () => ws.send(JSON.stringify(this.#creds));
+      ws.onmessage = (ev) => {
+        let msg;
+        try {
+          msg = JSON.parse(ev.data);
+        } catch {
+          return;
+        }
+        if (!settled) {
+          settled = true;
+          if (msg.code === 200 && msg.token) {
+            this.auth = { id: msg.profile.id, token: msg.token };
+            this.#loggedIn = true;
+            this.#retry = 0;
+            this.#startHeartbeat();
+            this.#emit('state', 'online');
+            this.#emit('login', msg);
+            resolve(msg);
+          } else {
+            this.#stopped = true;
+            reject(msg.code);
+          }
+          return;
+        }
+        this.#dispatch(msg);
+      };
+      ws.onclose = () => {
+        this.#stopHeartbeat();
+        this.#failPending();
+        if (this.#ws !== ws) return;
+        this.#ws = null;
+        this.#loggedIn = false;
+        if (!settled) {
+          settled = true;
+          if (this.#stopped) return;
+          // Never reached the server: try again later, the caller sees it as offline.
+          reject(0);
+        }
+        if (this.#stopped) {
+          this.#emit('state', 'closed');
+          return;
+        }
+        this.#emit('state', 'offline');
+        this.#scheduleReconnect();
+      };
+    });
+  }
+
+  #scheduleReconnect() {
+    const delay = BACKOFF_MS[Math.min(this.#retry, BACKOFF_MS.length - 1)];
+    this.#retry += 1;
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = setTimeout(() => {
+      if (this.#stopped) return;
+      this.#connect().catch((code) => {
+        if (code !== 0) this.#emit('failed', code);
+      });
+    }, delay);
+  }
+
+  #dispatch(msg) {
+    if (typeof msg.from === 'string' && typeof msg.payload === 'string') {
+      this.#emit('receive', msg);
+    } else if (msg.type === 'heartbeat') {
+      // Nothing to do: the server saw us.
+    } else if (typeof msg.id === 'string' && this.#pending.has(msg.id) && msg.code !== 300
+      && msg.code !== 302 && msg.code !== 304 && msg.code !== 305) {
+      const sent = this.#pending.get(msg.id);
+      this.#pending.delete(msg.id);
+      this.#emit('ack', { ...sent, code: msg.code });
+    } else if (msg.code === 513) {
+      this.#stopped = true;
+      this.#emit('replaced', msg);
+    } else if (typeof msg.code === 'number') {
+      this.#emit('push', msg);
+    }
+  }
+
+  /** Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event. */
+  send(toFriend, payload) {
+    this.#seq += 1;
+    const id = `${Date.now().toString(36)}-${this.#seq}`;
+    const sent = { id, toFriend, payload };
+    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || !this.#loggedIn) {
+      queueMicrotask(() => this.#emit('ack', { ...sent, code: 0 }));
+      return id;
+    }
+    this.#pending.set(id, sent);
+    this.#ws.send(JSON.stringify(sent));
+    return id;
+  }
+
+  #failPending() {
+    for (const sent of this.#pending.values()) this.#emit('ack', { ...sent, code: 0 });
+    this.#pending.clear();
+  }
+
+  #startHeartbeat() {
+    this.#stopHeartbeat();
+    this.#heartbeat = setInterval(() => {
+      if (this.#ws && this.#ws.readyState === WebSocket.OPEN) {
+        this.#ws.send('{"type":"heartbeat"}');
+      }
+    }, HEARTBEAT_MS);
+  }
+
+  #stopHeartbeat() {
+    clearInterval(this.#heartbeat);
+  }
+
+  /** After a password change, reconnections must use the new one. */
+  setPassword(password) {
+    if (this.#creds) this.#creds = { ...this.#creds, password };
+  }
+
+  /** Ends the session for good (after logoff or erase); forgets the credentials. */
+  stop() {
+    this.#stopped = true;
+    this.#creds = null;
+    clearTimeout(this.#retryTimer);
+    this.#stopHeartbeat();
+    if (this.#ws) this.#ws.close(1000);
+    this.#ws = null;
+    this.auth = null;
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
