@@ -1,0 +1,429 @@
+//! The event loop of a run: sessions on one mio `Poll`, the open-loop sender, and the
+//! bookkeeping that finds lost, duplicated and misordered messages.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use serde_json::Value;
+
+use crate::link::{self, Link, Ws};
+use crate::provision;
+use crate::report::{rss_kb, Summary};
+use crate::{Mode, Options};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Upgrading,
+    LoggingIn,
+    Ready,
+    Dead,
+}
+
+struct Client {
+    link: Link,
+    ws: Option<Ws>,
+    phase: Phase,
+    /// Index of the user (and of the session) in this run.
+    user: usize,
+    id: String,
+    token: String,
+    /// A storm user: logs in, then out, again and again.
+    stormer: bool,
+}
+
+/// Per-sender bookkeeping at the receiver.
+#[derive(Default)]
+struct Track {
+    seen: Vec<u64>,
+    highest: Option<u64>,
+    unique: u64,
+}
+
+impl Track {
+    /// Records `seq`; returns (duplicate, misordered).
+    fn record(&mut self, seq: u64) -> (bool, bool) {
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if self.seen.len() <= word {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            return (true, false);
+        }
+        self.seen[word] |= 1 << bit;
+        self.unique += 1;
+        let misordered = self.highest.is_some_and(|h| seq < h);
+        self.highest = Some(self.highest.map_or(seq, |h| h.max(seq)));
+        (false, misordered)
+    }
+}
+
+struct Run<'a> {
+    o: &'a Options,
+    poll: Poll,
+    clients: Vec<Option<Client>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    scratch: Vec<u8>,
+    t0: Instant,
+    by_id: HashMap<String, usize>,
+    tracks: Vec<Track>,
+    next_seq: Vec<u64>,
+    summary: Summary,
+    counting: bool,
+    logins: u64,
+}
+
+pub fn run(o: &Options) -> io::Result<Summary> {
+    let mode_name = match o.mode {
+        Mode::Idle => "idle",
+        Mode::Chat => "chat",
+        Mode::Storm => "storm",
+        Mode::Echo => "echo",
+    };
+    let tls = if o.tls { Some(link::tls_config().map_err(io::Error::other)?) } else { None };
+    let mut r = Run {
+        o,
+        poll: Poll::new()?,
+        clients: Vec::new(),
+        tls,
+        scratch: vec![0; 64 * 1024],
+        t0: Instant::now(),
+        by_id: HashMap::new(),
+        tracks: (0..o.sessions).map(|_| Track::default()).collect(),
+        next_seq: vec![0; o.sessions],
+        summary: Summary::new(mode_name, o.sessions),
+        counting: false,
+        logins: 0,
+    };
+    let rss_before = o.server_pid.and_then(rss_kb);
+
+    if o.mode != Mode::Echo {
+        let started = Instant::now();
+        let failed = provision::register_all(o.http, &o.prefix, o.sessions);
+        if failed > 0 {
+            return Err(io::Error::other(format!("{failed} registrations failed")));
+        }
+        eprintln!("registered {} users in {:.1} s", o.sessions, started.elapsed().as_secs_f64());
+    }
+    let started = Instant::now();
+    for i in 0..o.sessions {
+        r.open(i, false)?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60 + o.sessions as u64 / 200);
+    while r.count(Phase::Ready) + r.count(Phase::Dead) < o.sessions && Instant::now() < deadline {
+        r.turn(Duration::from_millis(5))?;
+    }
+    r.summary.failed_sessions = o.sessions - r.count(Phase::Ready);
+    eprintln!(
+        "{} sessions ready in {:.1} s ({} failed)",
+        r.count(Phase::Ready),
+        started.elapsed().as_secs_f64(),
+        r.summary.failed_sessions
+    );
+    if o.mode != Mode::Echo {
+        let auth: Vec<(String, String)> = r
+            .clients
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .map_or((String::new(), String::new()), |c| (c.id.clone(), c.token.clone()))
+            })
+            .collect();
+        let failed = provision::befriend_pairs(o.http, &auth);
+        if failed > 0 {
+            return Err(io::Error::other(format!("{failed} friendships failed")));
+        }
+        // Let the friend pushes arrive before measuring.
+        let settle = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < settle {
+            r.turn(Duration::from_millis(5))?;
+        }
+    }
+
+    match o.mode {
+        Mode::Idle => {
+            let end = Instant::now() + o.duration;
+            while Instant::now() < end {
+                r.turn(Duration::from_millis(50))?;
+            }
+            r.summary.seconds = o.duration.as_secs_f64();
+            r.summary.server_rss_kb = rss_before.zip(o.server_pid.and_then(rss_kb));
+        }
+        Mode::Chat | Mode::Echo => r.chat(o.duration)?,
+        Mode::Storm => {
+            let half = o.duration / 2;
+            r.chat(half)?;
+            let baseline = r.summary.received as f64 / r.summary.seconds.max(1e-9);
+            let mut reset = Summary::new("storm", o.sessions);
+            reset.failed_sessions = r.summary.failed_sessions;
+            let before = std::mem::replace(&mut r.summary, reset);
+            r.tracks = (0..o.sessions).map(|_| Track::default()).collect();
+            r.next_seq = vec![0; o.sessions];
+            let failed = provision::register_all(o.http, &format!("{}s", o.prefix), o.storm_users);
+            if failed > 0 {
+                return Err(io::Error::other(format!("{failed} storm registrations failed")));
+            }
+            for i in 0..o.storm_users {
+                r.open(o.sessions + i, true)?;
+            }
+            r.chat(half)?;
+            r.summary.baseline_rate = Some(baseline);
+            r.summary.logins = r.logins;
+            r.summary.lost += before.lost;
+            r.summary.duplicated += before.duplicated;
+            r.summary.misordered += before.misordered;
+        }
+    }
+    Ok(r.summary)
+}
+
+impl Run<'_> {
+    fn count(&self, phase: Phase) -> usize {
+        self.clients.iter().flatten().filter(|c| c.phase == phase && !c.stormer).count()
+    }
+
+    /// Opens session `i` (a storm user when `stormer`).
+    fn open(&mut self, i: usize, stormer: bool) -> io::Result<()> {
+        let source =
+            SocketAddr::from(([127, 0, 0, 1 + (i % usize::from(self.o.sources)) as u8], 0));
+        let mut link = Link::connect(source, self.o.ws, self.tls.as_ref())?;
+        link.output.extend_from_slice(&link::upgrade_request("/im/login"));
+        self.poll.registry().register(
+            &mut link.sock,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        if self.clients.len() <= i {
+            self.clients.resize_with(i + 1, || None);
+        }
+        self.clients[i] = Some(Client {
+            link,
+            ws: None,
+            phase: Phase::Upgrading,
+            user: i,
+            id: String::new(),
+            token: String::new(),
+            stormer,
+        });
+        Ok(())
+    }
+
+    /// One poll and everything it reports.
+    fn turn(&mut self, timeout: Duration) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        match self.poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let tokens: Vec<usize> = events.iter().map(|e| e.token().0).collect();
+        for i in tokens {
+            self.service(i);
+        }
+        Ok(())
+    }
+
+    fn service(&mut self, i: usize) {
+        let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) else { return };
+        if c.phase != Phase::Dead {
+            let ok = c.link.flush().and_then(|()| c.link.read_all(&mut self.scratch)).is_ok();
+            if !ok {
+                c.phase = Phase::Dead;
+            } else {
+                self.advance(&mut c);
+                if c.link.flush().is_err() {
+                    c.phase = Phase::Dead;
+                }
+            }
+        }
+        if c.stormer && c.phase != Phase::Ready && c.phase != Phase::Dead {
+            self.clients[i] = Some(c);
+            return;
+        }
+        if c.stormer {
+            // A storm user logs out (drops the socket) and comes straight back.
+            let _ = self.poll.registry().deregister(&mut c.link.sock);
+            drop(c);
+            if self.open(i, true).is_err() {
+                self.clients[i] = None;
+            }
+            return;
+        }
+        self.clients[i] = Some(c);
+    }
+
+    fn advance(&mut self, c: &mut Client) {
+        if c.phase == Phase::Upgrading {
+            let Some((ok, len)) = link::upgrade_response(&c.link.input) else { return };
+            if !ok {
+                c.phase = Phase::Dead;
+                return;
+            }
+            let leftover = c.link.input.split_off(len);
+            c.link.input.clear();
+            let mut ws = Ws::new(leftover);
+            if self.o.mode == Mode::Echo {
+                c.phase = Phase::Ready;
+            } else {
+                let (account, password) = if c.stormer {
+                    provision::credentials(&format!("{}s", self.o.prefix), c.user - self.o.sessions)
+                } else {
+                    provision::credentials(&self.o.prefix, c.user)
+                };
+                let frame =
+                    serde_json::json!({"account": account, "password": password}).to_string();
+                if ws.send(&mut c.link, frame).is_err() {
+                    c.phase = Phase::Dead;
+                    return;
+                }
+                c.phase = Phase::LoggingIn;
+            }
+            c.ws = Some(ws);
+        }
+        let Some(mut ws) = c.ws.take() else { return };
+        let mut texts = Vec::new();
+        let closed = ws.read_texts(&mut c.link, |t| texts.push(t.to_string())).unwrap_or(true);
+        c.ws = Some(ws);
+        let now_us = self.t0.elapsed().as_micros() as u64;
+        for t in texts {
+            self.on_text(c, &t, now_us);
+        }
+        if closed || c.link.eof {
+            c.phase = Phase::Dead;
+        }
+    }
+
+    fn on_text(&mut self, c: &mut Client, text: &str, now_us: u64) {
+        let Ok(v) = serde_json::from_str::<Value>(text) else { return };
+        match c.phase {
+            Phase::LoggingIn => {
+                if v["code"] == 200 {
+                    c.id = v["profile"]["id"].as_str().unwrap_or_default().to_string();
+                    c.token = v["token"].as_str().unwrap_or_default().to_string();
+                    c.phase = Phase::Ready;
+                    if c.stormer {
+                        self.logins += 1;
+                    } else {
+                        self.by_id.insert(c.id.clone(), c.user);
+                    }
+                } else {
+                    c.phase = Phase::Dead;
+                }
+            }
+            Phase::Ready if self.counting => {
+                let payload = v["payload"].as_str();
+                let echoed = self.o.mode == Mode::Echo;
+                if let (Some(p), true) = (payload, echoed || v.get("from").is_some()) {
+                    self.on_message(p, now_us);
+                } else if let (Some(code), Some(id)) = (v["code"].as_u64(), v["id"].as_str()) {
+                    // Dialogue acks only: pushes carry user ids, and their own codes.
+                    let push = (300..=305).contains(&code);
+                    if id.starts_with('d') && !push {
+                        *self.summary.acks.entry(code as u16).or_insert(0) += 1;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message(&mut self, payload: &str, now_us: u64) {
+        let mut parts = payload.splitn(4, ':');
+        let (Some(Ok(sender)), Some(Ok(seq)), Some(Ok(intended))) = (
+            parts.next().map(str::parse::<usize>),
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            return;
+        };
+        let Some(track) = self.tracks.get_mut(sender) else { return };
+        let (dup, misordered) = track.record(seq);
+        self.summary.duplicated += u64::from(dup);
+        self.summary.misordered += u64::from(misordered);
+        if !dup {
+            self.summary.received += 1;
+            let _ = self.summary.latency_us.record(now_us.saturating_sub(intended).max(1));
+        }
+    }
+
+    /// Sends at `rate` for `duration`, open loop, then waits for what is in flight.
+    fn chat(&mut self, duration: Duration) -> io::Result<()> {
+        let ready: Vec<usize> = (0..self.o.sessions)
+            .filter(|i| self.clients[*i].as_ref().is_some_and(|c| c.phase == Phase::Ready))
+            .collect();
+        if ready.is_empty() {
+            return Err(io::Error::other("no session is ready"));
+        }
+        self.counting = true;
+        let start = Instant::now();
+        let start_us = self.t0.elapsed().as_micros() as u64;
+        let interval_us = 1e6 / self.o.rate;
+        let mut sent: u64 = 0;
+        let mut turn = 0usize;
+        let mut dirty = Vec::new();
+        while start.elapsed() < duration {
+            let due = (start.elapsed().as_secs_f64() * self.o.rate) as u64;
+            while sent < due {
+                let sender = ready[turn % ready.len()];
+                turn += 1;
+                let intended = start_us + (sent as f64 * interval_us) as u64;
+                sent += 1;
+                self.send_one(sender, intended);
+                dirty.push(sender);
+            }
+            dirty.sort_unstable();
+            dirty.dedup();
+            for i in dirty.drain(..) {
+                if let Some(c) = self.clients[i].as_mut() {
+                    let _ = c.link.flush();
+                }
+            }
+            self.turn(Duration::from_micros(200))?;
+        }
+        self.summary.sent += sent;
+        self.summary.seconds += start.elapsed().as_secs_f64();
+        // Whatever is still in flight gets a few seconds to arrive.
+        let expected = |r: &Run<'_>| {
+            if r.o.mode == Mode::Echo {
+                r.summary.sent
+            } else {
+                r.summary.acks.get(&200).copied().unwrap_or(0)
+            }
+        };
+        let grace = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < grace {
+            let acked: u64 = self.summary.acks.values().sum();
+            if self.summary.received >= expected(self)
+                && (self.o.mode == Mode::Echo || acked >= sent)
+            {
+                break;
+            }
+            self.turn(Duration::from_millis(5))?;
+        }
+        self.summary.lost = expected(self).saturating_sub(self.summary.received);
+        self.counting = false;
+        Ok(())
+    }
+
+    fn send_one(&mut self, sender: usize, intended_us: u64) {
+        let peer = if self.o.mode == Mode::Echo { sender } else { sender ^ 1 };
+        let to = self.clients[peer].as_ref().map_or(String::new(), |c| c.id.clone());
+        let seq = self.next_seq[sender];
+        self.next_seq[sender] += 1;
+        let mut payload = format!("{sender}:{seq}:{intended_us}:");
+        if payload.len() < self.o.size {
+            payload.extend(std::iter::repeat_n('x', self.o.size - payload.len()));
+        }
+        let frame =
+            serde_json::json!({"id": format!("d{seq}"), "toFriend": to, "payload": payload})
+                .to_string();
+        if let Some(c) = self.clients[sender].as_mut() {
+            if let Some(ws) = c.ws.as_mut() {
+                let _ = ws.send(&mut c.link, frame);
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! A non-blocking client socket, plain or TLS, with its own input and output buffers,
+//! and the WebSocket framing on top (tungstenite's context never touches the socket).
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::Message;
+
+/// A connected (or connecting) socket.
+pub struct Link {
+    pub sock: TcpStream,
+    tls: Option<Box<ClientConnection>>,
+    pub input: Vec<u8>,
+    pub output: Vec<u8>,
+    pub eof: bool,
+}
+
+impl Link {
+    /// Starts a non-blocking connect from `source` (port 0) to `to`.
+    pub fn connect(
+        source: SocketAddr,
+        to: SocketAddr,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> io::Result<Link> {
+        let socket =
+            socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&source.into())?;
+        match socket.connect(&to.into()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(115) || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        socket.set_nodelay(true)?;
+        let sock = TcpStream::from_std(socket.into());
+        let tls = match tls {
+            Some(config) => {
+                let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
+                let mut conn =
+                    ClientConnection::new(config.clone(), name).map_err(io::Error::other)?;
+                // Open-loop sends may run ahead of the socket; never refuse them here.
+                conn.set_buffer_limit(None);
+                Some(Box::new(conn))
+            }
+            None => None,
+        };
+        Ok(Link { sock, tls, input: Vec::new(), output: Vec::new(), eof: false })
+    }
+
+    /// Reads everything the socket has (through TLS) into `input`.
+    pub fn read_all(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+        match self.tls.as_deref_mut() {
+            None => loop {
+                match self.sock.read(scratch) {
+                    Ok(0) => {
+                        self.eof = true;
+                        return Ok(());
+                    }
+                    Ok(n) => self.input.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            Some(tls) => loop {
+                match tls.read_tls(&mut self.sock) {
+                    Ok(0) => self.eof = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+                let state = tls.process_new_packets().map_err(io::Error::other)?;
+                if state.plaintext_bytes_to_read() > 0 {
+                    loop {
+                        match tls.reader().read(scratch) {
+                            Ok(0) => break,
+                            Ok(n) => self.input.extend_from_slice(&scratch[..n]),
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                if self.eof || state.peer_has_closed() {
+                    self.eof = true;
+                    return Ok(());
+                }
+            },
+        }
+    }
+
+    /// Writes `output` until the socket would block.
+    pub fn flush(&mut self) -> io::Result<()> {
+        match self.tls.as_deref_mut() {
+            None => {
+                let mut done = 0;
+                while done < self.output.len() {
+                    match self.sock.write(&self.output[done..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => done += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                self.output.drain(..done);
+            }
+            Some(tls) => {
+                if !self.output.is_empty() {
+                    tls.writer().write_all(&self.output)?;
+                    self.output.clear();
+                }
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.sock) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// tungstenite's view: reads from `input`, writes to `output`.
+struct Adapter<'a> {
+    input: &'a mut Vec<u8>,
+    pos: usize,
+    output: &'a mut Vec<u8>,
+    eof: bool,
+}
+
+impl Read for Adapter<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.input[self.pos..];
+        if rest.is_empty() {
+            return if self.eof { Ok(0) } else { Err(io::ErrorKind::WouldBlock.into()) };
+        }
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl Write for Adapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The WebSocket client side of a link.
+pub struct Ws {
+    ctx: WebSocketContext,
+}
+
+impl Ws {
+    /// After the 101: `leftover` is what followed the response head.
+    pub fn new(leftover: Vec<u8>) -> Ws {
+        let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+        Ws { ctx: WebSocketContext::from_partially_read(leftover, Role::Client, Some(config)) }
+    }
+
+    /// Every complete text message buffered in `link.input`.
+    pub fn read_texts(
+        &mut self,
+        link: &mut Link,
+        mut on_text: impl FnMut(&str),
+    ) -> io::Result<bool> {
+        let mut closed = false;
+        let mut io =
+            Adapter { input: &mut link.input, pos: 0, output: &mut link.output, eof: link.eof };
+        loop {
+            match self.ctx.read(&mut io) {
+                Ok(Message::Text(t)) => on_text(t.as_str()),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        let used = io.pos;
+        link.input.drain(..used);
+        Ok(closed)
+    }
+
+    /// Queues a text frame on `link`.
+    pub fn send(&mut self, link: &mut Link, text: String) -> io::Result<()> {
+        let mut io =
+            Adapter { input: &mut link.input, pos: 0, output: &mut link.output, eof: link.eof };
+        self.ctx.write(&mut io, Message::text(text)).map_err(io::Error::other)?;
+        self.ctx.flush(&mut io).map_err(io::Error::other)
+    }
+}
+
+/// The upgrade request for `path`.
+pub fn upgrade_request(path: &str) -> Vec<u8> {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// If `input` holds a whole response head: whether it is a 101, and its length.
+pub fn upgrade_response(input: &[u8]) -> Option<(bool, usize)> {
+    let end = input.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    Some((input.starts_with(b"HTTP/1.1 101"), end))
+}
+
+/// Accepts any server certificate: load runs target our own self-signed server.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client TLS configuration that trusts the server's self-signed certificate.
+pub fn tls_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}

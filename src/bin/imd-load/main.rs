@@ -1,0 +1,156 @@
+//! imd-load: the load generator shipped with imd. Loopback only, bounded in time.
+//!
+//! It provisions users as friend pairs through the protocol, opens their WebSocket
+//! sessions (plain or TLS, spread over several 127.0.0.x source addresses) on one mio
+//! loop, and runs one mode:
+//!
+//! - `idle`   — hold N sessions; report the server's RSS per session.
+//! - `chat`   — an open-loop rate of messages between the pairs; latency measured from
+//!   each message's intended send time (no coordinated omission), acks by code, lost,
+//!   duplicated and misordered messages.
+//! - `storm`  — chat at a fixed rate while other users log in and out as fast as they
+//!   can; logins/s and the chat rate before and during the storm.
+//! - `echo`   — chat mode against a plain WebSocket echo server (the raw ceiling).
+//!
+//! Modules: `link` (a non-blocking plain/TLS socket with WebSocket framing),
+//! `provision` (registration and friending over HTTP), `driver` (the loop and the
+//! modes), `report` (figures and the machine-readable summary line).
+
+mod driver;
+mod link;
+mod provision;
+mod report;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Everything a run is told.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub mode: Mode,
+    /// WebSocket endpoint (the imd plain or TLS listener, or an echo server).
+    pub ws: SocketAddr,
+    pub tls: bool,
+    /// Plain HTTP listener for provisioning.
+    pub http: SocketAddr,
+    pub sessions: usize,
+    pub rate: f64,
+    pub size: usize,
+    pub duration: Duration,
+    pub sources: u8,
+    pub server_pid: Option<u32>,
+    pub prefix: String,
+    pub storm_users: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Idle,
+    Chat,
+    Storm,
+    Echo,
+}
+
+const USAGE: &str = "usage: imd-load MODE [options]
+modes: idle | chat | storm | echo
+  --ws ADDR          WebSocket listener (default 127.0.0.1:8080)
+  --tls              speak TLS to --ws (wss)
+  --http ADDR        plain HTTP listener for provisioning (default 127.0.0.1:8080)
+  --sessions N       sessions (pairs = N/2; default 100)
+  --rate R           messages per second, all pairs together (default 1000)
+  --size S           payload bytes (default 64)
+  --duration D       seconds of measurement (default 10)
+  --sources K        spread over 127.0.0.1 .. 127.0.0.K (default 8)
+  --server-pid PID   read the server's RSS (idle mode)
+  --prefix P         account prefix (default load<pid>)
+  --storm-users L    users logging in and out in storm mode (default 20)
+Only loopback addresses are accepted.";
+
+fn parse() -> Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mode = match args.next().as_deref() {
+        Some("idle") => Mode::Idle,
+        Some("chat") => Mode::Chat,
+        Some("storm") => Mode::Storm,
+        Some("echo") => Mode::Echo,
+        _ => return Err("a mode is needed".into()),
+    };
+    let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
+    let mut o = Options {
+        mode,
+        ws: local,
+        tls: false,
+        http: local,
+        sessions: 100,
+        rate: 1000.0,
+        size: 64,
+        duration: Duration::from_secs(10),
+        sources: 8,
+        server_pid: None,
+        prefix: format!("load{}", std::process::id()),
+        storm_users: 20,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        let bad = |flag: &str| format!("bad value for {flag}");
+        match flag.as_str() {
+            "--ws" => o.ws = value()?.parse().map_err(|_| bad(&flag))?,
+            "--tls" => o.tls = true,
+            "--http" => o.http = value()?.parse().map_err(|_| bad(&flag))?,
+            "--sessions" => o.sessions = value()?.parse().map_err(|_| bad(&flag))?,
+            "--rate" => o.rate = value()?.parse().map_err(|_| bad(&flag))?,
+            "--size" => o.size = value()?.parse().map_err(|_| bad(&flag))?,
+            "--duration" => {
+                o.duration = Duration::from_secs_f64(value()?.parse().map_err(|_| bad(&flag))?)
+            }
+            "--sources" => o.sources = value()?.parse().map_err(|_| bad(&flag))?,
+            "--server-pid" => o.server_pid = Some(value()?.parse().map_err(|_| bad(&flag))?),
+            "--prefix" => o.prefix = value()?,
+            "--storm-users" => o.storm_users = value()?.parse().map_err(|_| bad(&flag))?,
+            _ => return Err(format!("unknown option {flag}")),
+        }
+    }
+    for addr in [o.ws, o.http] {
+        if !is_loopback(addr.ip()) {
+            return Err(format!(
+                "{addr} is not a loopback address: imd-load only targets this machine"
+            ));
+        }
+    }
+    if o.sessions < 2 || o.sessions % 2 != 0 {
+        return Err("--sessions must be an even number ≥ 2".into());
+    }
+    if o.duration > Duration::from_secs(600) || o.rate <= 0.0 || o.sources == 0 {
+        return Err("--duration at most 600 s, --rate and --sources positive".into());
+    }
+    Ok(o)
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+fn main() -> ExitCode {
+    let options = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("imd-load: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match driver::run(&options) {
+        Ok(summary) => {
+            summary.print();
+            if summary.clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("imd-load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
