@@ -30,9 +30,9 @@ test-autobahn: build
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches
+## bench: criterion benches, imd-load against imd and the echo baseline, wrk against imd and nginx (~10 min; writes target/bench/results.md)
 bench:
-	$(CARGO) bench --workspace
+	bash benches/run.sh
 
 ## fmt: format every crate
 fmt:

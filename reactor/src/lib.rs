@@ -43,3 +43,9 @@ pub use request::{Listener, Request};
 pub use response::{reason, Response};
 pub use server::Server;
 pub use static_files::StaticFiles;
+
+/// Internals exposed for the criterion benches and fuzz targets only; not an API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::http::{parse_head, Head, HeadLimits};
+}

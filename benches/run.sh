@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# make bench: criterion benches, imd under imd-load (idle, chat, storm) beside the raw
+# echo baseline, and imd's static files and search beside nginx under wrk. Loopback
+# only, every step bounded; about 10 minutes. Writes target/bench/results.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/bench
+rm -rf "$out" && mkdir -p "$out/www" "$out/data"
+ulimit -n 20000 || true
+export CARGO_TERM_COLOR=never
+target="${CARGO_TARGET_DIR:-target}"
+
+need() { command -v "$1" >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }; }
+need wrk wrk
+need nginx nginx
+
+cargo build --release --bins
+cargo bench --no-run --bench echo_baseline >/dev/null 2>&1 || true
+
+echo "== criterion"
+cargo bench --bench protocol --bench store -- --warm-up-time 1 --measurement-time 3 2>/dev/null >"$out/criterion-full.txt" || true
+grep -B1 "time:" "$out/criterion-full.txt" | grep -v '^--' >"$out/criterion.txt" || true
+cat "$out/criterion.txt"
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+summary() { grep '^SUMMARY ' | sed 's/^SUMMARY //'; }
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))" "$1" "$2"; }
+load() { "$target/release/imd-load" "$@" 2>>"$out/load.log"; }
+
+# imd with a 1 KB static file beside the web client.
+cp -r www/. "$out/www/"
+head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$out/www/1k.html"
+sed -e "s|web_root = \"www\"|web_root = \"$out/www\"|" -e "s|target/bench/data|$out/data|" benches/load.conf > "$out/imd.conf"
+"$target/release/imd" --config "$out/imd.conf" 2>"$out/imd.log" &
+imd=$!; pids+=("$imd")
+wait_port 18080 && wait_port 18443
+
+echo "== idle: 19,000 WSS sessions"
+idle=$(load idle --sessions 19000 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --sources 20 --duration 5 --server-pid "$imd" --prefix idle | summary)
+echo "$idle"
+
+echo "== chat: find the maximum routed rate over WSS"
+best=0; best_line=""
+for rate in 10000 20000 30000 40000 50000; do
+  line=$(load chat --sessions 200 --rate "$rate" --size 64 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 5 --prefix "c$rate" | summary || true)
+  got=$(field "$line" rate); echo "rate $rate → $got msgs/s, p99 $(field "$line" p99_us) µs"
+  if python3 -c "import sys; sys.exit(0 if float('$got') > float('$best') else 1)"; then best=$got; best_line=$line; fi
+done
+half=$(python3 -c "print(int(float('$best')/2))")
+half_line=$(load chat --sessions 200 --rate "$half" --size 64 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 10 --prefix half | summary)
+echo "half rate $half: $half_line"
+storm=$(load storm --sessions 200 --rate "$half" --storm-users 20 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 10 --prefix storm | summary)
+echo "storm: $storm"
+
+echo "== wrk: imd static 1 KB and search"
+python3 - "$out/auth.txt" <<'PY' &
+import base64, json, os, socket, sys, time, urllib.request
+req = urllib.request.Request("http://127.0.0.1:18080/im/register", json.dumps({"account": "wrkuser", "password": "pw", "mail": "m", "name": "Wrk User"}).encode())
+urllib.request.urlopen(req).read()
+s = socket.create_connection(("127.0.0.1", 18080))
+key = base64.b64encode(os.urandom(16)).decode()
+s.sendall(f"GET /im/login?account=wrkuser&password=pw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n".encode())
+buf = b""
+while b"}" not in buf.split(b"\r\n\r\n", 1)[-1] or b"\r\n\r\n" not in buf:
+    buf += s.recv(65536)
+body = buf.split(b"\r\n\r\n", 1)[1]
+payload = body[4:] if body[1] == 126 else body[2:]
+login = json.loads(payload[: payload.rindex(b"}") + 1])
+open(sys.argv[1], "w").write(f"id={login['profile']['id']}&token={login['token']}")
+time.sleep(60)
+PY
+pids+=($!)
+for _ in $(seq 50); do [ -s "$out/auth.txt" ] && break; sleep 0.2; done
+auth=$(cat "$out/auth.txt")
+wrk_rps() { wrk -t2 -c64 -d10s "$1" | awk '/Requests\/sec/ {print $2}'; }
+imd_static=$(wrk_rps "http://127.0.0.1:18080/im/www/v1/1k.html")
+imd_found=$(wrk_rps "http://127.0.0.1:18080/im/friends/found?$auth&name=user")
+kill "$imd" 2>/dev/null || true
+
+echo "== nginx: the same 1 KB file"
+mkdir -p "$out/nginx"
+cat > "$out/nginx/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $PWD/$out/nginx/nginx.pid;
+error_log $PWD/$out/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server { listen 127.0.0.1:18090; root $PWD/$out/www; }
+}
+EOF
+nginx -c "$PWD/$out/nginx/nginx.conf" -p "$PWD/$out/nginx" &
+pids+=($!)
+wait_port 18090
+nginx_static=$(wrk_rps "http://127.0.0.1:18090/1k.html")
+
+echo "== echo baseline (plain and TLS)"
+bench_bin=$(ls -t "$target"/release/deps/echo_baseline-* | grep -v '\.d$' | head -1)
+"$bench_bin" 127.0.0.1:18101 127.0.0.1:18102 2>>"$out/echo.log" &
+pids+=($!)
+wait_port 18101 && wait_port 18102
+echo_best() {
+  local best=0
+  for rate in 20000 40000 60000 80000; do
+    local line got
+    line=$(load echo --sessions 200 --rate "$rate" --size 64 "$@" --duration 5 | summary || true)
+    got=$(field "$line" rate)
+    if python3 -c "import sys; sys.exit(0 if float('$got') > float('$best') else 1)"; then best=$got; fi
+  done
+  echo "$best"
+}
+echo_tls=$(echo_best --tls --ws 127.0.0.1:18102)
+echo_plain=$(echo_best --ws 127.0.0.1:18101)
+
+python3 - "$out/results.md" <<PY
+import json, os, platform, subprocess, sys
+idle = json.loads('''$idle'''); best = json.loads('''$best_line'''); half = json.loads('''$half_line'''); storm = json.loads('''$storm''')
+best_rate, echo_tls, echo_plain = float('$best'), float('$echo_tls'), float('$echo_plain')
+imd_static, imd_found, nginx_static = float('$imd_static' or 0), float('$imd_found' or 0), float('$nginx_static' or 0)
+per = idle["server_rss"]["bytes_per_session"] if idle.get("server_rss") else None
+drop = 1 - storm["rate"] / storm["baseline_rate"] if storm.get("baseline_rate") else None
+def row(what, imd, base, ratio, target, ok):
+    return f"| {what} | {imd} | {base} | {ratio} | {target} | {'met' if ok else 'MISSED'} |"
+rows = [
+    row("routed msgs/s over WSS (64 B)", f"{best_rate:.0f}", f"TLS echo {echo_tls:.0f} (plain {echo_plain:.0f})", f"{best_rate/echo_tls:.2f}" if echo_tls else "-", "≥ 0.5 × TLS echo", echo_tls and best_rate / echo_tls >= 0.5),
+    row(f"p99 send→receive at half max ({half['rate']:.0f} msgs/s)", f"{half['p99_us']/1000:.2f} ms", "-", "-", "≤ 5 ms", half["p99_us"] <= 5000),
+    row("idle authenticated WSS sessions", f"{idle['sessions']} ({idle['failed_sessions']} failed), {per} B each", "-", "-", "19,000 at ≤ 20 KB", per is not None and per <= 20000 and idle["failed_sessions"] == 0),
+    row("static 1 KB file, wrk -t2 -c64", f"{imd_static:.0f} req/s", f"nginx {nginx_static:.0f}", f"{imd_static/nginx_static:.2f}" if nginx_static else "-", "≥ 0.9 × nginx", nginx_static and imd_static / nginx_static >= 0.9),
+    row("/im/friends/found, wrk -t2 -c64", f"{imd_found:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_found/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", nginx_static and imd_found / nginx_static >= 0.5),
+    row("chat rate during a login storm", f"{storm['rate']:.0f} msgs/s ({storm['logins']} logins)", f"before {storm['baseline_rate']:.0f}", f"drop {drop*100:.1f} %" if drop is not None else "-", "drop ≤ 20 %", drop is not None and drop <= 0.2),
+    row("lost / duplicated / misordered", f"{best['lost']+half['lost']+storm['lost']} / {best['dup']+half['dup']+storm['dup']} / {best['misordered']+half['misordered']+storm['misordered']}", "-", "-", "0", best['lost']+half['lost']+storm['lost']+best['dup']+half['dup']+storm['dup']+best['misordered']+half['misordered']+storm['misordered'] == 0),
+]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
+text = ["| measure | imd | baseline | ratio | target | |", "|---|---|---|---|---|---|", *rows, "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)//1024//1024} GiB, Linux {platform.release()}; load generator on the same cores.", "",
+        "Criterion (median):", "```", open("$out/criterion.txt").read().strip() if os.path.exists("$out/criterion.txt") else "", "```"]
+open(sys.argv[1], "w").write("\n".join(text) + "\n")
+print("\n".join(text[:len(rows) + 4]))
+PY
