@@ -5,7 +5,7 @@ CARGO    ?= cargo
 CONFIG   ?= conf/imd.conf
 RELEASE  := target/release
 
-.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean
+.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean install help
 
 ## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
 run: build
@@ -52,3 +52,28 @@ clean:
 
 help:
 	@grep -E '^## ' Makefile | sed 's/^## /  make /'
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+
+## install: the daemon, its config (kept if present), the web client and the systemd unit
+install: build
+	install -D -m 0755 $(RELEASE)/imd $(DESTDIR)$(PREFIX)/bin/imd
+	install -D -m 0755 $(RELEASE)/imd-load $(DESTDIR)$(PREFIX)/bin/imd-load
+	mkdir -p $(DESTDIR)$(PREFIX)/share/imd/www
+	cp -r www/. $(DESTDIR)$(PREFIX)/share/imd/www/
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/imd/README.md
+	install -D -m 0644 conf/imd.service $(DESTDIR)/etc/systemd/system/imd.service
+	@if [ -e $(DESTDIR)/etc/imd/imd.conf ]; then \
+	  echo "keeping $(DESTDIR)/etc/imd/imd.conf"; \
+	else \
+	  mkdir -p $(DESTDIR)/etc/imd; \
+	  sed -e 's|^web_root = "www"|web_root = "$(PREFIX)/share/imd/www"|' \
+	      -e 's|^path = "data/imd.sqlite3"|path = "/var/lib/imd/imd.sqlite3"|' \
+	      conf/imd.conf > $(DESTDIR)/etc/imd/imd.conf; \
+	  chmod 0640 $(DESTDIR)/etc/imd/imd.conf; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && command -v useradd >/dev/null && ! id imd >/dev/null 2>&1; then \
+	  useradd --system --home-dir /var/lib/imd --shell /usr/sbin/nologin imd; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
