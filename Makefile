@@ -5,7 +5,7 @@ CARGO    ?= cargo
 CONFIG   ?= conf/imd.conf
 RELEASE  := target/release
 
-.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean install help
+.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean install help soak
 
 ## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
 run: build
@@ -77,3 +77,7 @@ install: build
 	  useradd --system --home-dir /var/lib/imd --shell /usr/sbin/nologin imd; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
+
+## soak: the slow hardening runs (30 kill -9 with durability checks); not part of make test
+soak: build
+	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py

@@ -9,7 +9,11 @@ const USAGE: &str = "usage: imd [--config PATH] [--check-config]
   --help           this text";
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        // tungstenite traces whole frames: login frames and replies hold passwords and
+        // tokens, so it never logs below info, whatever RUST_LOG says.
+        .filter_module("tungstenite", log::LevelFilter::Info)
+        .init();
 
     let mut config_path = PathBuf::from("conf/imd.conf");
     let mut check_only = false;
