@@ -58,7 +58,8 @@ impl Conn {
         }
         if self.ws.is_none() {
             let Some(end) = self.input.windows(4).position(|w| w == b"\r\n\r\n") else {
-                return true;
+                // Still in the TLS handshake or the upgrade request: write what is owed.
+                return self.drain().is_ok();
             };
             let head = String::from_utf8_lossy(&self.input[..end]).to_string();
             let Some(key) = head

@@ -4,30 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 
 use common::*;
 
 fn exchange(s: &TestServer, via: Via, raw: &[u8]) -> Vec<u8> {
     let mut c = connect(s, via);
     c.write_all(raw).expect("write");
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match c.read(&mut buf) {
-            Ok(0) => return all,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
-            Err(e) => panic!("{e} after {:?}", String::from_utf8_lossy(&all)),
-        }
-    }
-}
-
-fn statuses(bytes: &[u8]) -> Vec<u16> {
-    let text = String::from_utf8_lossy(bytes);
-    text.match_indices("HTTP/1.1 ")
-        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
-        .collect()
+    read_to_close(&mut c)
 }
 
 const SMUGGLED: &str = "GET /im/health HTTP/1.1\r\nHost: a\r\n\r\n";

@@ -11,25 +11,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tungstenite::Message;
 
-/// Reads until the server closes; everything it sent.
-fn read_to_close(s: &mut Stream) -> Vec<u8> {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return all,
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
-            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&all)),
-        }
-    }
-}
-
-fn statuses(bytes: &[u8]) -> Vec<u16> {
-    let text = String::from_utf8_lossy(bytes);
-    text.match_indices("HTTP/1.1 ").filter_map(|(i, _)| text[i + 9..i + 12].parse().ok()).collect()
-}
-
 #[test]
 fn a_request_split_byte_by_byte_and_pipelined_requests() {
     let s = TestServer::start();

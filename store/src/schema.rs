@@ -91,6 +91,22 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX messages_by_to ON messages(to_id, seq);
     CREATE INDEX messages_by_from ON messages(from_id);",
+    // 2: a trigram index over names, so a substring search reads the matches only
+    //    instead of every user.
+    "CREATE VIRTUAL TABLE users_name USING fts5(
+        name_key, content='users', content_rowid='rowid', tokenize='trigram'
+    );
+    INSERT INTO users_name(users_name) VALUES ('rebuild');
+    CREATE TRIGGER users_name_insert AFTER INSERT ON users BEGIN
+        INSERT INTO users_name(rowid, name_key) VALUES (new.rowid, new.name_key);
+    END;
+    CREATE TRIGGER users_name_delete AFTER DELETE ON users BEGIN
+        INSERT INTO users_name(users_name, rowid, name_key) VALUES ('delete', old.rowid, old.name_key);
+    END;
+    CREATE TRIGGER users_name_update AFTER UPDATE OF name_key ON users BEGIN
+        INSERT INTO users_name(users_name, rowid, name_key) VALUES ('delete', old.rowid, old.name_key);
+        INSERT INTO users_name(rowid, name_key) VALUES (new.rowid, new.name_key);
+    END;",
 ];
 
 /// The schema version this build migrates to.

@@ -199,14 +199,25 @@ impl Store {
     /// Case folding is Rust's `to_lowercase` on both sides (a `name_key` column kept
     /// beside `name`), so non-ASCII names match case-insensitively too.
     pub fn search(&self, searcher_id: &str, name: &str, limit: usize) -> Result<Vec<UserRow>> {
+        let key = name_key(name);
+        // The trigram index answers substrings of three characters or more; shorter
+        // ones (rare, and matching many) scan.
+        let (matching, needle) = if key.chars().count() >= 3 {
+            (
+                "rowid IN (SELECT rowid FROM users_name WHERE users_name MATCH ?2)",
+                format!("\"{}\"", key.replace('"', "\"\"")),
+            )
+        } else {
+            ("instr(name_key, ?2) > 0", key)
+        };
         let sql = format!(
             "SELECT {USER_COLUMNS} FROM users
-             WHERE id <> ?1 AND (instr(name_key, ?2) > 0 OR account_key = ?3)
+             WHERE id <> ?1 AND ({matching} OR account_key = ?3)
              ORDER BY name, account LIMIT ?4"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
         let rows = st.query_map(
-            params![searcher_id, name_key(name), account_key(name), sql_limit(limit)],
+            params![searcher_id, needle, account_key(name), sql_limit(limit)],
             user_row,
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

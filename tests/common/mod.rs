@@ -277,6 +277,29 @@ pub fn read_reply(s: &mut Stream) -> HttpReply {
     HttpReply { status, headers, body }
 }
 
+/// Reads until the server closes; everything it sent.
+#[track_caller]
+pub fn read_to_close(s: &mut Stream) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&all)),
+        }
+    }
+}
+
+/// The status codes of every HTTP response in `bytes`, in order.
+pub fn statuses(bytes: &[u8]) -> Vec<u16> {
+    let text = String::from_utf8_lossy(bytes);
+    text.match_indices("HTTP/1.1 ")
+        .filter_map(|(i, _)| text.get(i + 9..i + 12)?.parse().ok())
+        .collect()
+}
+
 /// One request on a new connection.
 #[track_caller]
 pub fn http(server: &TestServer, via: Via, method: &str, target: &str, body: &str) -> HttpReply {
