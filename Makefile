@@ -5,7 +5,7 @@ CARGO    ?= cargo
 CONFIG   ?= conf/imd.conf
 RELEASE  := target/release
 
-.PHONY: run build test test-rust test-autobahn test-browser bench fmt lint check clean install help soak
+.PHONY: run build test test-rust test-autobahn test-browser test-fuzz bench fmt lint check clean install help soak fuzz fuzz-smoke fuzz-tool
 
 ## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
 run: build
@@ -15,8 +15,8 @@ run: build
 build:
 	$(CARGO) build --release --workspace --bins --examples
 
-## test: every test: unit, integration (plain and TLS), WebSocket conformance, browser
-test: lint test-rust test-autobahn test-browser
+## test: every test: unit, integration (plain and TLS), WebSocket conformance, browser, fuzz smoke
+test: lint test-rust test-autobahn test-browser test-fuzz
 
 ## test-rust: unit and integration tests of every crate
 test-rust:
@@ -81,3 +81,25 @@ install: build
 ## soak: the slow hardening runs (30 kill -9 with durability checks); not part of make test
 soak: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py
+
+FUZZ_TARGETS := http_head json_fields static_path
+FUZZ_SECONDS ?= 60
+# cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
+FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
+
+fuzz-tool:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+## fuzz: every fuzz target for FUZZ_SECONDS each (libFuzzer); crashes land in tests/fuzz/artifacts
+fuzz: fuzz-tool
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tests/fuzz/corpus/$$t && \
+	  $(FUZZ) run --fuzz-dir tests/fuzz $$t tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
+
+## test-fuzz: the fuzz smoke of make test (installs cargo-fuzz when missing)
+test-fuzz: fuzz-tool fuzz-smoke
+
+## fuzz-smoke: replay the seeds, then 10 s of each target
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10
