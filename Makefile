@@ -16,7 +16,7 @@ build:
 	$(CARGO) build --release --workspace --bins --examples
 
 ## test: every test: unit, integration (plain and TLS), WebSocket conformance, browser, fuzz smoke
-test: lint test-rust test-autobahn test-browser test-fuzz
+test: lint test-fuzz test-autobahn test-rust test-browser
 
 ## test-rust: unit and integration tests of every crate
 test-rust:
