@@ -1,16 +1,71 @@
 //! Static files under a web root (PROTOCOL.md §7): GET and HEAD, content types,
 //! `Last-Modified`/`ETag` with 304, an index page, and no way out of the root.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::{Request, Response};
+
+/// A cached file is checked against the disk at most this often.
+const REVALIDATE: Duration = Duration::from_secs(1);
+/// Files larger than this are read per request instead of cached.
+const CACHE_FILE_LIMIT: u64 = 1 << 20;
+/// At most this many URL paths are cached (a web root is small; this bounds memory
+/// against requests for many distinct names).
+const CACHE_ENTRIES: usize = 1024;
 
 /// Serves files below one directory at one URL prefix.
 pub struct StaticFiles {
     root: PathBuf,
     prefix: String,
+    /// URL path → what it served, so a hot file costs neither path resolution nor a
+    /// read per request.
+    cache: RwLock<HashMap<String, Arc<Cached>>>,
+}
+
+/// A file as last read from disk.
+struct Cached {
+    file: PathBuf,
+    body: Vec<u8>,
+    len: u64,
+    mtime: u64,
+    etag: String,
+    last_modified: String,
+    content_type: &'static str,
+    checked: Instant,
+}
+
+impl Cached {
+    fn load(file: PathBuf) -> Option<Cached> {
+        let meta = fs::metadata(&file).ok()?;
+        let mtime = mtime_secs(&meta);
+        let body = if meta.len() <= CACHE_FILE_LIMIT { fs::read(&file).ok()? } else { Vec::new() };
+        Some(Cached {
+            etag: format!("\"{:x}-{:x}\"", meta.len(), mtime),
+            last_modified: http_date(mtime),
+            content_type: content_type(&file),
+            len: meta.len(),
+            mtime,
+            body,
+            file,
+            checked: Instant::now(),
+        })
+    }
+
+    /// Still what is on disk (checked at most once per [`REVALIDATE`]).
+    fn fresh(&self) -> bool {
+        if self.checked.elapsed() < REVALIDATE {
+            return true;
+        }
+        fs::metadata(&self.file).is_ok_and(|m| m.len() == self.len && mtime_secs(&m) == self.mtime)
+    }
+}
+
+fn mtime_secs(meta: &fs::Metadata) -> u64 {
+    meta.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
 }
 
 impl StaticFiles {
@@ -21,7 +76,23 @@ impl StaticFiles {
         if !root.is_dir() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"));
         }
-        Ok(StaticFiles { root, prefix: prefix.to_string() })
+        Ok(StaticFiles { root, prefix: prefix.to_string(), cache: RwLock::new(HashMap::new()) })
+    }
+
+    /// The cached entry for a URL path, loading or refreshing it as needed.
+    fn lookup(&self, path: &str) -> Option<Arc<Cached>> {
+        let hit = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
+        if let Some(entry) = hit.filter(|e| e.fresh()) {
+            return Some(entry);
+        }
+        // Resolve again: the file may have moved, or become a link out of the root.
+        let entry = Arc::new(Cached::load(self.resolve(path)?)?);
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(path.to_string(), entry.clone());
+        Some(entry)
     }
 
     /// Answers a request for a path under the prefix.
@@ -29,27 +100,26 @@ impl StaticFiles {
         if req.method != "GET" && req.method != "HEAD" {
             return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
-        let Some(file) = self.resolve(req.path()) else { return not_found() };
-        let Ok(meta) = fs::metadata(&file) else { return not_found() };
-        let mtime = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
-        let etag = format!("\"{:x}-{:x}\"", meta.len(), mtime);
-        let last_modified = http_date(mtime);
+        let Some(entry) = self.lookup(req.path()) else { return not_found() };
         let matches = req
             .header("If-None-Match")
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+            .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
         if matches {
             return Response::empty(304)
-                .with_header("ETag", etag)
-                .with_header("Last-Modified", last_modified);
+                .with_header("ETag", entry.etag.clone())
+                .with_header("Last-Modified", entry.last_modified.clone());
         }
-        let Ok(body) = fs::read(&file) else { return not_found() };
-        Response::new(200, content_type(&file), body)
-            .with_header("ETag", etag)
-            .with_header("Last-Modified", last_modified)
+        let body = if entry.len <= CACHE_FILE_LIMIT {
+            entry.body.clone()
+        } else {
+            match fs::read(&entry.file) {
+                Ok(b) => b,
+                Err(_) => return not_found(),
+            }
+        };
+        Response::new(200, entry.content_type, body)
+            .with_header("ETag", entry.etag.clone())
+            .with_header("Last-Modified", entry.last_modified.clone())
             .with_header("Cache-Control", "no-cache")
             .with_header("X-Content-Type-Options", "nosniff")
     }
@@ -213,6 +283,30 @@ mod tests {
         ] {
             assert!(f.resolve(evil).is_none(), "{evil}");
         }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    fn get(files: &StaticFiles, path: &str) -> Response {
+        files.serve(&Request {
+            method: "GET".into(),
+            target: path.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: crate::Listener::Plain,
+        })
+    }
+
+    #[test]
+    fn cached_files_follow_the_disk() {
+        let (dir, f) = fixture();
+        assert_eq!(get(&f, "/im/www/v1/css/a.css").body, b"body{}");
+        fs::write(dir.join("www/css/a.css"), "body{color:red}").unwrap();
+        std::thread::sleep(REVALIDATE + Duration::from_millis(100));
+        assert_eq!(get(&f, "/im/www/v1/css/a.css").body, b"body{color:red}");
+        fs::remove_file(dir.join("www/css/a.css")).unwrap();
+        std::thread::sleep(REVALIDATE + Duration::from_millis(100));
+        assert_eq!(get(&f, "/im/www/v1/css/a.css").status, 404);
         let _ = fs::remove_dir_all(dir);
     }
 
