@@ -102,6 +102,7 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::AccountPasswordWrong.into());
     }
     let former_friends = app.store(|s| s.delete_user(&me))?;
+    app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me.as_str()]));
     let push = proto::push_id(Code::FriendRemoved, &me);
     let (conn, ()) = app.sessions.end_user(&me, |online| {
         for friend in &former_friends {

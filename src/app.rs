@@ -12,6 +12,7 @@ use store::{Store, StoreError};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::friend_cache::FriendCache;
 use crate::hasher::Hasher;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
@@ -33,6 +34,8 @@ pub struct App {
     pub(crate) query_limit: PerIp,
     pub(crate) login_fail_limit: PerIp,
     pub(crate) metrics: Metrics,
+    /// Friend sets of live senders.
+    pub(crate) friend_cache: FriendCache,
     /// Where logins check passwords, off the reactor's workers.
     pub(crate) hasher: Hasher,
     /// This app, for work handed to the hasher.
@@ -110,6 +113,7 @@ impl App {
             query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
             login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
             metrics: Metrics::default(),
+            friend_cache: FriendCache::default(),
             hasher,
             me: Weak::new(),
             static_files,
@@ -124,6 +128,13 @@ impl App {
         let r = self.db.with(f).map_err(Fail::Store);
         self.metrics.store_latency.record(started.elapsed());
         r
+    }
+
+    /// Whether `other` is a friend of `me`, from memory when it can.
+    pub fn are_friends(&self, me: &str, other: &str) -> Result<bool, Fail> {
+        self.friend_cache
+            .are_friends(me, other, |me| self.db.with(|s| FriendCache::load(s, me)))
+            .map_err(Fail::Store)
     }
 
     fn route(&self, req: &Request, remote: &Remote) -> (Route, Response) {

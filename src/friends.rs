@@ -54,6 +54,7 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
         // They already asked me: this request is their answer. Each side's alias is
         // the other's profile name.
         app.store(|s| s.make_friends(&me, &target.name, to, &mine.name))?;
+        app.friend_cache.forget([me.as_str(), to]);
         app.sessions.with_online(|online| {
             push_added(app, remote, online, to, &mine, &me);
             push_added(app, remote, online, &me, &target, to);
@@ -104,6 +105,7 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::RequestNotExists.into());
     }
     app.store(|s| s.make_friends(&me, alias, from, &mine.name))?;
+    app.friend_cache.forget([me.as_str(), from]);
     app.sessions.with_online(|online| push_added(app, remote, online, from, &mine, &me));
     Ok(proto::status(Code::Success))
 }
@@ -139,6 +141,7 @@ pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !app.store(|s| s.remove_friendship(&me, to))? {
         return Err(Code::NotRelationOfFriend.into());
     }
+    app.friend_cache.forget([me.as_str(), to]);
     if let Some(conn) = app.sessions.conn_of(to) {
         remote.send_text(conn, proto::push_id(Code::FriendRemoved, &me));
         app.metrics.pushed(Code::FriendRemoved);

@@ -9,6 +9,7 @@
 //! - `input`      — request fields from a query string or a JSON body, trimmed per §1.
 //! - `accounts`   — register, query, erase, profile update (PROTOCOL.md §3).
 //! - `friends`    — search, request, add, decline, remove, list, requests (§5).
+//! - `friend_cache` — friend sets of live senders, so a message costs no store query.
 //! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
 //! - `sessions`   — the registry of live sessions shared by all workers.
 //! - `db`         — one SQLite connection per worker thread.
@@ -25,6 +26,7 @@ mod app;
 mod config;
 mod daemon;
 mod db;
+mod friend_cache;
 mod friends;
 mod hasher;
 mod input;

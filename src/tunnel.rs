@@ -100,7 +100,7 @@ fn check_send(
     };
     app.config.fields.check(Field::Payload, payload)?;
     app.config.fields.check(Field::DialogueId, id)?;
-    if !app.store(|s| s.are_friends(me, to)).map_err(|f| f.code())? {
+    if !app.are_friends(me, to).map_err(|f| f.code())? {
         return Err(Code::NotRelationOfFriend);
     }
     if !app.sessions.take_send(conn) {
@@ -299,11 +299,20 @@ pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
         }),
         None => Vec::new(),
     };
-    app.sessions.close(conn, |ended, online| {
+    let ended = app.sessions.close(conn, |ended, online| {
         if let Ended::Session(me) = ended {
             announce_offline(app, remote, online, me, &friends);
         }
+        match ended {
+            Ended::Session(me) | Ended::Superseded(me) => Some(me.clone()),
+            Ended::Anonymous => None,
+        }
     });
+    if let Some(me) = ended {
+        if app.sessions.conn_of(&me).is_none() {
+            app.friend_cache.forget([&*me]);
+        }
+    }
     log::debug!("login socket closed: {reason:?}");
 }
 

@@ -160,3 +160,24 @@ fn a_thousand_messages_each_way_in_order() {
         }
     }
 }
+
+#[test]
+fn ending_a_friendship_ends_the_dialogue_at_once() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        let (mut a, mut b, _, _) = pair(&s, via, "ended");
+        let to = b.id.clone();
+        let send = |a: &mut Session, id: &str| {
+            a.ws.send_json(&json!({"toFriend": to, "payload": "hi", "id": id}));
+            a.ws.recv()["code"].as_u64()
+        };
+        assert_eq!(send(&mut a, "1"), Some(200));
+        assert_eq!(b.ws.recv()["payload"], "hi");
+        let r = get(&s, via, &format!("/im/friends/remove?{}&to={}", b.auth(), a.id));
+        assert_code(&r, 200, "Success");
+        assert_code(&a.ws.recv(), 304, "Friend Removed");
+        assert_eq!(send(&mut a, "2"), Some(512), "no longer friends");
+        befriend(&s, &mut a, &mut b);
+        assert_eq!(send(&mut a, "3"), Some(200), "friends again");
+    }
+}
