@@ -60,7 +60,7 @@ echo "$idle"
 sustained() { python3 -c "import json,sys; s=json.loads(sys.argv[1]); sys.exit(0 if s['sent'] and s['received'] >= 0.99*s['sent'] and s['p99_us'] <= 100000 and s['failed_sessions'] == 0 else 1)" "$1"; }
 echo "== chat: find the maximum routed rate over WSS"
 best=0; best_line=""
-for rate in 10000 20000 30000 40000 50000 60000; do
+for rate in 10000 20000 30000 40000 50000 60000 70000 80000 90000 100000; do
   line=$(load chat --sessions 200 --rate "$rate" --size 64 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 5 --prefix "c$rate" | summary || true)
   [ -n "$line" ] || break
   echo "rate $rate → $(field "$line" rate) msgs/s, p99 $(field "$line" p99_us) µs"
@@ -125,7 +125,7 @@ pids+=($!)
 wait_port 18101 && wait_port 18102
 echo_best() {
   local best=0 line
-  for rate in 20000 40000 60000 80000 100000 120000 140000; do
+  for rate in 20000 40000 60000 80000 100000 120000 140000 160000 180000 200000; do
     line=$(load echo --sessions 200 --rate "$rate" --size 64 "$@" --duration 5 | summary || true)
     [ -n "$line" ] && sustained "$line" || break
     best=$(field "$line" rate)
