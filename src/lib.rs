@@ -19,6 +19,7 @@
 //! - `rate_limit` — token buckets of §8.
 //! - `metrics`    — counters, `/im/health` and `/im/metrics`.
 //! - `daemon`     — start, signals, housekeeping and graceful stop.
+//! - `loopback_tls` — a TLS client that trusts our own self-signed server (load generator, tests).
 #![forbid(unsafe_code)]
 
 mod accounts;
@@ -30,6 +31,8 @@ mod friend_cache;
 mod friends;
 mod hasher;
 mod input;
+#[doc(hidden)]
+pub mod loopback_tls;
 mod metrics;
 mod password;
 mod rate_limit;

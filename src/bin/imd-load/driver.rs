@@ -83,7 +83,11 @@ pub fn run(o: &Options) -> io::Result<Summary> {
         Mode::Storm => "storm",
         Mode::Echo => "echo",
     };
-    let tls = if o.tls { Some(link::tls_config().map_err(io::Error::other)?) } else { None };
+    let tls = if o.tls {
+        Some(imd::loopback_tls::trusting_client().map_err(io::Error::other)?)
+    } else {
+        None
+    };
     let mut r = Run {
         o,
         poll: Poll::new()?,
