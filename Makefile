@@ -78,9 +78,10 @@ install: build
 	fi
 	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
 
-## soak: the slow hardening runs (30 kill -9 with durability checks); not part of make test
+## soak: the slow hardening runs (30 kill -9 with durability checks, the sslyze TLS scan); not part of make test
 soak: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py
+	IMD_BIN=$(RELEASE)/imd bash tests/hardening/tls-scan.sh
 
 FUZZ_TARGETS := http_head json_fields static_path
 FUZZ_SECONDS ?= 60
