@@ -86,6 +86,13 @@ impl Fail {
     }
 }
 
+impl Fail {
+    /// Logs a failure no client is waiting on (cleanup after the reply has gone).
+    pub fn log(&self) {
+        let _ = self.code();
+    }
+}
+
 /// What an operation answers: the JSON text of its reply.
 pub type Outcome = Result<String, Fail>;
 

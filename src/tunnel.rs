@@ -247,7 +247,7 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     if let Some(last) = stored.last() {
         app.metrics.offline_delivered(stored.len() as u64);
         if let Err(f) = app.store(|s| s.delete_messages_upto(&me, last.seq)) {
-            f.code();
+            f.log();
         }
     }
 }
@@ -294,7 +294,7 @@ fn announce_offline(
 pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
     let friends = match app.sessions.user_of(conn) {
         Some(me) => app.store(|s| s.friend_ids(&me)).unwrap_or_else(|f| {
-            f.code();
+            f.log();
             Vec::new()
         }),
         None => Vec::new(),
