@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use serde_json::Value;
 
+use crate::gate::{self, Gate};
 use crate::link::{self, Link, Ws};
 use crate::provision;
 use crate::report::{rss_kb, Summary};
@@ -76,13 +77,11 @@ struct Run<'a> {
     logins: u64,
 }
 
-pub fn run(o: &Options) -> io::Result<Summary> {
-    let mode_name = match o.mode {
-        Mode::Idle => "idle",
-        Mode::Chat => "chat",
-        Mode::Storm => "storm",
-        Mode::Echo => "echo",
-    };
+/// Runs `o`; as a coordinator's child when `gate` is given: it announces when its
+/// sessions are ready, waits for the go, and holds its sessions after its result until
+/// the coordinator has measured the server.
+pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
+    let mode_name = o.mode.name();
     let tls = if o.tls {
         Some(imd::loopback_tls::trusting_client().map_err(io::Error::other)?)
     } else {
@@ -147,6 +146,17 @@ pub fn run(o: &Options) -> io::Result<Summary> {
         }
     }
 
+    if let Some(gate) = gate {
+        gate.ready()?;
+        let limit = Instant::now() + gate::WAIT_FOR_GO;
+        while !gate.started() {
+            if Instant::now() > limit {
+                return Err(io::Error::other("no go from the coordinator"));
+            }
+            r.turn(Duration::from_millis(20))?;
+        }
+    }
+
     match o.mode {
         Mode::Idle => {
             let end = Instant::now() + o.duration;
@@ -181,6 +191,13 @@ pub fn run(o: &Options) -> io::Result<Summary> {
             r.summary.misordered += before.misordered;
         }
     }
+    if let Some(gate) = gate {
+        gate.report(&r.summary)?;
+        let limit = Instant::now() + gate::WAIT_FOR_RELEASE;
+        while !gate.released() && Instant::now() < limit {
+            r.turn(Duration::from_millis(20))?;
+        }
+    }
     Ok(r.summary)
 }
 
@@ -191,8 +208,8 @@ impl Run<'_> {
 
     /// Opens session `i` (a storm user when `stormer`).
     fn open(&mut self, i: usize, stormer: bool) -> io::Result<()> {
-        let source =
-            SocketAddr::from(([127, 0, 0, 1 + (i % usize::from(self.o.sources)) as u8], 0));
+        let last = self.o.source_first + (i % usize::from(self.o.sources)) as u8;
+        let source = SocketAddr::from(([127, 0, 0, last], 0));
         let mut link = Link::connect(source, self.o.ws, self.tls.as_ref())?;
         link.output.extend_from_slice(&link::upgrade_request("/im/login"));
         self.poll.registry().register(

@@ -12,14 +12,24 @@
 //!   can; logins/s and the chat rate before and during the storm.
 //! - `echo`   — chat mode against a plain WebSocket echo server (the raw ceiling).
 //!
+//! More sessions than `--per-process` (one process holds at most ~19,000 sockets under
+//! a 20,000 open-file limit) make this process a coordinator: it splits the run into
+//! child imd-load processes, starts them together and merges their figures into the
+//! one summary line.
+//!
 //! Modules: `link` (a non-blocking plain/TLS socket with WebSocket framing),
 //! `provision` (registration and friending over HTTP), `driver` (the loop and the
-//! modes), `report` (figures and the machine-readable summary line).
+//! modes), `report` (figures, the machine-readable summary line, merging parts),
+//! `split` (dividing a run between processes), `coordinator` (spawning, starting and
+//! collecting the children), `gate` (a child's side: ready, go, result).
 
+mod coordinator;
 mod driver;
+mod gate;
 mod link;
 mod provision;
 mod report;
+mod split;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -42,6 +52,12 @@ pub struct Options {
     pub server_pid: Option<u32>,
     pub prefix: String,
     pub storm_users: usize,
+    /// Sessions one process may hold; more make this process a coordinator.
+    pub per_process: usize,
+    /// Last byte of the first source address: 127.0.0.`source_first` onwards.
+    pub source_first: u8,
+    /// Run as a coordinator's child: talk READY/go/RESULT over stdin and stdout.
+    pub child: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +66,17 @@ pub enum Mode {
     Chat,
     Storm,
     Echo,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Idle => "idle",
+            Mode::Chat => "chat",
+            Mode::Storm => "storm",
+            Mode::Echo => "echo",
+        }
+    }
 }
 
 const USAGE: &str = "usage: imd-load MODE [options]
@@ -65,10 +92,18 @@ modes: idle | chat | storm | echo
   --server-pid PID   read the server's RSS (idle mode)
   --prefix P         account prefix (default load<pid>)
   --storm-users L    users logging in and out in storm mode (default 20)
+  --per-process M    at most M sessions per process; more are split over child
+                     processes, merged into one summary (default 19000)
+  --source-first F   first source address 127.0.0.F (default 1)
 Only loopback addresses are accepted.";
 
-fn parse() -> Result<Options, String> {
-    let mut args = std::env::args().skip(1);
+/// Sessions per process by default: the open-file limit is 20,000, and a process also
+/// needs its provisioning connections, storm users and a few files.
+const PER_PROCESS: usize = 19_000;
+
+/// Options from command-line arguments (without the program name).
+pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+    let mut args = args.into_iter();
     let mode = match args.next().as_deref() {
         Some("idle") => Mode::Idle,
         Some("chat") => Mode::Chat,
@@ -90,6 +125,9 @@ fn parse() -> Result<Options, String> {
         server_pid: None,
         prefix: format!("load{}", std::process::id()),
         storm_users: 20,
+        per_process: PER_PROCESS,
+        source_first: 1,
+        child: false,
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -108,6 +146,9 @@ fn parse() -> Result<Options, String> {
             "--server-pid" => o.server_pid = Some(value()?.parse().map_err(|_| bad(&flag))?),
             "--prefix" => o.prefix = value()?,
             "--storm-users" => o.storm_users = value()?.parse().map_err(|_| bad(&flag))?,
+            "--per-process" => o.per_process = value()?.parse().map_err(|_| bad(&flag))?,
+            "--source-first" => o.source_first = value()?.parse().map_err(|_| bad(&flag))?,
+            "--child" => o.child = true,
             _ => return Err(format!("unknown option {flag}")),
         }
     }
@@ -124,6 +165,12 @@ fn parse() -> Result<Options, String> {
     if o.duration > Duration::from_secs(600) || o.rate <= 0.0 || o.sources == 0 {
         return Err("--duration at most 600 s, --rate and --sources positive".into());
     }
+    if o.per_process < 2 {
+        return Err("--per-process must be at least 2".into());
+    }
+    if o.source_first == 0 || usize::from(o.source_first) + usize::from(o.sources) > 255 {
+        return Err("source addresses must stay within 127.0.0.1 .. 127.0.0.254".into());
+    }
     Ok(o)
 }
 
@@ -132,14 +179,28 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 fn main() -> ExitCode {
-    let options = match parse() {
+    let options = match parse_args(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("imd-load: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    match driver::run(&options) {
+    if options.child {
+        return match gate::run(&options) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("imd-load: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let result = if options.sessions > options.per_process {
+        coordinator::run(&options)
+    } else {
+        driver::run(&options, None).map_err(|e| e.to_string())
+    };
+    match result {
         Ok(summary) => {
             summary.print();
             if summary.clean() {

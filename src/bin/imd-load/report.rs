@@ -1,8 +1,12 @@
-//! The figures of a run, printed for people and as one `SUMMARY {json}` line.
+//! The figures of a run, printed for people and as one `SUMMARY {json}` line; a child
+//! process's figures as a `Part`, and their merge into one summary.
 
 use std::collections::BTreeMap;
 
+use base64::Engine;
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// What a run measured.
 pub struct Summary {
@@ -20,6 +24,29 @@ pub struct Summary {
     pub server_rss_kb: Option<(u64, u64)>,
     pub logins: u64,
     pub baseline_rate: Option<f64>,
+    /// Set on a merge: the sum of the parts' rates, each over its own seconds (the
+    /// processes start together but do not stop at the same microsecond).
+    pub merged_rate: Option<f64>,
+}
+
+/// One child process's figures, as it hands them to the coordinator: every count, and
+/// the latency histogram itself (HdrHistogram V2, base64) so percentiles merge exactly
+/// instead of being averaged.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Part {
+    pub sessions: usize,
+    pub failed_sessions: usize,
+    pub seconds: f64,
+    pub sent: u64,
+    pub received: u64,
+    pub acks: BTreeMap<u16, u64>,
+    pub lost: u64,
+    pub dup: u64,
+    pub misordered: u64,
+    pub logins: u64,
+    pub rate: f64,
+    pub baseline_rate: Option<f64>,
+    pub latency_v2: String,
 }
 
 impl Summary {
@@ -41,7 +68,65 @@ impl Summary {
             server_rss_kb: None,
             logins: 0,
             baseline_rate: None,
+            merged_rate: None,
         }
+    }
+
+    /// This run's figures as one part of a larger run.
+    pub fn to_part(&self) -> Result<Part, String> {
+        let mut bytes = Vec::new();
+        V2Serializer::new()
+            .serialize(&self.latency_us, &mut bytes)
+            .map_err(|e| format!("histogram serialization: {e:?}"))?;
+        Ok(Part {
+            sessions: self.sessions,
+            failed_sessions: self.failed_sessions,
+            seconds: self.seconds,
+            sent: self.sent,
+            received: self.received,
+            acks: self.acks.clone(),
+            lost: self.lost,
+            dup: self.duplicated,
+            misordered: self.misordered,
+            logins: self.logins,
+            rate: self.rate(),
+            baseline_rate: self.baseline_rate,
+            latency_v2: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
+    }
+
+    /// The parts of one run, as if one process had run it: counts and rates add up,
+    /// latencies merge histogram into histogram, seconds is the longest part's.
+    pub fn merge(mode: &'static str, parts: &[Part]) -> Result<Summary, String> {
+        let mut s = Summary::new(mode, 0);
+        let mut rate = 0.0;
+        for (k, p) in parts.iter().enumerate() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&p.latency_v2)
+                .map_err(|e| format!("part {k}: histogram is not base64: {e}"))?;
+            let h: Histogram<u64> = Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .map_err(|e| format!("part {k}: bad histogram: {e:?}"))?;
+            s.latency_us.add(&h).map_err(|e| format!("part {k}: histogram out of range: {e:?}"))?;
+            s.sessions += p.sessions;
+            s.failed_sessions += p.failed_sessions;
+            s.seconds = s.seconds.max(p.seconds);
+            s.sent += p.sent;
+            s.received += p.received;
+            for (code, n) in &p.acks {
+                *s.acks.entry(*code).or_insert(0) += n;
+            }
+            s.lost += p.lost;
+            s.duplicated += p.dup;
+            s.misordered += p.misordered;
+            s.logins += p.logins;
+            rate += p.rate;
+            if let Some(b) = p.baseline_rate {
+                s.baseline_rate = Some(s.baseline_rate.unwrap_or(0.0) + b);
+            }
+        }
+        s.merged_rate = Some(rate);
+        Ok(s)
     }
 
     /// No session failed and nothing was lost, duplicated or misordered.
@@ -50,7 +135,9 @@ impl Summary {
     }
 
     fn rate(&self) -> f64 {
-        if self.seconds > 0.0 {
+        if let Some(r) = self.merged_rate {
+            r
+        } else if self.seconds > 0.0 {
             self.received as f64 / self.seconds
         } else {
             0.0
@@ -135,4 +222,76 @@ pub fn rss_kb(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part_of(mode: &'static str, latencies: &[u64], acks: &[(u16, u64)], seconds: f64) -> Part {
+        let mut s = Summary::new(mode, 10);
+        for l in latencies {
+            s.latency_us.record(*l).expect("in range");
+        }
+        s.sent = latencies.len() as u64;
+        s.received = latencies.len() as u64;
+        s.acks = acks.iter().copied().collect();
+        s.seconds = seconds;
+        s.failed_sessions = 1;
+        s.lost = 2;
+        s.duplicated = 3;
+        s.misordered = 4;
+        s.logins = 5;
+        s.to_part().expect("serializes")
+    }
+
+    #[test]
+    fn a_part_survives_its_json_form() {
+        let p = part_of("chat", &[10, 20, 30], &[(200, 3)], 2.0);
+        let text = serde_json::to_string(&p).expect("json");
+        let back: Part = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back.acks.get(&200), Some(&3));
+        assert_eq!(back.latency_v2, p.latency_v2);
+        assert_eq!(back.rate, 1.5);
+    }
+
+    #[test]
+    fn merged_percentiles_come_from_the_merged_histogram() {
+        // One part all fast, one all slow: the averaged medians would be ~5,000 µs, the
+        // true median of the whole run is in the fast part, its p99 in the slow one.
+        let fast: Vec<u64> = (0..900).map(|i| 100 + i % 10).collect();
+        let slow: Vec<u64> = vec![10_000; 100];
+        let parts = [part_of("chat", &fast, &[], 1.0), part_of("chat", &slow, &[], 1.0)];
+        let m = Summary::merge("chat", &parts).expect("merges");
+        assert_eq!(m.latency_us.len(), 1000);
+        assert!(m.latency_us.value_at_quantile(0.5) < 120);
+        assert!(m.latency_us.value_at_quantile(0.95) >= 9_990);
+        assert_eq!(m.latency_us.max(), m.latency_us.highest_equivalent(10_000));
+        assert_eq!(m.latency_us.min(), 100);
+    }
+
+    #[test]
+    fn merged_counts_and_rates_are_sums() {
+        let parts = [
+            part_of("storm", &[5; 40], &[(200, 38), (508, 2)], 2.0),
+            part_of("storm", &[7; 60], &[(200, 60)], 3.0),
+        ];
+        let m = Summary::merge("storm", &parts).expect("merges");
+        assert_eq!(m.sessions, 20);
+        assert_eq!(m.failed_sessions, 2);
+        assert_eq!((m.sent, m.received), (100, 100));
+        assert_eq!((m.lost, m.duplicated, m.misordered, m.logins), (4, 6, 8, 10));
+        assert_eq!(m.acks, BTreeMap::from([(200, 98), (508, 2)]));
+        assert_eq!(m.seconds, 3.0);
+        // 40/2 + 60/3, not 100/3.
+        assert_eq!(m.rate(), 40.0);
+        assert!(!m.clean());
+    }
+
+    #[test]
+    fn a_broken_histogram_is_refused() {
+        let mut p = part_of("chat", &[1], &[], 1.0);
+        p.latency_v2 = "AAAA".into();
+        assert!(Summary::merge("chat", &[p]).is_err());
+    }
 }
