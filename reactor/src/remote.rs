@@ -1,6 +1,11 @@
 //! The way back into the event loop: worker threads (or any thread) queue commands on
 //! a channel and wake the loop with a `mio::Waker`, one wake per burst.
+//!
+//! A worker holds the commands of its jobs and hands them over together when it runs
+//! out of jobs (or every few jobs): the loop is woken once per batch instead of once per
+//! reply, and sees more of each connection's frames at once, so it writes them together.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,6 +25,18 @@ pub(crate) enum Command {
     Upgrade(ConnId, Upgrade),
     Shutdown,
     ReloadTls(Arc<ServerConfig>),
+}
+
+/// Commands a worker thread holds back until it releases them.
+#[derive(Default)]
+struct Held {
+    /// The reactor whose commands are held (see [`Remote::owner`]); 0 holds none.
+    owner: usize,
+    commands: Vec<Command>,
+}
+
+thread_local! {
+    static HELD: RefCell<Held> = RefCell::new(Held::default());
 }
 
 /// Counters the reactor keeps; all relaxed atomics.
@@ -92,13 +109,54 @@ impl Remote {
     }
 
     pub(crate) fn command(&self, cmd: Command) {
-        if self.shared.tx.send(cmd).is_ok()
-            && !self.shared.wake_pending.swap(true, Ordering::AcqRel)
-        {
+        let owner = self.owner();
+        let unheld = HELD.with(|held| {
+            let mut held = held.borrow_mut();
+            if held.owner == owner {
+                held.commands.push(cmd);
+                None
+            } else {
+                Some(cmd)
+            }
+        });
+        if let Some(cmd) = unheld {
+            if self.shared.tx.send(cmd).is_ok() {
+                self.wake();
+            }
+        }
+    }
+
+    /// From now on this thread's commands to this reactor wait for [`release`](Self::release).
+    pub(crate) fn hold(&self) {
+        HELD.with(|held| held.borrow_mut().owner = self.owner());
+    }
+
+    /// Hands this thread's held commands to the loop, in the order they were made.
+    pub(crate) fn release(&self) {
+        let commands = HELD.with(|held| std::mem::take(&mut held.borrow_mut().commands));
+        if commands.is_empty() {
+            return;
+        }
+        let mut sent = false;
+        for cmd in commands {
+            sent |= self.shared.tx.send(cmd).is_ok();
+        }
+        if sent {
+            self.wake();
+        }
+    }
+
+    fn wake(&self) {
+        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
             if let Err(e) = self.shared.waker.wake() {
                 log::error!("waking the event loop failed: {e}");
             }
         }
+    }
+
+    /// Which reactor this is, for [`HELD`]; 0 is no reactor.
+    fn owner(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// Called by the loop before it drains the channel: later commands wake it again.

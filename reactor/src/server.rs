@@ -83,7 +83,8 @@ impl Server {
     pub fn run(self) -> Result<(), Error> {
         let Server { mut poll, mut plain, mut tls, config, handler, remote, commands } = self;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
-        let workers = worker::spawn(config.workers, &jobs_rx, &handler, &remote)?;
+        let idle = Arc::new(worker::Idle::default());
+        let workers = worker::spawn(config.workers, &jobs_rx, &idle, &handler, &remote)?;
         drop(jobs_rx);
         let mut state = State {
             conns: Slab::default(),
@@ -172,6 +173,7 @@ impl Server {
                 state.flush_dirty(registry, &mut cx);
             }
             state.expire(registry, &mut cx);
+            idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {
                     break Ok(());
@@ -183,6 +185,7 @@ impl Server {
             }
         };
         drop(jobs_tx);
+        idle.wake_all();
         for w in workers {
             let _ = w.join();
         }
