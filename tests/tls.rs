@@ -1,10 +1,12 @@
 //! The TLS listener: ECDSA P-256 and RSA certificates load (PKCS#8, SEC1, PKCS#1
 //! keys), a reload swaps the certificate for new handshakes without touching live
-//! connections, and a bad file stops the start with a clear error.
+//! connections (through `Remote` and through SIGHUP to the real binary), and a bad
+//! file stops the start with a clear error.
 
 mod common;
 
 use std::io::Write;
+use std::time::Duration;
 
 use common::*;
 
@@ -25,7 +27,7 @@ fn cert_der(file: &str) -> Vec<u8> {
 }
 
 /// The certificate the server presents on a new TLS connection.
-fn presented(s: &TestServer) -> (Stream, Vec<u8>) {
+fn presented(s: &impl Listening) -> (Stream, Vec<u8>) {
     let mut stream = connect(s, Via::Tls);
     stream.write_all(b"GET /im/health HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
     assert_eq!(read_reply(&mut stream).status, 200);
@@ -76,6 +78,78 @@ fn reload_swaps_the_certificate_for_new_handshakes_only() {
     assert!(s.remote().reload_tls(broken).is_err());
     let (_, der) = presented(&s);
     assert_eq!(der, cert_der("rsa-cert.pem"));
+}
+
+/// One heartbeat round trip on a live session.
+#[track_caller]
+fn heartbeat(s: &mut Session) {
+    s.ws.send_json(&serde_json::json!({"type": "heartbeat"}));
+    let v = s.ws.recv();
+    assert_eq!(v["type"], "heartbeat", "{v}");
+    assert_code(&v, 200, "Success");
+}
+
+#[test]
+fn sighup_reloads_the_certificate_files_of_the_running_daemon() {
+    let dir = temp_dir();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let install = |c: &str, k: &str| {
+        std::fs::copy(format!("{FIXTURES}/{c}"), &cert).expect("copy cert");
+        std::fs::copy(format!("{FIXTURES}/{k}"), &key).expect("copy key");
+    };
+    install("ecdsa-cert.pem", "ecdsa-key.pem");
+    let d = ChildDaemon::spawn(
+        &dir,
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nself_signed = false\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    let (mut old, der) = presented(&d);
+    assert_eq!(der, cert_der("ecdsa-cert.pem"));
+    let u = User::new("hup");
+    u.register(&d);
+    let mut session = Session::login(&d, Via::Tls, &u);
+    heartbeat(&mut session);
+
+    // Renewed files, then SIGHUP: new handshakes get the RSA certificate.
+    install("rsa-cert.pem", "rsa-key.pem");
+    d.signal("HUP");
+    let wait = Duration::from_secs(10);
+    assert!(d.log_line("SIGHUP: TLS certificate reloaded", wait).is_some(), "{:#?}", d.log());
+    let (_, der) = presented(&d);
+    assert_eq!(der, cert_der("rsa-cert.pem"));
+    // The session and the keep-alive connection made before it live on, untouched.
+    heartbeat(&mut session);
+    old.write_all(b"GET /im/health HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+    assert_eq!(read_reply(&mut old).status, 200);
+    let list = get(&d, Via::Tls, &format!("/im/friends/list?{}", session.auth()));
+    assert_code(&list, 200, "Success");
+
+    // A broken key, then a key that does not match its certificate: each SIGHUP is
+    // refused with an error in the log, and the RSA certificate stays in service.
+    let broken = [("ecdsa-cert.pem", "README.md"), ("ecdsa-cert.pem", "rsa-key.pem")];
+    for (n, (c, k)) in broken.into_iter().enumerate() {
+        install(c, k);
+        d.signal("HUP");
+        let deadline = std::time::Instant::now() + wait;
+        while d.log_count("SIGHUP: TLS certificate not reloaded") <= n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no error logged for {k}: {:#?}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (_, der) = presented(&d);
+        assert_eq!(der, cert_der("rsa-cert.pem"), "after {c} with {k}");
+        assert_eq!(http(&d, Via::Plain, "GET", "/im/health", "").status, 200);
+        heartbeat(&mut session);
+    }
+    assert_eq!(d.log_count("SIGHUP: TLS certificate reloaded"), 1);
+    drop(session);
+    assert!(d.stop().success(), "imd exits 0 on SIGTERM");
 }
 
 #[test]

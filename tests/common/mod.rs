@@ -1,13 +1,16 @@
 //! Shared helpers for the daemon's integration tests: a real server on port 0 (plain
-//! and TLS listeners), an HTTP client, and a WebSocket client, both over real sockets.
+//! and TLS listeners), in this process or as the `imd` binary in a child process, an
+//! HTTP client, and a WebSocket client, both over real sockets.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use imd::{Config, Daemon};
 use serde_json::Value;
@@ -42,7 +45,13 @@ pub fn temp_dir() -> PathBuf {
 
 /// The test configuration: both listeners on port 0, cheap argon2, no rate limits,
 /// unless `extra` (TOML) says otherwise.
-pub fn config(dir: &std::path::Path, extra: &str) -> Config {
+pub fn config(dir: &Path, extra: &str) -> Config {
+    Config::parse(&config_text(dir, extra), &mut |w| panic!("config warning: {w}"))
+        .expect("test config")
+}
+
+/// [`config`] as the TOML text of a config file.
+pub fn config_text(dir: &Path, extra: &str) -> String {
     let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
     let base = format!(
         r#"
@@ -69,8 +78,7 @@ heartbeat_per_min = 0
 "#,
         db = dir.join("imd.sqlite3").display()
     );
-    let merged = merge_toml(&base, extra);
-    Config::parse(&merged, &mut |w| panic!("config warning: {w}")).expect("test config")
+    merge_toml(&base, extra)
 }
 
 /// Later sections/keys in `extra` override `base`.
@@ -86,6 +94,20 @@ fn merge_toml(base: &str, extra: &str) -> String {
         }
     }
     t.to_string()
+}
+
+/// A server a test can reach: its listener addresses.
+pub trait Listening {
+    fn addr(&self, via: Via) -> SocketAddr;
+}
+
+impl Listening for TestServer {
+    fn addr(&self, via: Via) -> SocketAddr {
+        match via {
+            Via::Plain => self.plain,
+            Via::Tls => self.tls,
+        }
+    }
 }
 
 impl TestServer {
@@ -106,13 +128,6 @@ impl TestServer {
         TestServer::start_with("")
     }
 
-    pub fn addr(&self, via: Via) -> SocketAddr {
-        match via {
-            Via::Plain => self.plain,
-            Via::Tls => self.tls,
-        }
-    }
-
     /// Stops the server and waits for it.
     pub fn stop(mut self) -> Result<(), imd::Error> {
         self.remote.shutdown();
@@ -130,6 +145,137 @@ impl Drop for TestServer {
             self.remote.shutdown();
             let _ = t.join();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The real `imd` binary in a child process, started with the test configuration in
+/// `dir/imd.conf`; its log lines are kept. Stopped (SIGKILL) when dropped.
+pub struct ChildDaemon {
+    child: Child,
+    pub plain: SocketAddr,
+    pub tls: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ChildDaemon {
+    /// Writes the test configuration plus `extra` to `dir` and starts `imd` on it; returns
+    /// once both listeners are announced in its log.
+    #[track_caller]
+    pub fn spawn(dir: &Path, extra: &str) -> ChildDaemon {
+        let conf = dir.join("imd.conf");
+        std::fs::write(&conf, config_text(dir, extra)).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imd"))
+            .arg("--config")
+            .arg(&conf)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn imd");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        // Drains stderr for the life of the child, so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().expect("log").push(line);
+            }
+        });
+        let mut d = ChildDaemon {
+            child,
+            plain: SocketAddr::from(([0, 0, 0, 0], 0)),
+            tls: SocketAddr::from(([0, 0, 0, 0], 0)),
+            dir: dir.to_path_buf(),
+            log,
+        };
+        let announced = |d: &ChildDaemon, scheme: &str| {
+            d.log_line(&format!("listening on {scheme}://"), Duration::from_secs(20)).and_then(
+                |l| {
+                    let rest = l.split(&format!("listening on {scheme}://")).nth(1)?;
+                    rest.split_whitespace().next()?.parse().ok()
+                },
+            )
+        };
+        let plain = announced(&d, "http");
+        let tls = announced(&d, "https");
+        match (plain, tls) {
+            (Some(p), Some(t)) => (d.plain, d.tls) = (p, t),
+            _ => panic!("imd did not announce its listeners: {:?}", d.log()),
+        }
+        d
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (a name for kill(1), e.g. "HUP") to the child.
+    #[track_caller]
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {}", self.pid());
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// The first log line containing `needle`, waiting up to `wait` for it.
+    pub fn log_line(&self, needle: &str, wait: Duration) -> Option<String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(l) = self.log.lock().expect("log").iter().find(|l| l.contains(needle)) {
+                return Some(l.clone());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().expect("log").iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// SIGTERM, then the exit status (within 20 s).
+    #[track_caller]
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "imd did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Listening for ChildDaemon {
+    fn addr(&self, via: Via) -> SocketAddr {
+        match via {
+            Via::Plain => self.plain,
+            Via::Tls => self.tls,
+        }
+    }
+}
+
+impl Drop for ChildDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -166,7 +312,7 @@ impl Write for Stream {
 
 /// Connects to the server.
 #[track_caller]
-pub fn connect(server: &TestServer, via: Via) -> Stream {
+pub fn connect(server: &impl Listening, via: Via) -> Stream {
     let tcp = TcpStream::connect(server.addr(via)).expect("connect");
     tcp.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
     tcp.set_nodelay(true).expect("nodelay");
@@ -258,7 +404,13 @@ pub fn statuses(bytes: &[u8]) -> Vec<u16> {
 
 /// One request on a new connection.
 #[track_caller]
-pub fn http(server: &TestServer, via: Via, method: &str, target: &str, body: &str) -> HttpReply {
+pub fn http(
+    server: &impl Listening,
+    via: Via,
+    method: &str,
+    target: &str,
+    body: &str,
+) -> HttpReply {
     let mut s = connect(server, via);
     let req = format!(
         "{method} {target} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -270,7 +422,7 @@ pub fn http(server: &TestServer, via: Via, method: &str, target: &str, body: &st
 
 /// GET `target`, reply as JSON.
 #[track_caller]
-pub fn get(server: &TestServer, via: Via, target: &str) -> Value {
+pub fn get(server: &impl Listening, via: Via, target: &str) -> Value {
     let r = http(server, via, "GET", target, "");
     assert_eq!(r.status, 200, "{target}");
     r.json()
@@ -278,7 +430,7 @@ pub fn get(server: &TestServer, via: Via, target: &str) -> Value {
 
 /// POST a JSON body, reply as JSON.
 #[track_caller]
-pub fn post(server: &TestServer, via: Via, path: &str, body: &Value) -> Value {
+pub fn post(server: &impl Listening, via: Via, path: &str, body: &Value) -> Value {
     let r = http(server, via, "POST", path, &body.to_string());
     assert_eq!(r.status, 200, "{path}");
     r.json()
@@ -313,7 +465,7 @@ pub struct Ws {
 impl Ws {
     /// Upgrades to `target` (e.g. `/im/login`).
     #[track_caller]
-    pub fn open(server: &TestServer, via: Via, target: &str) -> Ws {
+    pub fn open(server: &impl Listening, via: Via, target: &str) -> Ws {
         let stream = connect(server, via);
         let scheme = if via == Via::Tls { "wss" } else { "ws" };
         let url = format!("{scheme}://localhost{target}");
@@ -407,7 +559,7 @@ impl User {
 
     /// Registers this user (asserting 200).
     #[track_caller]
-    pub fn register(&self, server: &TestServer) -> &User {
+    pub fn register(&self, server: &impl Listening) -> &User {
         let v = post(
             server,
             Via::Plain,
@@ -431,7 +583,7 @@ pub struct Session {
 impl Session {
     /// Logs in with the first-frame method.
     #[track_caller]
-    pub fn login(server: &TestServer, via: Via, user: &User) -> Session {
+    pub fn login(server: &impl Listening, via: Via, user: &User) -> Session {
         let mut ws = Ws::open(server, via, "/im/login");
         ws.send_json(&serde_json::json!({"account": user.account, "password": user.password}));
         let login = ws.recv();
@@ -449,7 +601,7 @@ impl Session {
 
 /// Makes `a` and `b` friends through request and add; returns nothing, asserts codes.
 #[track_caller]
-pub fn befriend(server: &TestServer, a: &mut Session, b: &mut Session) {
+pub fn befriend(server: &impl Listening, a: &mut Session, b: &mut Session) {
     let r =
         get(server, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));
     assert_code(&r, 200, "Success");
