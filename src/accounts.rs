@@ -5,6 +5,7 @@ use reactor::{Remote, Request};
 use store::{NewUser, ProfileUpdate};
 
 use crate::app::{App, Fail, Outcome};
+use crate::directory::{Change, Listing};
 use crate::input::Input;
 use crate::token::new_user_id;
 
@@ -64,7 +65,11 @@ pub fn register(app: &App, req: &Request) -> Outcome {
         sign: input.text("sign")?.to_string(),
         mail: mail.to_string(),
     };
-    app.store(|s| s.create_user(&user))?;
+    let listing = Listing::from(&user);
+    app.directory.write(|| {
+        app.store(|s| s.create_user(&user))?;
+        Ok::<_, Fail>(((), Change::Added(listing)))
+    })?;
     log::info!("registered a user from {}", req.peer.ip());
     Ok(proto::status(Code::Success))
 }
@@ -101,7 +106,10 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !app.passwords.verify(password, stored) {
         return Err(Code::AccountPasswordWrong.into());
     }
-    let former_friends = app.store(|s| s.delete_user(&me))?;
+    let former_friends = app.directory.write(|| {
+        let former_friends = app.store(|s| s.delete_user(&me))?;
+        Ok::<_, Fail>((former_friends, Change::Removed(me.clone())))
+    })?;
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me.as_str()]));
     let push = proto::push_id(Code::FriendRemoved, &me);
     let (conn, ()) = app.sessions.end_user(&me, |online| {
@@ -173,10 +181,16 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         }
         update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
     }
-    app.store(|s| s.update_profile(&me, &update))?;
+    let profile = app.directory.write(|| {
+        let profile = app.store(|s| {
+            s.update_profile(&me, &update)?;
+            s.user_by_id(&me)
+        })?;
+        let change = profile.as_ref().map_or(Change::Unchanged, |p| Change::Updated(p.into()));
+        Ok::<_, Fail>((profile, change))
+    })?;
 
     // Each friend sees the change under the alias they gave me.
-    let profile = app.store(|s| s.user_by_id(&me))?;
     if let Some(p) = profile {
         let watchers = app.store(|s| s.aliases_for(&me))?;
         app.sessions.with_online(|online| {

@@ -12,6 +12,7 @@ use store::{Store, StoreError};
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
 use crate::friend_cache::FriendCache;
 use crate::hasher::Hasher;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct App {
     pub(crate) metrics: Metrics,
     /// Friend sets of live senders.
     pub(crate) friend_cache: FriendCache,
+    /// Every user as search lists them.
+    pub(crate) directory: Directory,
     /// Where logins check passwords, off the reactor's workers.
     pub(crate) hasher: Hasher,
     /// This app, for work handed to the hasher.
@@ -103,6 +106,9 @@ impl App {
             crate::Error::Config("[password] argon2 parameters rejected".to_string())
         })?;
         let db = Db::new(config.store.clone())?;
+        let listed = db.once(|s| s.directory(INLINE_PICTURE_BYTES))?;
+        let directory = Directory::load(listed.into_iter().map(Listing::from));
+        log::info!("{} users listed for search", directory.len());
         let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
             crate::Error::Config(format!("[server] web_root {}: {e}", config.web_root.display()))
         })?;
@@ -121,6 +127,7 @@ impl App {
             login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
             metrics: Metrics::default(),
             friend_cache: FriendCache::default(),
+            directory,
             hasher,
             me: Weak::new(),
             static_files,

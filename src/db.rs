@@ -38,6 +38,17 @@ impl Db {
         Store::open(&self.config.path, &opts)
     }
 
+    /// Runs `f` on a connection of its own, closed after: for work at start, on a
+    /// thread that keeps no connection.
+    pub fn once<R>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError>,
+    ) -> Result<R, crate::Error> {
+        self.open()
+            .and_then(|mut store| f(&mut store))
+            .map_err(|e| crate::Error::Store(self.config.path.clone(), e))
+    }
+
     /// Runs `f` on this thread's connection, opening it on first use.
     pub fn with<R>(
         &self,

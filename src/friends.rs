@@ -1,11 +1,12 @@
 //! Friends (PROTOCOL.md §5): search, request, add, decline, remove, list, requests.
 
-use proto::{Code, Field, FoundEntry, FriendEntry, RequestEntry};
+use proto::{Code, Field, FriendEntry, RequestEntry};
 use reactor::{Remote, Request};
 use store::{FriendRow, UserRow};
 
 use crate::accounts::authenticate;
 use crate::app::{App, Outcome};
+use crate::directory::found_entry;
 use crate::input::Input;
 use crate::sessions::Online;
 
@@ -22,9 +23,8 @@ pub fn found(app: &App, req: &Request) -> Outcome {
         return Err(Code::NameEmpty.into());
     }
     app.config.fields.check(Field::Search, name)?;
-    let rows = app.store(|s| s.search(&me, name, SEARCH_LIMIT))?;
-    let found: Vec<FoundEntry> = rows.into_iter().map(found_entry).collect();
-    Ok(proto::found_reply(&found))
+    let found = app.directory.search(&me, name, SEARCH_LIMIT);
+    found.reply(|id| Ok(app.store(|s| s.user_by_id(id))?.as_ref().map(found_entry)))
 }
 
 /// `/im/friends/request?id&token&to&note`.
@@ -188,17 +188,6 @@ pub fn request_entries(rows: Vec<store::RequestRow>) -> Vec<RequestEntry> {
     rows.into_iter()
         .map(|r| RequestEntry { id: r.from_id, name: r.from_name, to: r.to_id, note: r.note })
         .collect()
-}
-
-fn found_entry(u: UserRow) -> FoundEntry {
-    FoundEntry {
-        id: u.id,
-        name: u.name,
-        picture: u.picture,
-        sex: u.sex,
-        birthday: u.birthday,
-        sign: u.sign,
-    }
 }
 
 /// Tells `to`, if online, that `friend` (whose id is `friend_id`) is now its friend,

@@ -10,6 +10,8 @@
 //! - `accounts`   — register, query, erase, profile update (PROTOCOL.md §3).
 //! - `friends`    — search, request, add, decline, remove, list, requests (§5).
 //! - `friend_cache` — friend sets of live senders, so a message costs no store query.
+//! - `directory`  — every user as search lists them, in memory, so a search costs no
+//!   store query.
 //! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
 //! - `sessions`   — the registry of live sessions shared by all workers.
 //! - `db`         — one SQLite connection per worker thread.
@@ -27,6 +29,7 @@ mod app;
 mod config;
 mod daemon;
 mod db;
+mod directory;
 mod friend_cache;
 mod friends;
 mod hasher;

@@ -72,6 +72,75 @@ fn search() {
     }
 }
 
+/// Search answers from the daemon's memory: every change to who exists and what they
+/// are called shows in the next search, and nothing erased is listed.
+#[test]
+fn search_follows_registration_rename_and_erase() {
+    let s = TestServer::start();
+    let via = Via::Plain;
+    let seeker = User::new("seeker");
+    let (ua, ub, uc) = (User::new("Quokka"), User::new("quokkab"), User::new("Zebra"));
+    for u in [&seeker, &ua, &ub, &uc] {
+        u.register(&s);
+    }
+    let me = Session::login(&s, via, &seeker);
+    let mut a = Session::login(&s, via, &ua);
+    let b = Session::login(&s, via, &ub);
+    let c = Session::login(&s, via, &uc);
+    let found = |name: &str| {
+        let v = get(&s, via, &format!("/im/friends/found?{}&name={}", me.auth(), enc(name)));
+        assert_code(&v, 200, "Success");
+        v
+    };
+    let ids = |name: &str| -> Vec<String> {
+        let v = found(name);
+        v["found"].as_array().map_or(Vec::new(), |a| {
+            a.iter().map(|e| e["id"].as_str().unwrap_or("").to_string()).collect()
+        })
+    };
+    // "Quokka" sorts before "quokkab" (upper case first); Zebra matches by account only.
+    assert_eq!(ids("QUOKKA"), [a.id.as_str(), b.id.as_str()]);
+    assert_eq!(ids(&uc.account.to_uppercase()), [c.id.as_str()]);
+
+    // A rename moves b out of one search and into another, in its new place.
+    let upd = |who: &Session, body: serde_json::Value| {
+        let mut body = body;
+        body["id"] = json!(who.id);
+        body["token"] = json!(who.token);
+        let v = post(&s, via, "/im/profile/update", &body);
+        assert_code(&v, 200, "Success");
+    };
+    upd(&b, json!({"name": "Aardvark", "sign": "renamed"}));
+    assert_eq!(ids("quokka"), [a.id.as_str()]);
+    let v = found("AARDV");
+    assert_eq!(v["found"][0]["id"], b.id.as_str());
+    assert_eq!(v["found"][0]["name"], "Aardvark");
+    assert_eq!(v["found"][0]["sign"], "renamed");
+
+    // A picture too large to keep in memory is still shown, from the store.
+    let picture = format!("data:image/png;base64,{}", "A".repeat(4000));
+    upd(&a, json!({"picture": picture}));
+    let v = found("quokka");
+    assert_eq!(v["found"][0]["picture"], picture.as_str());
+    assert_eq!(v["found"][0]["name"], "Quokka");
+
+    // Erased: gone from search at once, account and name alike.
+    let erase = json!({"id": a.id, "token": a.token, "password": ua.password});
+    assert_code(&post(&s, via, "/im/erase", &erase), 200, "Success");
+    a.ws.expect_close();
+    assert!(found("quokka")["found"].is_null(), "{}", found("quokka"));
+    assert!(found(&ua.account)["found"].is_null());
+
+    // Registered: found at once, the same account now a new user.
+    ua.register(&s);
+    let again = Session::login(&s, via, &ua);
+    assert_ne!(again.id, a.id);
+    assert_eq!(ids("quokka"), [again.id.as_str()]);
+    assert_eq!(ids("aardvark"), [b.id.as_str()]);
+    // The searcher is never listed, even by its own account.
+    assert!(found(&seeker.account)["found"].is_null());
+}
+
 #[test]
 fn request_add_and_their_codes() {
     let s = TestServer::start();

@@ -5,7 +5,7 @@
 //!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
 //!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open.
-//! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`ProfileUpdate`],
+//! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`NewMessage`], [`StoredMessage`].
 //! - `error`  — [`StoreError`]; [`StoreError::AccountTaken`] is the one failure a
 //!   client may see (504), the others are internal (500).
@@ -20,7 +20,9 @@ mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use rows::{FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow};
+pub use rows::{
+    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
+};
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::{Result, Store};
 

@@ -50,6 +50,26 @@ pub struct UserRow {
     pub created_ms: i64,
 }
 
+/// A user as the daemon's search directory lists them, read at start by
+/// [`Store::directory`](crate::Store::directory).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DirectoryRow {
+    /// User id.
+    pub id: String,
+    /// The account as typed at registration.
+    pub account: String,
+    /// Profile name.
+    pub name: String,
+    /// Picture; `None` when larger than the limit asked for (read it when needed).
+    pub picture: Option<String>,
+    /// Sex.
+    pub sex: String,
+    /// Birthday.
+    pub birthday: String,
+    /// Signature.
+    pub sign: String,
+}
+
 /// A profile change for [`Store::update_profile`](crate::Store::update_profile):
 /// `None` leaves a field unchanged.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

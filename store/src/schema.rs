@@ -49,7 +49,7 @@ impl Default for StoreOptions {
 
 /// The schema, one entry per version: entry `i` migrates version `i` to `i + 1`.
 /// Never edit a released entry; append a new one.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: users, friendships, requests, offline messages.
     "CREATE TABLE users (
         id            TEXT PRIMARY KEY NOT NULL,
@@ -107,6 +107,15 @@ const MIGRATIONS: &[&str] = &[
         INSERT INTO users_name(users_name, rowid, name_key) VALUES ('delete', old.rowid, old.name_key);
         INSERT INTO users_name(rowid, name_key) VALUES (new.rowid, new.name_key);
     END;",
+    // 3: search moved to the daemon's memory (its directory, loaded at start with
+    //    `Store::directory`); the trigram index, the name order and the lowercased
+    //    names only cost every registration and rename.
+    "DROP TRIGGER users_name_insert;
+    DROP TRIGGER users_name_delete;
+    DROP TRIGGER users_name_update;
+    DROP TABLE users_name;
+    DROP INDEX users_by_name;
+    ALTER TABLE users DROP COLUMN name_key;",
 ];
 
 /// The schema version this build migrates to.

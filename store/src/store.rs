@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::{is_account_taken, StoreError};
 use crate::rows::{
-    FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
+    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
 };
 use crate::schema::{self, StoreOptions};
 
@@ -47,11 +47,6 @@ fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
 /// case-insensitively, ASCII).
 fn account_key(account: &str) -> String {
     account.to_ascii_lowercase()
-}
-
-/// The search key of a profile name: Unicode-lowercased.
-fn name_key(name: &str) -> String {
-    name.to_lowercase()
 }
 
 fn now_ms() -> i64 {
@@ -96,16 +91,15 @@ impl Store {
     pub fn create_user(&mut self, user: &NewUser) -> Result<()> {
         let tx = self.write()?;
         let inserted = tx.execute(
-            "INSERT INTO users (id, account, account_key, password_hash, name, name_key,
+            "INSERT INTO users (id, account, account_key, password_hash, name,
                                 picture, sex, birthday, sign, mail, created_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 user.id,
                 user.account,
                 account_key(&user.account),
                 user.password_hash,
                 user.name,
-                name_key(&user.name),
                 user.picture,
                 user.sex,
                 user.birthday,
@@ -149,18 +143,16 @@ impl Store {
         let n = tx.execute(
             "UPDATE users SET
                 name = COALESCE(?2, name),
-                name_key = COALESCE(?3, name_key),
-                picture = COALESCE(?4, picture),
-                sex = COALESCE(?5, sex),
-                birthday = COALESCE(?6, birthday),
-                sign = COALESCE(?7, sign),
-                mail = COALESCE(?8, mail),
-                password_hash = COALESCE(?9, password_hash)
+                picture = COALESCE(?3, picture),
+                sex = COALESCE(?4, sex),
+                birthday = COALESCE(?5, birthday),
+                sign = COALESCE(?6, sign),
+                mail = COALESCE(?7, mail),
+                password_hash = COALESCE(?8, password_hash)
              WHERE id = ?1",
             params![
                 id,
                 update.name,
-                update.name.as_deref().map(name_key),
                 update.picture,
                 update.sex,
                 update.birthday,
@@ -193,33 +185,26 @@ impl Store {
         Ok(friends)
     }
 
-    /// Users whose name contains `name` (case-insensitively) or whose account equals
-    /// it (ASCII case-insensitively), except `searcher_id`; by name, then account; at
-    /// most `limit`. An empty `name` matches everyone: callers refuse it first (516).
-    /// Case folding is Rust's `to_lowercase` on both sides (a `name_key` column kept
-    /// beside `name`), so non-ASCII names match case-insensitively too.
-    pub fn search(&self, searcher_id: &str, name: &str, limit: usize) -> Result<Vec<UserRow>> {
-        let key = name_key(name);
-        // The trigram index answers substrings of three characters or more; shorter
-        // ones (rare, and matching many) scan.
-        let (matching, needle) = if key.chars().count() >= 3 {
-            (
-                "rowid IN (SELECT rowid FROM users_name WHERE users_name MATCH ?2)",
-                format!("\"{}\"", key.replace('"', "\"\"")),
-            )
-        } else {
-            ("instr(name_key, ?2) > 0", key)
-        };
-        let sql = format!(
-            "SELECT {USER_COLUMNS} FROM users
-             WHERE id <> ?1 AND ({matching} OR account_key = ?3)
-             ORDER BY name, account LIMIT ?4"
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
-        let rows = st.query_map(
-            params![searcher_id, needle, account_key(name), sql_limit(limit)],
-            user_row,
+    /// Every user as the search directory lists them; a picture longer than
+    /// `picture_limit` bytes is left out (`None`), so a start reads no large picture.
+    pub fn directory(&self, picture_limit: usize) -> Result<Vec<DirectoryRow>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, account, name,
+                    CASE WHEN octet_length(picture) <= ?1 THEN picture END,
+                    sex, birthday, sign
+             FROM users",
         )?;
+        let rows = st.query_map([sql_limit(picture_limit)], |r| {
+            Ok(DirectoryRow {
+                id: r.get(0)?,
+                account: r.get(1)?,
+                name: r.get(2)?,
+                picture: r.get(3)?,
+                sex: r.get(4)?,
+                birthday: r.get(5)?,
+                sign: r.get(6)?,
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -199,36 +199,76 @@ fn profile_updates_change_only_given_fields() {
     assert!(s.update_profile("a", &ProfileUpdate::default()).unwrap());
     assert_eq!(s.user_by_id("a").unwrap().unwrap(), after);
     assert!(!s.update_profile("nobody", &up).unwrap());
-    // The search key follows the new name.
-    assert_eq!(s.search("b", "alicia", 10).unwrap().len(), 1);
-    assert!(s.search("b", "alice a", 10).unwrap().is_empty());
 }
 
 #[test]
-fn search_matches_name_or_account_and_orders() {
+fn the_directory_lists_every_user_with_small_pictures_only() {
     let db = TempDb::new();
     let mut s = db.open();
-    s.create_user(&user("me", "me", "Annabel")).unwrap();
-    s.create_user(&user("1", "zed", "anna")).unwrap();
-    s.create_user(&user("2", "yan", "Hanna")).unwrap();
-    s.create_user(&user("3", "abe", "anna")).unwrap();
-    s.create_user(&user("4", "ANNA", "Zoe")).unwrap();
-    s.create_user(&user("5", "bob", "Bob")).unwrap();
-    s.create_user(&user("6", "x50", "50%_off")).unwrap();
-    s.create_user(&user("7", "x51", "ÉLODIE")).unwrap();
-    let ids = |rows: Vec<UserRow>| rows.into_iter().map(|u| u.id).collect::<Vec<_>>();
-    // Name contains "ANNA" (any case), or account equals it; searcher excluded;
-    // ordered by name then account (binary order: upper case first).
-    assert_eq!(ids(s.search("me", "ANNA", 50).unwrap()), ["2", "4", "3", "1"]);
-    assert_eq!(ids(s.search("me", "anna", 2).unwrap()), ["2", "4"]);
-    assert_eq!(ids(s.search("1", "anna", 50).unwrap()), ["me", "2", "4", "3"]);
-    assert_eq!(ids(s.search("me", "%", 50).unwrap()), ["6"], "no LIKE wildcards");
-    assert_eq!(ids(s.search("me", "_", 50).unwrap()), ["6"]);
-    assert_eq!(ids(s.search("me", "élo", 50).unwrap()), ["7"], "Unicode case folding");
-    assert!(s.search("me", "nobody", 50).unwrap().is_empty());
-    // An account matches only exactly.
-    assert!(s.search("me", "bo", 50).unwrap().iter().all(|u| u.id == "5"));
-    assert_eq!(ids(s.search("me", "ABE", 50).unwrap()), ["3"]);
+    s.create_user(&user("a", "alice", "Alice")).unwrap();
+    s.create_user(&NewUser { picture: "é".repeat(3), ..user("b", "Bob", "Bob") }).unwrap();
+    let mut rows = s.directory(6).unwrap();
+    rows.sort_by(|x, y| x.id.cmp(&y.id));
+    let alice = DirectoryRow {
+        id: "a".into(),
+        account: "alice".into(),
+        name: "Alice".into(),
+        picture: Some("pic".into()),
+        sex: "x".into(),
+        birthday: "2000".into(),
+        sign: "sign".into(),
+    };
+    let bob = DirectoryRow {
+        id: "b".into(),
+        account: "Bob".into(),
+        name: "Bob".into(),
+        picture: Some("ééé".into()),
+        ..alice.clone()
+    };
+    assert_eq!(rows, [alice.clone(), bob.clone()]);
+    // The limit counts bytes: "ééé" is 6.
+    let rows = s.directory(5).unwrap();
+    assert_eq!(rows.iter().find(|r| r.id == "b").map(|r| r.picture.clone()), Some(None));
+    s.delete_user("a").unwrap();
+    assert_eq!(s.directory(6).unwrap(), [bob]);
+}
+
+#[test]
+fn version_2_migrates_without_the_trigram_index() {
+    let db = TempDb::new();
+    {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        for sql in &crate::schema::MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO users (id, account, account_key, password_hash, name, name_key)
+             VALUES ('a', 'Alice', 'alice', 'h', 'Alice A', 'alice a')",
+            [],
+        )
+        .unwrap();
+    }
+    let mut s = db.open();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let left: i64 = s
+        .conn_for_tests()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'users_name%'
+             OR name = 'users_by_name'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(left, 0, "no index, table or trigger of the old search");
+    let u = s.user_by_id("a").unwrap().unwrap();
+    assert_eq!((u.account.as_str(), u.name.as_str()), ("Alice", "Alice A"));
+    assert!(s
+        .update_profile("a", &ProfileUpdate { name: Some("Al".into()), ..Default::default() })
+        .unwrap());
+    s.create_user(&user("b", "bob", "Bob")).unwrap();
+    assert_eq!(s.directory(64).unwrap().len(), 2);
+    assert!(s.integrity_check().unwrap());
 }
 
 #[test]
