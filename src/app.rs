@@ -138,8 +138,16 @@ impl App {
 
     /// Runs `f` on this worker's database connection.
     pub fn store<R>(&self, f: impl FnOnce(&mut Store) -> Result<R, StoreError>) -> Result<R, Fail> {
+        self.timed(f).map_err(Fail::Store)
+    }
+
+    /// Every store operation goes through here, so the latency histogram sees them all.
+    fn timed<R>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let started = std::time::Instant::now();
-        let r = self.db.with(f).map_err(Fail::Store);
+        let r = self.db.with(f);
         self.metrics.store_latency.record(started.elapsed());
         r
     }
@@ -147,7 +155,7 @@ impl App {
     /// Whether `other` is a friend of `me`, from memory when it can.
     pub fn are_friends(&self, me: &str, other: &str) -> Result<bool, Fail> {
         self.friend_cache
-            .are_friends(me, other, |me| self.db.with(|s| FriendCache::load(s, me)))
+            .are_friends(me, other, |me| self.timed(|s| FriendCache::load(s, me)))
             .map_err(Fail::Store)
     }
 
