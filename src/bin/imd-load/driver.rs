@@ -62,9 +62,10 @@ impl Track {
     }
 }
 
-/// Sessions of one process between connect and login reply. All at once, thousands of
-/// TLS handshakes and argon2 checks queue up in the server past its handshake and
-/// login timeouts (10 s each), the more so with several processes connecting together.
+/// Sessions of one process between connect and login reply. Opened all at once,
+/// thousands of TLS handshakes and argon2 checks queue in the server together (more so
+/// with several processes): 19,500 sessions were ready in 38 s instead of 23 s and left
+/// the server with 18.3 KB per session instead of 14.7 KB.
 const MAX_OPENING: usize = 500;
 
 struct Run<'a> {
