@@ -21,6 +21,7 @@ use tungstenite::Message;
 use crate::buffer::Buffer;
 use crate::http::{error_response, parse_head, write_response, HeadLimits};
 use crate::remote::Stats;
+use crate::stream::{Pipe, Stream};
 use crate::worker::Job;
 use crate::{CloseReason, Config, ConnId, Listener, Request, Response, Upgrade, WsMessage};
 
@@ -82,7 +83,7 @@ struct Ws {
 
 /// The socket, once it is gone it is gone.
 struct Io {
-    sock: TcpStream,
+    sock: Stream,
     tls: Option<Box<ServerConnection>>,
 }
 
@@ -124,7 +125,7 @@ pub(crate) struct Conn {
 impl Conn {
     pub fn new(
         id: ConnId,
-        sock: TcpStream,
+        sock: impl Into<Stream>,
         peer: SocketAddr,
         tls: Option<ServerConnection>,
         cx: &Cx<'_>,
@@ -144,7 +145,7 @@ impl Conn {
             id,
             peer,
             listener,
-            io: Some(Io { sock, tls }),
+            io: Some(Io { sock: sock.into(), tls }),
             phase,
             input: Buffer::default(),
             output: Buffer::default(),
@@ -160,8 +161,20 @@ impl Conn {
         }
     }
 
+    /// The mio socket to register; `None` once dropped or when in memory.
     pub fn socket(&mut self) -> Option<&mut TcpStream> {
-        self.io.as_mut().map(|io| &mut io.sock)
+        match self.io.as_mut().map(|io| &mut io.sock) {
+            Some(Stream::Tcp(sock)) => Some(sock),
+            _ => None,
+        }
+    }
+
+    /// The in-memory pipe under this connection, for the test harness.
+    pub fn pipe(&mut self) -> Option<&mut Pipe> {
+        match self.io.as_mut().map(|io| &mut io.sock) {
+            Some(Stream::Memory(pipe)) => Some(pipe),
+            _ => None,
+        }
     }
 
     pub fn is_websocket(&self) -> bool {
@@ -703,7 +716,7 @@ impl Conn {
 
 /// Drains a plain socket into `input`; true if any byte arrived.
 fn read_plain(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     scratch: &mut [u8],
     input: &mut Buffer,
     eof: &mut bool,
@@ -729,7 +742,7 @@ fn read_plain(
 /// Drains a TLS socket: records in, then every byte of plaintext out of rustls (none
 /// may stay buffered there: epoll would never report it again).
 fn read_tls(
-    sock: &mut TcpStream,
+    sock: &mut Stream,
     tls: &mut ServerConnection,
     scratch: &mut [u8],
     input: &mut Buffer,

@@ -11,6 +11,7 @@
 //! - `request`, `response` — the HTTP types that cross the seam.
 //! - `server`       — [`Server`]: the event loop, the connection slab, timers, accept.
 //! - `conn`         — one connection: its phase enum, buffers, TLS and WebSocket state.
+//! - `stream`       — the bytes under a connection: a mio socket, or an in-memory pipe.
 //! - `http`         — resumable request framing (httparse) and response writing.
 //! - `buffer`       — byte buffers that give their memory back when empty.
 //! - `remote`       — [`Remote`] and [`Stats`]: commands into the loop from any thread.
@@ -18,20 +19,25 @@
 //! - `tls`          — rustls configuration from PEM files or a self-signed certificate.
 //! - `static_files` — [`StaticFiles`]: the web root, with no way out of it.
 //! - `error`        — [`Error`].
+//! - `harness`, `detached` — a connection over an in-memory pipe with inline jobs, and a
+//!   [`Remote`] with no loop behind it: for tests and fuzz targets only (`internals`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod buffer;
 mod config;
 mod conn;
+mod detached;
 mod error;
 mod handler;
+mod harness;
 mod http;
 mod remote;
 mod request;
 mod response;
 mod server;
 mod static_files;
+mod stream;
 mod tls;
 mod worker;
 
@@ -44,8 +50,10 @@ pub use response::{reason, Response};
 pub use server::Server;
 pub use static_files::StaticFiles;
 
-/// Internals exposed for the criterion benches and fuzz targets only; not an API.
+/// Internals exposed for the criterion benches, fuzz targets and tests only; not an API.
 #[doc(hidden)]
 pub mod internals {
+    pub use crate::detached::{DetachedRemote, Sent};
+    pub use crate::harness::{EchoHandler, MemoryConn};
     pub use crate::http::{parse_head, Head, HeadLimits};
 }
