@@ -421,11 +421,13 @@ impl Conn {
 
     /// A worker answered an HTTP request.
     pub fn on_response(&mut self, resp: Response, cx: &mut Cx<'_>) -> Next {
+        // Whatever happened to the connection meanwhile, the worker is done with it; a
+        // dead connection still waiting for this flag would never be freed.
+        self.in_flight = false;
         let Phase::Http { pending, .. } = &mut self.phase else { return self.next(cx) };
         let Some(Pending::Request { keep_alive, head_only }) = pending.take() else {
             return self.next(cx);
         };
-        self.in_flight = false;
         let close = !keep_alive || resp.close || cx.shutting_down;
         write_response(self.output.vec(), &resp, head_only, close);
         if close {
@@ -446,9 +448,9 @@ impl Conn {
 
     /// A worker decided about an upgrade.
     pub fn on_upgrade(&mut self, up: Upgrade, cx: &mut Cx<'_>) -> Next {
+        self.in_flight = false;
         let Phase::Http { pending, .. } = &mut self.phase else { return self.next(cx) };
         let Some(Pending::Upgrade { key, req }) = pending.take() else { return self.next(cx) };
-        self.in_flight = false;
         match up {
             Upgrade::Reject(resp) => self.respond_and_close(&resp.closing()),
             Upgrade::Accept if cx.shutting_down => {
@@ -814,5 +816,47 @@ impl Write for Adapter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::internals::{EchoHandler, MemoryConn};
+    use crate::Config;
+
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    /// A client that does not read sends a request whose answer alone is over the
+    /// output cap, then `next`, pipelined.
+    fn cut_off_with_in_flight(next: &[u8]) -> MemoryConn {
+        let config = Config { output_cap_bytes: 1024, ..Config::default() };
+        let mut c = MemoryConn::new(config, Arc::new(EchoHandler::default())).expect("conn");
+        c.set_room(0);
+        let mut input =
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1100)).into_bytes();
+        input.extend_from_slice(next);
+        c.send(&input);
+        assert!(!c.is_open(), "cut off at the output cap");
+        c
+    }
+
+    /// Found by the `http_conn` fuzz target: a pipelining client that does not read was
+    /// cut off at the output cap while its next request was with a worker; the answer
+    /// found the connection dead and left it waiting for that worker forever, so its
+    /// slot was never freed.
+    #[test]
+    fn a_reader_cut_off_with_a_request_in_flight_is_freed() {
+        let c = cut_off_with_in_flight(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(c.is_freed(), "nothing is owed to a dead connection once its worker answered");
+    }
+
+    /// The same with an upgrade request in flight.
+    #[test]
+    fn a_reader_cut_off_with_an_upgrade_in_flight_is_freed() {
+        assert!(cut_off_with_in_flight(UPGRADE).is_freed());
     }
 }
