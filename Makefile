@@ -78,10 +78,11 @@ install: build
 	fi
 	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
 
-## soak: the slow hardening runs (30 kill -9 with durability checks, the sslyze TLS scan); not part of make test
+## soak: the slow hardening runs (30 kill -9 with durability checks, the sslyze TLS scan, 1,000 slow and abusive clients); not part of make test
 soak: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py
 	IMD_BIN=$(RELEASE)/imd bash tests/hardening/tls-scan.sh
+	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/slow-clients.py
 
 FUZZ_TARGETS := http_head json_fields static_path
 FUZZ_SECONDS ?= 60
