@@ -263,7 +263,11 @@ impl Conn {
                                 break
                             }
                             Err(_) => {
-                                self.io_done();
+                                // The handshake is over, or the peer broke it: what is
+                                // queued, our close frame included, still goes out.
+                                self.input.clear();
+                                self.eof = true;
+                                self.phase = Phase::Closing { ws: None };
                                 break;
                             }
                         }
@@ -852,6 +856,28 @@ mod tests {
     fn a_reader_cut_off_with_a_request_in_flight_is_freed() {
         let c = cut_off_with_in_flight(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(c.is_freed(), "nothing is owed to a dead connection once its worker answered");
+    }
+
+    /// Found by the `http_conn` fuzz target: while our close handshake waited for the
+    /// peer's close frame, a protocol error from a peer that was slow to read dropped
+    /// everything still queued for it, our close frame included.
+    #[test]
+    fn a_protocol_error_during_our_close_handshake_still_sends_what_is_queued() {
+        let mut c =
+            MemoryConn::new(Config::default(), Arc::new(EchoHandler::default())).expect("conn");
+        c.set_room(0);
+        let mut input = UPGRADE.to_vec();
+        // A text frame "close": the handler closes with 1000.
+        input.extend_from_slice(b"\x81\x85\0\0\0\0close");
+        c.send(&input);
+        // An unmasked frame: a protocol error.
+        c.send(b"\x81\x01x");
+        assert!(c.is_open(), "queued output still waits for the reader");
+        c.set_room(usize::MAX);
+        let out = c.take_output();
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        assert!(out.ends_with(b"\x88\x05\x03\xe8bye"), "the close frame was sent");
+        assert!(c.is_freed());
     }
 
     /// The same with an upgrade request in flight.
