@@ -107,7 +107,8 @@ impl App {
         })?;
         let db = Db::new(config.store.clone())?;
         let listed = db.once(|s| s.directory(INLINE_PICTURE_BYTES))?;
-        let directory = Directory::load(listed.into_iter().map(Listing::from));
+        let directory = Directory::load(listed.into_iter().map(Listing::from))
+            .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         log::info!("{} users listed for search", directory.len());
         let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
             crate::Error::Config(format!("[server] web_root {}: {e}", config.web_root.display()))
