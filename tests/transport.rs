@@ -251,3 +251,40 @@ fn static_files_types_head_etag_and_traversal() {
         }
     }
 }
+
+#[test]
+fn a_close_delimited_response_nobody_reads_is_cut_at_the_keepalive_timeout() {
+    let web = temp_dir();
+    let size = 2 << 20;
+    std::fs::write(web.join("big.txt"), vec![b'b'; size]).expect("big file");
+    let s = TestServer::start_with(&format!(
+        "[server]\nweb_root = \"{}\"\n[limits]\nkeepalive_timeout_s = 1\n",
+        web.display()
+    ));
+    // A small window and MSS, as across the Internet: the server's kernel takes little of
+    // the response, the rest waits in imd's output buffer (under the 4 MiB cap).
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(4096).expect("rcvbuf");
+    sock.set_mss(1000).expect("mss");
+    sock.connect(&s.plain.into()).expect("connect");
+    let mut c: TcpStream = sock.into();
+    c.write_all(b"GET /im/www/v1/big.txt HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    // Past the timeout, the connection is gone: reading now yields what the kernel
+    // already held, then the end, never the whole body.
+    std::thread::sleep(Duration::from_millis(2500));
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("read after {got} bytes: {e}"),
+        }
+    }
+    assert!(got < size, "imd kept the connection past its timeout: all {got} bytes came");
+    let _ = std::fs::remove_dir_all(&web);
+}

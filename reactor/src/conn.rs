@@ -436,6 +436,8 @@ impl Conn {
         write_response(self.output.vec(), &resp, head_only, close);
         if close {
             self.phase = Phase::Closing { ws: None };
+            // A peer that never reads this last response is cut off like an idle one.
+            self.deadline = Some(cx.now + cx.config.keepalive_timeout);
         } else {
             self.deadline = Some(cx.now + cx.config.keepalive_timeout);
             if !self.eof && self.io.is_some() && self.input.is_empty() {
