@@ -529,8 +529,11 @@ def allocator_report(pid, log_path):
         return None
     with open(log_path) as f:
         before = len(f.read())
-    subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "call (void)malloc_stats()",
-                    "-ex", "call (int)malloc_trim(0)"], capture_output=True, timeout=60)
+    try:
+        subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "call (void)malloc_stats()",
+                        "-ex", "call (int)malloc_trim(0)"], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
     with open(log_path) as f:
         stats = f.read()[before:]
     total = stats.split("Total (incl. mmap):")[-1].split()
