@@ -35,6 +35,15 @@ impl Write for Stream {
         }
     }
 
+    /// rustls hands its queued records over as one vectored write: one syscall, not
+    /// one per record.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Memory(p) => p.write_vectored(bufs),
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
