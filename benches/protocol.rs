@@ -1,13 +1,15 @@
 //! Criterion benches of the per-request and per-message work: HTTP head parsing (small,
-//! and 2 KB of headers), reply encoding, and a WebSocket frame round trip through
-//! tungstenite's context over memory, as the reactor drives it.
+//! and 2 KB of headers), reply encoding, a WebSocket frame round trip through
+//! tungstenite's context over memory, and the same round trip through the reactor's own
+//! connection code (read, frame parsing, dispatch, handler, reply framing, write) over an
+//! in-memory pipe.
 
 use std::hint::black_box;
 use std::io::{self, Read, Write};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use proto::{Code, FriendEntry, Profile, RequestEntry};
-use reactor::internals::{parse_head, HeadLimits};
+use reactor::internals::{parse_head, EchoHandler, HeadLimits, MemoryConn};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
@@ -133,5 +135,33 @@ fn websocket_round_trip(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, http_parsing, reply_encoding, websocket_round_trip);
+/// One client frame in, through `Conn` and the echo handler, one server frame out: the
+/// reactor's path for a message, less the socket and the thread hop.
+fn reactor_round_trip(c: &mut Criterion) {
+    let mut conn =
+        MemoryConn::new(reactor::Config::default(), std::sync::Arc::new(EchoHandler::default()))
+            .expect("in-memory connection");
+    conn.send(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(conn.take_output().starts_with(b"HTTP/1.1 101"), "upgrade refused");
+    let config = WebSocketConfig::default().write_buffer_size(0);
+    let mut client = WebSocketContext::new(Role::Client, Some(config));
+    let (mut empty, mut frame) = (Vec::new(), Vec::new());
+    let text = r#"{"id":"1","toFriend":"f69f9777de910b9990e407cbedc243be","payload":"How are you? How are you? How"}"#;
+    client
+        .write(&mut Pipe { input: &mut empty, output: &mut frame }, Message::text(text))
+        .expect("client frame");
+    c.bench_function("ws_round_trip_reactor_100b", |b| {
+        b.iter(|| {
+            conn.send(black_box(&frame));
+            let out = conn.take_output();
+            assert!(out.len() > text.len(), "no echo");
+            out
+        })
+    });
+}
+
+criterion_group!(benches, http_parsing, reply_encoding, websocket_round_trip, reactor_round_trip);
 criterion_main!(benches);
