@@ -30,7 +30,7 @@ is installed, glibc's own account (malloc_stats) and the RSS after malloc_trim(0
 printed, to tell memory still in use from freed memory the allocator keeps.
 
 SLOW_ROUNDS=N repeats the abuse N times on the same server (default 1). Loopback only;
-bounded in count and time (about 30 s a round). Standard library only.
+bounded in count and time (about 35 s a round). Standard library only.
 """
 
 import base64
@@ -65,8 +65,9 @@ COUNTS = {
     "unread_keepalive_tls": 50,
     "unread_close": 50,
 }
+# Far enough apart that a socket closed by the wrong timer misses its limit.
 HEAD_TIMEOUT = 2.0
-KEEPALIVE_TIMEOUT = 3.0
+KEEPALIVE_TIMEOUT = 5.0
 HANDSHAKE_TIMEOUT = 2.0
 WS_PING = 1.0
 WS_IDLE = 4.0
@@ -75,7 +76,7 @@ OUTPUT_CAP = 256 * 1024
 PER_IP_CAP = 200
 CAP_EXTRA = 20
 TRICKLE_EVERY = 0.3
-SLACK_S = 1.0  # monitor period, timer wake-up and a busy shared machine
+SLACK_S = 1.5  # monitor period, timer wake-up, and a shared 2-core machine at load 8
 # The client starts its clock before its connect, so before imd's timer; but imd reads
 # its clock once per turn of its event loop, so a busy turn sets deadlines a little early.
 EARLY_S = 0.05
@@ -842,7 +843,8 @@ def main():
             print(f"slow-clients: FAILED: {f}", file=sys.stderr)
         print(f"slow-clients: imd's log is in {log_path}", file=sys.stderr)
         sys.exit(1)
-    print(f"slow-clients: ok in {total:.0f} s: every abusive socket released within its timeout + {SLACK_S:.0f} s, "
+    shutil.rmtree(work, ignore_errors=True)
+    print(f"slow-clients: ok in {total:.0f} s: every abusive socket released within its timeout + {SLACK_S:.1f} s, "
           f"legitimate p99 {max(p99s):.1f} ms, back to the baseline")
 
 
