@@ -18,7 +18,7 @@ pub enum Sent {
     Binary(ConnId, Vec<u8>),
     /// [`Remote::close`]: code and reason.
     Close(ConnId, u16, String),
-    /// [`Remote::done`], or a worker finishing a job that returned [`Flow::Done`](crate::Flow::Done).
+    /// [`Remote::done`], or a job that returned [`Flow::Done`](crate::Flow::Done).
     Done(ConnId),
     /// A worker's answer to an HTTP request.
     Http(ConnId, Response),

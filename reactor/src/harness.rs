@@ -307,8 +307,9 @@ impl Handler for EchoHandler {
 mod tests {
     use super::*;
 
-    const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    const UPGRADE: &str = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
     fn conn(config: Config) -> (MemoryConn, Arc<EchoHandler>) {
         let handler = Arc::new(EchoHandler::default());
@@ -332,7 +333,11 @@ mod tests {
     #[test]
     fn pipelined_requests_are_answered_in_order() {
         let (mut c, _) = conn(Config::default());
-        c.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyzGET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+        c.send(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz\
+              GET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
         let out = text(&c.take_output());
         let bodies: Vec<&str> = out
             .split("\r\n\r\n")
