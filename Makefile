@@ -84,7 +84,7 @@ soak: build
 	IMD_BIN=$(RELEASE)/imd bash tests/hardening/tls-scan.sh
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/slow-clients.py
 
-FUZZ_TARGETS := http_head json_fields static_path
+FUZZ_TARGETS := http_head http_conn ws_dispatch json_fields static_path
 FUZZ_SECONDS ?= 60
 # cargo-fuzz needs nightly flags; the stable toolchain accepts them with RUSTC_BOOTSTRAP.
 FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
