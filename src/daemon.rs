@@ -81,20 +81,37 @@ impl Daemon {
     }
 }
 
-/// Once a second: close logins that sent no credentials in time; forget rate-limit
-/// buckets that have refilled. Ends when the server shuts down.
+/// How often housekeeping gives freed memory back while connections keep closing.
+const TRIM_EVERY_TICKS: u64 = 8;
+
+/// Four times a second: close logins that sent no credentials in time. Every two seconds
+/// when connections have closed meanwhile: give their memory back to the system. Every
+/// minute: forget rate-limit buckets that have refilled. Ends when the server shuts down.
 fn housekeeping(app: &App, remote: &Remote) {
     let mut tick = 0u64;
+    let mut closed_at_trim = 0;
     while !remote.is_shutting_down() {
         thread::sleep(Duration::from_millis(250));
         tunnel::expire_logins(app, remote);
         tick += 1;
+        let closed = closed_connections(remote);
+        if tick % TRIM_EVERY_TICKS == 0 && closed != closed_at_trim {
+            closed_at_trim = closed;
+            crate::memory::release_free_pages();
+        }
         if tick % 240 == 0 {
             app.register_limit.prune();
             app.query_limit.prune();
             app.login_fail_limit.prune();
         }
     }
+}
+
+/// Connections accepted and gone since start (refused ones included).
+fn closed_connections(remote: &Remote) -> u64 {
+    let stats = remote.stats();
+    let open = u64::try_from(stats.open_plain() + stats.open_tls()).unwrap_or(0);
+    stats.accepted_total.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(open)
 }
 
 /// Runs the daemon with signal handling until SIGTERM or SIGINT.
