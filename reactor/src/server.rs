@@ -193,8 +193,22 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel keeps for us (capped by `net.core.somaxconn`). mio's
+/// own `bind` asks for 128, which a burst of connecting clients overflows, and each
+/// dropped SYN costs its client a one-second retry.
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Error> {
-    let mut l = TcpListener::bind(addr).map_err(|e| Error::Bind(addr, e))?;
+    use socket2::{Domain, Socket, Type};
+    let bind = || -> io::Result<TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        Ok(TcpListener::from_std(socket.into()))
+    };
+    let mut l = bind().map_err(|e| Error::Bind(addr, e))?;
     poll.registry().register(&mut l, token, Interest::READABLE).map_err(Error::Io)?;
     Ok(l)
 }
