@@ -120,6 +120,9 @@ pub(crate) struct Conn {
     pub scheduled: Option<Instant>,
     /// Frames are queued that the loop has yet to flush.
     pub dirty: bool,
+    /// Reading and frame parsing stopped on a full inbox: input may be waiting, in our
+    /// buffer or in the kernel, that no readiness event will report again.
+    stalled: bool,
 }
 
 impl Conn {
@@ -158,6 +161,7 @@ impl Conn {
             registered: None,
             scheduled: None,
             dirty: false,
+            stalled: false,
         }
     }
 
@@ -377,6 +381,7 @@ impl Conn {
                 }
             }
         }
+        self.stalled = self.inbox.len() >= INBOX_LIMIT;
         self.input.compact();
         cx.stats.ws_messages_in.fetch_add(received, Relaxed);
         if let Some(reason) = failure {
@@ -496,9 +501,11 @@ impl Conn {
     /// A worker finished a WebSocket job.
     pub fn on_done(&mut self, cx: &mut Cx<'_>) -> Next {
         self.in_flight = false;
-        if self.is_websocket() && self.wants_input() {
-            // Reading may have paused on a full inbox; edge-triggered readiness will
-            // not tell us again about bytes already waiting.
+        if self.stalled && self.is_websocket() {
+            // The inbox has room again; what waits behind it will not be reported by
+            // an edge-triggered poller. Otherwise there is nothing to read: every
+            // readiness event was drained, and a read would only cost a syscall.
+            self.stalled = false;
             self.pump(cx);
         }
         self.dispatch_next(cx);
@@ -886,5 +893,29 @@ mod tests {
     #[test]
     fn a_reader_cut_off_with_an_upgrade_in_flight_is_freed() {
         assert!(cut_off_with_in_flight(UPGRADE).is_freed());
+    }
+
+    /// A burst of frames several times the inbox arrives at once: reading and parsing
+    /// stall on the full inbox, and each finished job resumes them, so every frame is
+    /// answered, in order, with no readiness event to prompt it.
+    #[test]
+    fn a_burst_over_the_inbox_limit_is_answered_in_order() {
+        let mut c =
+            MemoryConn::new(Config::default(), Arc::new(EchoHandler::default())).expect("conn");
+        c.send(UPGRADE);
+        let _ = c.take_output();
+        let count = super::INBOX_LIMIT * 3 + 1;
+        let mut burst = Vec::new();
+        for i in 0..count {
+            let text = format!("m{i:03}");
+            burst.extend_from_slice(&[0x81, 0x84, 0, 0, 0, 0]);
+            burst.extend_from_slice(text.as_bytes());
+        }
+        c.send(&burst);
+        let out = c.take_output();
+        let expected: Vec<u8> = (0..count)
+            .flat_map(|i| [&[0x81, 0x04][..], format!("m{i:03}").as_bytes()].concat())
+            .collect();
+        assert_eq!(out, expected);
     }
 }
