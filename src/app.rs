@@ -43,7 +43,8 @@ pub struct App {
     pub(crate) hasher: Hasher,
     /// This app, for work handed to the hasher.
     pub(crate) me: Weak<App>,
-    static_files: StaticFiles,
+    /// Shared with the event loop, which answers hot files itself.
+    pub(crate) static_files: Arc<StaticFiles>,
 }
 
 /// Why an operation did not succeed: a protocol answer, or an internal failure that
@@ -110,9 +111,13 @@ impl App {
         let directory = Directory::load(listed.into_iter().map(Listing::from))
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         log::info!("{} users listed for search", directory.len());
-        let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX).map_err(|e| {
-            crate::Error::Config(format!("[server] web_root {}: {e}", config.web_root.display()))
-        })?;
+        let static_files =
+            StaticFiles::new(&config.web_root, WEB_PREFIX).map(Arc::new).map_err(|e| {
+                crate::Error::Config(format!(
+                    "[server] web_root {}: {e}",
+                    config.web_root.display()
+                ))
+            })?;
         let hasher = Hasher::new(config.password.threads)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;

@@ -48,7 +48,8 @@ impl Daemon {
     pub fn bind(config: Config) -> Result<Daemon, Error> {
         let transport = config.transport.clone();
         let app = App::new(config)?;
-        let server = Server::bind(transport, handler(app.clone())).map_err(Error::Reactor)?;
+        let mut server = Server::bind(transport, handler(app.clone())).map_err(Error::Reactor)?;
+        server.serve_static(app.static_files.clone());
         Ok(Daemon { server, app })
     }
 

@@ -23,12 +23,16 @@ use crate::http::{error_response, parse_head, write_response, HeadLimits};
 use crate::remote::Stats;
 use crate::stream::{Pipe, Stream};
 use crate::worker::Job;
-use crate::{CloseReason, Config, ConnId, Listener, Request, Response, Upgrade, WsMessage};
+use crate::{
+    CloseReason, Config, ConnId, Listener, Request, Response, StaticFiles, Upgrade, WsMessage,
+};
 
 /// Messages of one connection waiting for a worker before reading pauses.
 const INBOX_LIMIT: usize = 16;
 /// How long a close handshake we started may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Output the loop writes out before it answers the next pipelined request itself.
+const OUTPUT_CHUNK: usize = 64 * 1024;
 /// Plaintext rustls may hold beyond our own output buffer.
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -41,6 +45,8 @@ pub(crate) struct Cx<'a> {
     pub stats: &'a Stats,
     pub scratch: &'a mut [u8],
     pub shutting_down: bool,
+    /// Files the loop may answer from memory without a worker.
+    pub static_files: Option<&'a StaticFiles>,
 }
 
 impl Cx<'_> {
@@ -285,9 +291,26 @@ impl Conn {
     }
 
     fn advance_http(&mut self, cx: &mut Cx<'_>) {
-        let Phase::Http { pending, head_started } = &mut self.phase else { return };
+        // A request answered here (a hot static file) lets the next one be parsed at
+        // once. The answers are written as they pile up, so a pipelining client that
+        // reads them is never taken for one that does not; one that does not is cut off
+        // at the output cap, as after a worker's answer.
+        while self.next_request(cx) {
+            if self.output.len() >= OUTPUT_CHUNK && self.flush().is_err() {
+                return self.fail(CloseReason::Error);
+            }
+            if self.output.len() > cx.config.output_cap_bytes {
+                return;
+            }
+        }
+    }
+
+    /// Parses the next complete request: hands it to a worker, or answers it here when
+    /// it is a hot static file. True when the next one may be parsed now.
+    fn next_request(&mut self, cx: &mut Cx<'_>) -> bool {
+        let Phase::Http { pending, head_started } = &mut self.phase else { return false };
         if pending.is_some() {
-            return;
+            return false;
         }
         let limits = HeadLimits {
             head_bytes: cx.config.head_bytes,
@@ -298,18 +321,21 @@ impl Conn {
             Ok(Some(head)) if self.input.len() >= head.head_len + head.body_len => head,
             Ok(partial) => {
                 if self.eof {
-                    return self.fail(CloseReason::Normal);
+                    // What was answered here still goes out before the close.
+                    self.phase = Phase::Closing { ws: None };
+                    return false;
                 }
                 if (partial.is_some() || !self.input.is_empty()) && head_started.is_none() {
                     // The head timer runs from a request's first byte (slowloris).
                     *head_started = Some(cx.now);
                     self.deadline = Some(cx.now + cx.config.head_timeout);
                 }
-                return;
+                return false;
             }
             Err(status) => {
                 log::debug!("connection {}: refused request with {status}", self.peer);
-                return self.respond_and_close(&error_response(status));
+                self.respond_and_close(&error_response(status));
+                return false;
             }
         };
         let bytes = self.input.as_slice();
@@ -325,6 +351,18 @@ impl Conn {
         };
         *head_started = None;
         self.deadline = None;
+        if head.ws_key.is_none() {
+            if let Some(resp) = cx.static_files.and_then(|files| files.serve_hot(&req)) {
+                let close = !head.keep_alive || resp.close || cx.shutting_down;
+                write_response(self.output.vec(), &resp, req.method == "HEAD", close);
+                if close {
+                    self.phase = Phase::Closing { ws: None };
+                    return false;
+                }
+                self.deadline = Some(cx.now + cx.config.keepalive_timeout);
+                return true;
+            }
+        }
         self.in_flight = true;
         match head.ws_key {
             Some(key) => {
@@ -337,6 +375,7 @@ impl Conn {
                 cx.dispatch(Job::Http(self.id, req));
             }
         }
+        false
     }
 
     fn advance_ws(&mut self, cx: &mut Cx<'_>) {

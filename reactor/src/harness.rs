@@ -140,6 +140,7 @@ impl MemoryConn {
             stats: self.remote.remote().stats(),
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
+            static_files: None,
         }
     }
 

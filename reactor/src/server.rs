@@ -19,7 +19,7 @@ use tungstenite::Message;
 use crate::conn::{Conn, Cx, Next};
 use crate::remote::Command;
 use crate::worker::{self, Job};
-use crate::{tls, CloseReason, Config, ConnId, Error, Handler, Remote};
+use crate::{tls, CloseReason, Config, ConnId, Error, Handler, Remote, StaticFiles};
 
 const PLAIN_LISTENER: Token = Token(0);
 const TLS_LISTENER: Token = Token(1);
@@ -40,6 +40,7 @@ pub struct Server {
     handler: Arc<dyn Handler>,
     remote: Remote,
     commands: Receiver<Command>,
+    static_files: Option<Arc<StaticFiles>>,
 }
 
 impl Server {
@@ -61,7 +62,14 @@ impl Server {
             }
             None => None,
         };
-        Ok(Server { poll, plain, tls, config, handler, remote, commands })
+        Ok(Server { poll, plain, tls, config, handler, remote, commands, static_files: None })
+    }
+
+    /// Lets the event loop answer requests for `files` that it holds in memory and has
+    /// checked recently ([`StaticFiles::serve_hot`]) without a trip to a worker; the
+    /// handler still gets every other request under their prefix.
+    pub fn serve_static(&mut self, files: Arc<StaticFiles>) {
+        self.static_files = Some(files);
     }
 
     /// The plain listener's address.
@@ -81,7 +89,16 @@ impl Server {
 
     /// Runs the loop until a graceful shutdown has finished and the workers are joined.
     pub fn run(self) -> Result<(), Error> {
-        let Server { mut poll, mut plain, mut tls, config, handler, remote, commands } = self;
+        let Server {
+            mut poll,
+            mut plain,
+            mut tls,
+            config,
+            handler,
+            remote,
+            commands,
+            static_files,
+        } = self;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let idle = Arc::new(worker::Idle::default());
         let workers = worker::spawn(config.workers, &jobs_rx, &idle, &handler, &remote)?;
@@ -123,6 +140,7 @@ impl Server {
                 stats: &remote.shared.stats,
                 scratch: &mut scratch,
                 shutting_down: shutdown_at.is_some(),
+                static_files: static_files.as_deref(),
             };
             let registry = poll.registry();
             let mut woken = false;

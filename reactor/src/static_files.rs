@@ -1,9 +1,15 @@
 //! Static files under a web root (PROTOCOL.md §7): GET and HEAD, content types,
 //! `Last-Modified`/`ETag` with 304, an index page, and no way out of the root.
+//!
+//! A file that is cached and was checked against the disk within the last second is
+//! answered by the event loop itself ([`StaticFiles::serve_hot`]): no syscall, no
+//! worker. Everything else (the first request, a stale entry, a miss, an error) goes to
+//! a worker through [`StaticFiles::serve`], which touches the disk.
 
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +27,8 @@ const CACHE_ENTRIES: usize = 1024;
 pub struct StaticFiles {
     root: PathBuf,
     prefix: String,
+    /// What cache entries' check times count from.
+    epoch: Instant,
     /// URL path → what it served, so a hot file costs neither path resolution nor a
     /// read per request.
     cache: RwLock<HashMap<String, Arc<Cached>>>,
@@ -35,11 +43,12 @@ struct Cached {
     etag: String,
     last_modified: String,
     content_type: &'static str,
-    checked: Instant,
+    /// When it was last found unchanged on disk, in ms since [`StaticFiles::epoch`].
+    checked_ms: AtomicU64,
 }
 
 impl Cached {
-    fn load(file: PathBuf) -> Option<Cached> {
+    fn load(file: PathBuf, now_ms: u64) -> Option<Cached> {
         let meta = fs::metadata(&file).ok()?;
         let mtime = mtime_secs(&meta);
         let body = if meta.len() <= CACHE_FILE_LIMIT { fs::read(&file).ok()? } else { Vec::new() };
@@ -51,16 +60,26 @@ impl Cached {
             mtime,
             body,
             file,
-            checked: Instant::now(),
+            checked_ms: AtomicU64::new(now_ms),
         })
     }
 
+    /// Checked against the disk less than [`REVALIDATE`] ago.
+    fn recently_checked(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.checked_ms.load(Relaxed)) < REVALIDATE.as_millis() as u64
+    }
+
     /// Still what is on disk (checked at most once per [`REVALIDATE`]).
-    fn fresh(&self) -> bool {
-        if self.checked.elapsed() < REVALIDATE {
+    fn fresh(&self, now_ms: u64) -> bool {
+        if self.recently_checked(now_ms) {
             return true;
         }
-        fs::metadata(&self.file).is_ok_and(|m| m.len() == self.len && mtime_secs(&m) == self.mtime)
+        let same = fs::metadata(&self.file)
+            .is_ok_and(|m| m.len() == self.len && mtime_secs(&m) == self.mtime);
+        if same {
+            self.checked_ms.store(now_ms, Relaxed);
+        }
+        same
     }
 }
 
@@ -76,17 +95,30 @@ impl StaticFiles {
         if !root.is_dir() {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "not a directory"));
         }
-        Ok(StaticFiles { root, prefix: prefix.to_string(), cache: RwLock::new(HashMap::new()) })
+        Ok(StaticFiles {
+            root,
+            prefix: prefix.to_string(),
+            epoch: Instant::now(),
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn cached(&self, path: &str) -> Option<Arc<Cached>> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
     }
 
     /// The cached entry for a URL path, loading or refreshing it as needed.
     fn lookup(&self, path: &str) -> Option<Arc<Cached>> {
-        let hit = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned();
-        if let Some(entry) = hit.filter(|e| e.fresh()) {
+        let now_ms = self.now_ms();
+        if let Some(entry) = self.cached(path).filter(|e| e.fresh(now_ms)) {
             return Some(entry);
         }
         // Resolve again: the file may have moved, or become a link out of the root.
-        let entry = Arc::new(Cached::load(self.resolve(path)?)?);
+        let entry = Arc::new(Cached::load(self.resolve(path)?, now_ms)?);
         let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= CACHE_ENTRIES {
             cache.clear();
@@ -101,27 +133,27 @@ impl StaticFiles {
             return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
         let Some(entry) = self.lookup(req.path()) else { return not_found() };
-        let matches = req
-            .header("If-None-Match")
-            .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
-        if matches {
-            return Response::empty(304)
-                .with_header("ETag", entry.etag.clone())
-                .with_header("Last-Modified", entry.last_modified.clone());
+        if entry.len > CACHE_FILE_LIMIT {
+            return match fs::read(&entry.file) {
+                Ok(body) => respond(&entry, req, body),
+                Err(_) => not_found(),
+            };
         }
-        let body = if entry.len <= CACHE_FILE_LIMIT {
-            entry.body.clone()
-        } else {
-            match fs::read(&entry.file) {
-                Ok(b) => b,
-                Err(_) => return not_found(),
-            }
-        };
-        Response::new(200, entry.content_type, body)
-            .with_header("ETag", entry.etag.clone())
-            .with_header("Last-Modified", entry.last_modified.clone())
-            .with_header("Cache-Control", "no-cache")
-            .with_header("X-Content-Type-Options", "nosniff")
+        respond(&entry, req, entry.body.clone())
+    }
+
+    /// The answer to a GET or HEAD of a file held in memory and checked against the
+    /// disk within the last [`REVALIDATE`], without a syscall; `None` for anything else,
+    /// which [`serve`](Self::serve) answers on a worker.
+    pub fn serve_hot(&self, req: &Request) -> Option<Response> {
+        if req.method != "GET" && req.method != "HEAD" {
+            return None;
+        }
+        let entry = self.cached(req.path())?;
+        if entry.len > CACHE_FILE_LIMIT || !entry.recently_checked(self.now_ms()) {
+            return None;
+        }
+        Some(respond(&entry, req, entry.body.clone()))
     }
 
     /// The file a URL path names, or `None` when it is not a regular file inside root.
@@ -149,6 +181,23 @@ impl StaticFiles {
         let real = fs::canonicalize(&candidate).ok()?;
         (real.starts_with(&self.root) && real.is_file()).then_some(real)
     }
+}
+
+/// 200 with `body`, or 304 when the client holds the current version.
+fn respond(entry: &Cached, req: &Request, body: Vec<u8>) -> Response {
+    let matches = req
+        .header("If-None-Match")
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
+    if matches {
+        return Response::empty(304)
+            .with_header("ETag", entry.etag.clone())
+            .with_header("Last-Modified", entry.last_modified.clone());
+    }
+    Response::new(200, entry.content_type, body)
+        .with_header("ETag", entry.etag.clone())
+        .with_header("Last-Modified", entry.last_modified.clone())
+        .with_header("Cache-Control", "no-cache")
+        .with_header("X-Content-Type-Options", "nosniff")
 }
 
 fn not_found() -> Response {
@@ -307,6 +356,36 @@ mod tests {
         fs::remove_file(dir.join("www/css/a.css")).unwrap();
         std::thread::sleep(REVALIDATE + Duration::from_millis(100));
         assert_eq!(get(&f, "/im/www/v1/css/a.css").status, 404);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn only_recently_checked_files_are_hot() {
+        let (dir, f) = fixture();
+        let req = |path: &str, etag: Option<&str>| Request {
+            method: "GET".into(),
+            target: path.into(),
+            headers: etag
+                .map(|e| ("If-None-Match".to_string(), e.as_bytes().to_vec()))
+                .into_iter()
+                .collect(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: crate::Listener::Plain,
+        };
+        assert!(f.serve_hot(&req("/im/www/v1/css/a.css", None)).is_none(), "not loaded yet");
+        let cold = f.serve(&req("/im/www/v1/css/a.css", None));
+        let hot = f.serve_hot(&req("/im/www/v1/css/a.css", None)).expect("hot once served");
+        assert_eq!((hot.status, &hot.body, &hot.headers), (cold.status, &cold.body, &cold.headers));
+        let etag = hot.headers.iter().find(|(k, _)| *k == "ETag").map(|(_, v)| v.clone());
+        let not_modified = f.serve_hot(&req("/im/www/v1/css/a.css", etag.as_deref())).unwrap();
+        assert_eq!(not_modified.status, 304);
+        fs::write(dir.join("www/css/a.css"), "body{color:red}").unwrap();
+        std::thread::sleep(REVALIDATE + Duration::from_millis(100));
+        assert!(f.serve_hot(&req("/im/www/v1/css/a.css", None)).is_none(), "due for a check");
+        assert_eq!(f.serve(&req("/im/www/v1/css/a.css", None)).body, b"body{color:red}");
+        let hot = f.serve_hot(&req("/im/www/v1/css/a.css", None)).expect("hot again");
+        assert_eq!(hot.body, b"body{color:red}");
         let _ = fs::remove_dir_all(dir);
     }
 
