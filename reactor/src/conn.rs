@@ -113,7 +113,12 @@ pub(crate) struct Conn {
     input: Buffer,
     output: Buffer,
     eof: bool,
+    /// A job of this connection is with a worker (or, deferred, with the application).
     in_flight: bool,
+    /// The worker reported the job deferred: it ends with [`Remote::done`](crate::Remote::done).
+    deferred: bool,
+    /// That `done` came before the worker's report (it runs on another thread).
+    done_early: bool,
     inbox: VecDeque<WsMessage>,
     /// The next moment a timer of this connection is due.
     pub deadline: Option<Instant>,
@@ -160,6 +165,8 @@ impl Conn {
             output: Buffer::default(),
             eof: false,
             in_flight: false,
+            deferred: false,
+            done_early: false,
             inbox: VecDeque::new(),
             deadline: Some(cx.now + timeout),
             opened: false,
@@ -451,9 +458,11 @@ impl Conn {
         if self.in_flight {
             return;
         }
-        if let Some(msg) = self.inbox.pop_front() {
+        if !self.inbox.is_empty() {
+            // Everything waiting goes as one job: its replies leave together, and a busy
+            // session costs one worker round trip per batch, not one per message.
             self.in_flight = true;
-            cx.dispatch(Job::Message(self.id, msg));
+            cx.dispatch(Job::Messages(self.id, self.inbox.drain(..).collect()));
         } else if matches!(self.phase, Phase::Dead) && self.opened {
             self.opened = false;
             cx.dispatch(Job::Closed(self.id, self.close_reason));
@@ -538,7 +547,31 @@ impl Conn {
     }
 
     /// A worker finished a WebSocket job.
+    /// A worker finished a WebSocket job. `rest` are the messages of its batch after
+    /// one the handler deferred: they go back to the front of the inbox, to be handled
+    /// once the deferred work is [`done`](Conn::on_done).
+    pub fn on_handled(&mut self, rest: Vec<WsMessage>, deferred: bool, cx: &mut Cx<'_>) -> Next {
+        for msg in rest.into_iter().rev() {
+            self.inbox.push_front(msg);
+        }
+        if deferred && !std::mem::take(&mut self.done_early) {
+            self.deferred = true;
+            return self.next(cx);
+        }
+        self.job_finished(cx)
+    }
+
+    /// The application finished a job it deferred ([`Remote::done`](crate::Remote::done)).
     pub fn on_done(&mut self, cx: &mut Cx<'_>) -> Next {
+        if !std::mem::take(&mut self.deferred) {
+            // The worker's own report is still on its way; it finishes the job.
+            self.done_early = true;
+            return self.next(cx);
+        }
+        self.job_finished(cx)
+    }
+
+    fn job_finished(&mut self, cx: &mut Cx<'_>) -> Next {
         self.in_flight = false;
         if self.stalled && self.is_websocket() {
             // The inbox has room again; what waits behind it will not be reported by
@@ -932,6 +965,70 @@ mod tests {
     #[test]
     fn a_reader_cut_off_with_an_upgrade_in_flight_is_freed() {
         assert!(cut_off_with_in_flight(UPGRADE).is_freed());
+    }
+
+    /// Echoes text messages, except `defer` (deferred until the test calls `done`) and
+    /// `defer-done` (deferred, and done at once from inside the handler: the `done`
+    /// overtakes the worker's report of the deferral).
+    #[derive(Default)]
+    struct Deferring(std::sync::Mutex<Option<crate::ConnId>>);
+
+    impl crate::Handler for Deferring {
+        fn request(&self, _: crate::Request, _: &crate::Remote) -> crate::Response {
+            crate::Response::empty(404)
+        }
+
+        fn message(
+            &self,
+            conn: crate::ConnId,
+            msg: crate::WsMessage,
+            remote: &crate::Remote,
+        ) -> crate::Flow {
+            let crate::WsMessage::Text(text) = msg else { return crate::Flow::Done };
+            *self.0.lock().unwrap() = Some(conn);
+            match text.as_str() {
+                "defer" => crate::Flow::Deferred,
+                "defer-done" => {
+                    remote.done(conn);
+                    crate::Flow::Deferred
+                }
+                _ => {
+                    remote.send_text(conn, text);
+                    crate::Flow::Done
+                }
+            }
+        }
+    }
+
+    fn frames(texts: &[&str]) -> Vec<u8> {
+        texts
+            .iter()
+            .flat_map(|t| [&[0x81, 0x80 | t.len() as u8, 0, 0, 0, 0][..], t.as_bytes()].concat())
+            .collect()
+    }
+
+    fn echoes(texts: &[&str]) -> Vec<u8> {
+        texts.iter().flat_map(|t| [&[0x81, t.len() as u8][..], t.as_bytes()].concat()).collect()
+    }
+
+    /// Messages that came in one batch after a deferred one wait for its `done`, then
+    /// go in their order; a `done` that overtakes the worker's report is not lost.
+    #[test]
+    fn messages_behind_a_deferred_one_wait_for_done() {
+        let handler = Arc::new(Deferring::default());
+        let mut c = MemoryConn::new(Config::default(), handler.clone()).expect("conn");
+        c.send(UPGRADE);
+        let _ = c.take_output();
+        c.send(&frames(&["a", "defer", "b", "c"]));
+        assert_eq!(c.take_output(), echoes(&["a"]), "b and c wait for the deferred one");
+        c.send(&frames(&["d"]));
+        assert_eq!(c.take_output(), b"", "so do later messages");
+        let conn = handler.0.lock().unwrap().expect("a message was handled");
+        c.remote().done(conn);
+        c.send(b"");
+        assert_eq!(c.take_output(), echoes(&["b", "c", "d"]));
+        c.send(&frames(&["e", "defer-done", "f"]));
+        assert_eq!(c.take_output(), echoes(&["e", "f"]));
     }
 
     /// A burst of frames several times the inbox arrives at once: reading and parsing

@@ -34,7 +34,7 @@ impl From<Command> for Sent {
             Command::Text(c, t) => Sent::Text(c, t),
             Command::Binary(c, b) => Sent::Binary(c, b),
             Command::Close(c, code, reason) => Sent::Close(c, code, reason),
-            Command::Done(c) => Sent::Done(c),
+            Command::Done(c) | Command::Handled(c, _, false) => Sent::Done(c),
             Command::Http(c, r) => Sent::Http(c, r),
             Command::Upgrade(c, u) => Sent::Upgrade(c, u),
             _ => Sent::Control,

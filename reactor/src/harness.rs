@@ -17,7 +17,7 @@ use crate::conn::{Conn, Cx, Next};
 use crate::detached::DetachedRemote;
 use crate::remote::Command;
 use crate::stream::{Pipe, Stream};
-use crate::worker::Job;
+use crate::worker::{deliver, Job};
 use crate::{
     CloseReason, Config, ConnId, Flow, Handler, Remote, Request, Response, Upgrade, WsMessage,
 };
@@ -164,6 +164,9 @@ impl MemoryConn {
                         self.apply(|c, cx| c.close(code, &reason, CloseReason::Server, cx));
                     }
                     Command::Done(id) if id == CONN => self.apply(Conn::on_done),
+                    Command::Handled(id, rest, deferred) if id == CONN => {
+                        self.apply(|c, cx| c.on_handled(rest, deferred, cx));
+                    }
                     Command::Http(id, resp) if id == CONN => {
                         self.apply(|c, cx| c.on_response(resp, cx));
                     }
@@ -219,11 +222,10 @@ impl MemoryConn {
             Job::Http(c, req) => Some(Command::Http(c, h.request(req, remote))),
             Job::Upgrade(c, req) => Some(Command::Upgrade(c, h.upgrade(&req, c, remote))),
             Job::Opened(c, req) => {
-                (h.opened(c, req, remote) == Flow::Done).then_some(Command::Done(c))
+                let deferred = h.opened(c, req, remote) == Flow::Deferred;
+                Some(Command::Handled(c, Vec::new(), deferred))
             }
-            Job::Message(c, m) => {
-                (h.message(c, m, remote) == Flow::Done).then_some(Command::Done(c))
-            }
+            Job::Messages(c, msgs) => Some(deliver(c, msgs, |m| h.message(c, m, remote))),
             Job::Closed(c, reason) => {
                 h.closed(c, reason, remote);
                 None

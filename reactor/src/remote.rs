@@ -12,15 +12,18 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use rustls::ServerConfig;
 
-use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade};
+use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade, WsMessage};
 
 /// What the event loop is asked to do.
 pub(crate) enum Command {
     Text(ConnId, String),
     Binary(ConnId, Vec<u8>),
     Close(ConnId, u16, String),
-    /// The handler finished a job of this connection.
+    /// The application finished a job of this connection it had deferred.
     Done(ConnId),
+    /// A worker finished a WebSocket job: the messages left after one the handler
+    /// deferred, and whether it deferred one (then [`Command::Done`] ends the job).
+    Handled(ConnId, Vec<WsMessage>, bool),
     Http(ConnId, Response),
     Upgrade(ConnId, Upgrade),
     Shutdown,

@@ -397,6 +397,7 @@ impl State {
             | Command::Binary(id, _)
             | Command::Close(id, _, _)
             | Command::Done(id)
+            | Command::Handled(id, _, _)
             | Command::Http(id, _)
             | Command::Upgrade(id, _) => *id,
             Command::Shutdown | Command::ReloadTls(_) => return,
@@ -408,6 +409,7 @@ impl State {
             Command::Binary(_, b) => return self.queue(i, Message::binary(b)),
             Command::Close(_, code, reason) => conn.close(code, &reason, CloseReason::Server, cx),
             Command::Done(_) => conn.on_done(cx),
+            Command::Handled(_, rest, deferred) => conn.on_handled(rest, deferred, cx),
             Command::Http(_, resp) => conn.on_response(resp, cx),
             Command::Upgrade(_, up) => conn.on_upgrade(up, cx),
             Command::Shutdown | Command::ReloadTls(_) => return,

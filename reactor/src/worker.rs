@@ -25,7 +25,8 @@ pub(crate) enum Job {
     Http(ConnId, Request),
     Upgrade(ConnId, Request),
     Opened(ConnId, Request),
-    Message(ConnId, WsMessage),
+    /// Messages of one connection, in the order they came.
+    Messages(ConnId, Vec<WsMessage>),
     Closed(ConnId, CloseReason),
 }
 
@@ -138,22 +139,15 @@ fn run(jobs: &Receiver<Job>, idle: &Idle, handler: &dyn Handler, remote: &Remote
                         log::error!("handler panicked in opened");
                         Flow::Done
                     });
-                match flow {
-                    Flow::Done => Command::Done(conn),
-                    Flow::Deferred => continue,
-                }
+                Command::Handled(conn, Vec::new(), flow == Flow::Deferred)
             }
-            Job::Message(conn, msg) => {
-                let flow = catch_unwind(AssertUnwindSafe(|| handler.message(conn, msg, remote)))
+            Job::Messages(conn, msgs) => deliver(conn, msgs, |msg| {
+                catch_unwind(AssertUnwindSafe(|| handler.message(conn, msg, remote)))
                     .unwrap_or_else(|_| {
                         log::error!("handler panicked in message");
                         Flow::Done
-                    });
-                match flow {
-                    Flow::Done => Command::Done(conn),
-                    Flow::Deferred => continue,
-                }
-            }
+                    })
+            }),
             Job::Closed(conn, reason) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| handler.closed(conn, reason, remote)))
                     .map_err(|_| log::error!("handler panicked in closed"));
@@ -162,6 +156,22 @@ fn run(jobs: &Receiver<Job>, idle: &Idle, handler: &dyn Handler, remote: &Remote
         };
         remote.command(reply);
     }
+}
+
+/// Hands a connection's messages to `handle` in order, up to one it defers; the report
+/// for the loop carries the messages after that one, which wait for the deferred work.
+pub(crate) fn deliver(
+    conn: ConnId,
+    msgs: Vec<WsMessage>,
+    mut handle: impl FnMut(WsMessage) -> Flow,
+) -> Command {
+    let mut msgs = msgs.into_iter();
+    for msg in msgs.by_ref() {
+        if handle(msg) == Flow::Deferred {
+            return Command::Handled(conn, msgs.collect(), true);
+        }
+    }
+    Command::Handled(conn, Vec::new(), false)
 }
 
 fn panicked(status: u16) -> crate::Response {
