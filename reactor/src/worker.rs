@@ -31,8 +31,8 @@ pub(crate) enum Job {
 }
 
 /// A worker hands its replies to the loop after at most this many jobs, so a long run
-/// of jobs does not hold back the first replies.
-const JOBS_PER_RELEASE: usize = 16;
+/// of jobs does not hold back the first replies (a job may carry a whole inbox).
+const JOBS_PER_RELEASE: usize = 4;
 /// A pass of the loop that queued this many jobs wakes one more sleeper per this many.
 const JOBS_PER_WAKE: usize = 8;
 /// The longest a worker sleeps without looking at the channel: a lost wake-up, were
