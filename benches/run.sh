@@ -99,7 +99,7 @@ profile() {
 }
 chat_args=(chat --sessions 200 --size 64 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080)
 echo "== chat: find the maximum routed rate over WSS"
-find_max c "20000 40000 60000 80000 100000 120000 140000 160000" "${chat_args[@]}"
+find_max c "60000 120000 180000 240000 300000 360000 420000 480000 540000 600000" "${chat_args[@]}"
 best=$max_rate; best_line=$max_line; best_capped=$max_capped
 echo "maximum $best msgs/s"
 # The profile of the maximum: imd under the highest rate it sustains.
@@ -164,7 +164,7 @@ bench_bin=$(ls -t "$target"/release/deps/echo_baseline-* | grep -v '\.d$' | head
 "$bench_bin" 127.0.0.1:18101 127.0.0.1:18102 2>>"$out/echo.log" &
 pids+=($!)
 wait_port 18101 && wait_port 18102
-echo_steps="40000 80000 120000 160000 200000 240000 280000"
+echo_steps="200000 400000 600000 800000 1000000 1200000 1400000 1600000"
 find_max et "$echo_steps" echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102
 echo_tls=$max_rate; echo_capped=$max_capped
 find_max ep "$echo_steps" echo --sessions 200 --size 64 --ws 127.0.0.1:18101
