@@ -254,13 +254,26 @@ fn static_files_types_head_etag_and_traversal() {
 
 #[test]
 fn a_close_delimited_response_nobody_reads_is_cut_at_the_keepalive_timeout() {
+    // Over the cache limit: read from disk and answered by a worker.
+    close_delimited_and_unread(2 << 20, false);
+}
+
+#[test]
+fn a_hot_static_file_nobody_reads_is_cut_at_the_keepalive_timeout() {
+    // Held in memory: answered by the event loop itself.
+    close_delimited_and_unread(900 << 10, true);
+}
+
+fn close_delimited_and_unread(size: usize, warm: bool) {
     let web = temp_dir();
-    let size = 2 << 20;
     std::fs::write(web.join("big.txt"), vec![b'b'; size]).expect("big file");
     let s = TestServer::start_with(&format!(
         "[server]\nweb_root = \"{}\"\n[limits]\nkeepalive_timeout_s = 1\n",
         web.display()
     ));
+    if warm {
+        assert_eq!(http(&s, Via::Plain, "GET", "/im/www/v1/big.txt", "").body.len(), size);
+    }
     // A small window and MSS, as across the Internet: the server's kernel takes little of
     // the response, the rest waits in imd's output buffer (under the 4 MiB cap).
     let sock =

@@ -341,7 +341,7 @@ impl Conn {
             }
             Err(status) => {
                 log::debug!("connection {}: refused request with {status}", self.peer);
-                self.respond_and_close(&error_response(status));
+                self.respond_and_close(&error_response(status), cx);
                 return false;
             }
         };
@@ -362,11 +362,12 @@ impl Conn {
             if let Some(resp) = cx.static_files.and_then(|files| files.serve_hot(&req)) {
                 let close = !head.keep_alive || resp.close || cx.shutting_down;
                 write_response(self.output.vec(), &resp, req.method == "HEAD", close);
+                // Kept alive or closing, a peer that never reads is cut off like an idle one.
+                self.deadline = Some(cx.now + cx.config.keepalive_timeout);
                 if close {
                     self.phase = Phase::Closing { ws: None };
                     return false;
                 }
-                self.deadline = Some(cx.now + cx.config.keepalive_timeout);
                 return true;
             }
         }
@@ -469,11 +470,13 @@ impl Conn {
         }
     }
 
-    /// Writes a response and closes once it is out.
-    fn respond_and_close(&mut self, resp: &Response) {
+    /// Writes a response and closes once it is out, or at the keep-alive timeout if the
+    /// peer does not take it.
+    fn respond_and_close(&mut self, resp: &Response, cx: &Cx<'_>) {
         write_response(self.output.vec(), resp, false, true);
         self.phase = Phase::Closing { ws: None };
         self.eof = true;
+        self.deadline = Some(cx.now + cx.config.keepalive_timeout);
     }
 
     /// A worker answered an HTTP request.
@@ -511,9 +514,9 @@ impl Conn {
         let Phase::Http { pending, .. } = &mut self.phase else { return self.next(cx) };
         let Some(Pending::Upgrade { key, req }) = pending.take() else { return self.next(cx) };
         match up {
-            Upgrade::Reject(resp) => self.respond_and_close(&resp.closing()),
+            Upgrade::Reject(resp) => self.respond_and_close(&resp.closing(), cx),
             Upgrade::Accept if cx.shutting_down => {
-                self.respond_and_close(&error_response(503));
+                self.respond_and_close(&error_response(503), cx);
             }
             Upgrade::Accept => {
                 let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
