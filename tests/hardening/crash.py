@@ -5,16 +5,13 @@ and send messages to an offline friend (offline storage on, synchronous = full).
 After every crash: each acknowledged registration (200) and stored message (202) is in
 the database, nothing is duplicated, PRAGMA integrity_check is ok, and the restarted
 server answers /im/health within 2 s. Loopback only; bounded in rounds and time.
-Standard library only: a tiny WebSocket client is below.
+Standard library only; the WebSocket client is imdclient.py, beside this file.
 """
 
-import base64
 import json
 import os
 import random
-import socket
 import sqlite3
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,16 +19,10 @@ import threading
 import time
 import urllib.request
 
+from imdclient import free_port, login
+
 ROUNDS = int(os.environ.get("CRASH_ROUNDS", "30"))
 BIN = os.environ.get("IMD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "imd"))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def post(port, path, body):
@@ -39,69 +30,6 @@ def post(port, path, body):
                                  {"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read())
-
-
-class Ws:
-    """Just enough WebSocket for text frames."""
-
-    def __init__(self, port):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall(f"GET /im/login HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                       f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n".encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            chunk = self.s.recv(4096)
-            if not chunk:
-                raise ConnectionError("closed during upgrade")
-            self.buf += chunk
-        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise ConnectionError(head)
-
-    def send(self, obj):
-        data = json.dumps(obj).encode()
-        mask = os.urandom(4)
-        n = len(data)
-        header = bytes([0x81]) + (bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack(">H", n))
-        self.s.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-
-    def _need(self, n):
-        while len(self.buf) < n:
-            chunk = self.s.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-
-    def recv(self):
-        while True:
-            self._need(2)
-            op, n = self.buf[0] & 0x0F, self.buf[1] & 0x7F
-            off = 2
-            if n == 126:
-                self._need(4)
-                n, off = struct.unpack(">H", self.buf[2:4])[0], 4
-            elif n == 127:
-                self._need(10)
-                n, off = struct.unpack(">Q", self.buf[2:10])[0], 10
-            self._need(off + n)
-            payload, self.buf = self.buf[off:off + n], self.buf[off + n:]
-            if op == 1:
-                return json.loads(payload)
-            if op == 8:
-                raise ConnectionError("closed by server")
-
-    def close(self):
-        self.s.close()
-
-
-def login(port, account, password):
-    ws = Ws(port)
-    ws.send({"account": account, "password": password})
-    reply = ws.recv()
-    if reply["code"] != 200:
-        raise RuntimeError(reply)
-    return ws, reply
 
 
 def start(conf):
@@ -137,10 +65,10 @@ login_fail_per_min = 0\nsend_per_s = 0\nheartbeat_per_min = 0\n""")
     assert wait_healthy(port, 10) is not None, "imd did not start"
     for acct in ("sender", "sink"):
         post(port, "/im/register", {"account": acct, "password": "pw", "mail": "m"})
-    a, la = login(port, "sender", "pw")
-    b, lb = login(port, "sink", "pw")
-    auth_a = {"id": la["profile"]["id"], "token": la["token"]}
-    auth_b = {"id": lb["profile"]["id"], "token": lb["token"]}
+    a = login(port, "sender", "pw")
+    b = login(port, "sink", "pw")
+    auth_a = {"id": a.id, "token": a.token}
+    auth_b = {"id": b.id, "token": b.token}
     assert post(port, "/im/friends/request", {**auth_a, "to": auth_b["id"]})["code"] == 200
     assert post(port, "/im/friends/add", {**auth_b, "from": auth_a["id"], "name": "s"})["code"] == 200
     sink_id = auth_b["id"]
@@ -170,7 +98,7 @@ login_fail_per_min = 0\nsend_per_s = 0\nheartbeat_per_min = 0\n""")
 
         def sender():
             try:
-                ws, _ = login(port, "sender", "pw")
+                ws = login(port, "sender", "pw")
                 i = 0
                 while not stop.is_set():
                     did = f"{rnd}-{i}"
