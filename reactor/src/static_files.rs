@@ -133,13 +133,13 @@ impl StaticFiles {
             return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
         let Some(entry) = self.lookup(req.path()) else { return not_found() };
-        if entry.len > CACHE_FILE_LIMIT {
-            return match fs::read(&entry.file) {
-                Ok(body) => respond(&entry, req, body),
-                Err(_) => not_found(),
-            };
-        }
-        respond(&entry, req, entry.body.clone())
+        respond(&entry, req, || {
+            if entry.len <= CACHE_FILE_LIMIT {
+                Some(entry.body.clone())
+            } else {
+                fs::read(&entry.file).ok()
+            }
+        })
     }
 
     /// The answer to a GET or HEAD of a file held in memory and checked against the
@@ -153,7 +153,7 @@ impl StaticFiles {
         if entry.len > CACHE_FILE_LIMIT || !entry.recently_checked(self.now_ms()) {
             return None;
         }
-        Some(respond(&entry, req, entry.body.clone()))
+        Some(respond(&entry, req, || Some(entry.body.clone())))
     }
 
     /// The file a URL path names, or `None` when it is not a regular file inside root.
@@ -183,8 +183,9 @@ impl StaticFiles {
     }
 }
 
-/// 200 with `body`, or 304 when the client holds the current version.
-fn respond(entry: &Cached, req: &Request, body: Vec<u8>) -> Response {
+/// 304 when the client holds the current version; else 200 with the body, which is only
+/// then copied or read (404 when it can no longer be read).
+fn respond(entry: &Cached, req: &Request, body: impl FnOnce() -> Option<Vec<u8>>) -> Response {
     let matches = req
         .header("If-None-Match")
         .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
@@ -193,6 +194,7 @@ fn respond(entry: &Cached, req: &Request, body: Vec<u8>) -> Response {
             .with_header("ETag", entry.etag.clone())
             .with_header("Last-Modified", entry.last_modified.clone());
     }
+    let Some(body) = body() else { return not_found() };
     Response::new(200, entry.content_type, body)
         .with_header("ETag", entry.etag.clone())
         .with_header("Last-Modified", entry.last_modified.clone())
