@@ -20,7 +20,7 @@ use tungstenite::Message;
 
 use crate::buffer::Buffer;
 use crate::http::{error_response, parse_head, write_response, HeadLimits};
-use crate::remote::Stats;
+use crate::remote::{Command, Stats};
 use crate::stream::{Pipe, Stream};
 use crate::worker::Job;
 use crate::{
@@ -490,12 +490,11 @@ impl Conn {
         };
         let close = !keep_alive || resp.close || cx.shutting_down;
         write_response(self.output.vec(), &resp, head_only, close);
+        // Kept alive or closing, a peer that never reads is cut off like an idle one.
+        self.deadline = Some(cx.now + cx.config.keepalive_timeout);
         if close {
             self.phase = Phase::Closing { ws: None };
-            // A peer that never reads this last response is cut off like an idle one.
-            self.deadline = Some(cx.now + cx.config.keepalive_timeout);
         } else {
-            self.deadline = Some(cx.now + cx.config.keepalive_timeout);
             if !self.eof && self.io.is_some() && self.input.is_empty() {
                 // Pipelined requests may be waiting in the kernel while we paused.
                 let _ = self.read_socket(cx);
@@ -549,7 +548,6 @@ impl Conn {
         self.finish_write(cx)
     }
 
-    /// A worker finished a WebSocket job.
     /// A worker finished a WebSocket job. `rest` are the messages of its batch after
     /// one the handler deferred: they go back to the front of the inbox, to be handled
     /// once the deferred work is [`done`](Conn::on_done).
@@ -588,10 +586,32 @@ impl Conn {
         self.finish_write(cx)
     }
 
+    /// Carries out a command for this connection. `None` when it only queued a frame:
+    /// the loop writes it with the rest of its batch ([`flush_queued`](Conn::flush_queued)).
+    pub fn on_command(&mut self, cmd: Command, cx: &mut Cx<'_>) -> Option<Next> {
+        let next = match cmd {
+            Command::Text(_, t) => {
+                self.queue(Message::text(t));
+                return None;
+            }
+            Command::Binary(_, b) => {
+                self.queue(Message::binary(b));
+                return None;
+            }
+            Command::Close(_, code, reason) => self.close(code, &reason, CloseReason::Server, cx),
+            Command::Done(_) => self.on_done(cx),
+            Command::Handled(_, rest, deferred) => self.on_handled(rest, deferred, cx),
+            Command::Http(_, resp) => self.on_response(resp, cx),
+            Command::Upgrade(_, up) => self.on_upgrade(up, cx),
+            Command::Shutdown | Command::ReloadTls(_) => return None,
+        };
+        Some(next)
+    }
+
     /// Queues a frame from the application.
     /// The frame is only buffered: the loop writes every connection's frames of one
     /// batch of commands with one [`flush_queued`](Conn::flush_queued).
-    pub fn queue(&mut self, msg: Message) {
+    fn queue(&mut self, msg: Message) {
         if let Phase::WebSocket(ws) = &mut self.phase {
             let mut io =
                 Adapter { input: &mut self.input, output: &mut self.output, eof: self.eof };

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use mio::Interest;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::Message;
 
 use crate::conn::{Conn, Cx, Next};
 use crate::detached::DetachedRemote;
@@ -155,25 +155,15 @@ impl MemoryConn {
             let mut queued = false;
             while let Some(cmd) = self.remote.try_command() {
                 any = true;
-                match cmd {
-                    Command::Text(id, t) if id == CONN => queued |= self.queue(Message::text(t)),
-                    Command::Binary(id, b) if id == CONN => {
-                        queued |= self.queue(Message::binary(b));
-                    }
-                    Command::Close(id, code, reason) if id == CONN => {
-                        self.apply(|c, cx| c.close(code, &reason, CloseReason::Server, cx));
-                    }
-                    Command::Done(id) if id == CONN => self.apply(Conn::on_done),
-                    Command::Handled(id, rest, deferred) if id == CONN => {
-                        self.apply(|c, cx| c.on_handled(rest, deferred, cx));
-                    }
-                    Command::Http(id, resp) if id == CONN => {
-                        self.apply(|c, cx| c.on_response(resp, cx));
-                    }
-                    Command::Upgrade(id, up) if id == CONN => {
-                        self.apply(|c, cx| c.on_upgrade(up, cx));
-                    }
-                    _ => {}
+                if cmd.conn() == Some(CONN) {
+                    let mut frame = false;
+                    self.apply(|c, cx| {
+                        c.on_command(cmd, cx).unwrap_or_else(|| {
+                            frame = true;
+                            Next::Keep(Interest::READABLE)
+                        })
+                    });
+                    queued |= frame;
                 }
             }
             if queued {
@@ -184,12 +174,6 @@ impl MemoryConn {
                 break;
             }
         }
-    }
-
-    fn queue(&mut self, msg: Message) -> bool {
-        let Some(conn) = self.conn.as_mut() else { return false };
-        conn.queue(msg);
-        true
     }
 
     /// Calls into the connection and does what it asks, as the loop's `apply` does.

@@ -30,6 +30,22 @@ pub(crate) enum Command {
     ReloadTls(Arc<ServerConfig>),
 }
 
+impl Command {
+    /// The connection the command is for; `None` for the loop's own.
+    pub(crate) fn conn(&self) -> Option<ConnId> {
+        match self {
+            Command::Text(id, _)
+            | Command::Binary(id, _)
+            | Command::Close(id, _, _)
+            | Command::Done(id)
+            | Command::Handled(id, _, _)
+            | Command::Http(id, _)
+            | Command::Upgrade(id, _) => Some(*id),
+            Command::Shutdown | Command::ReloadTls(_) => None,
+        }
+    }
+}
+
 /// Commands a worker thread holds back until it releases them.
 #[derive(Default)]
 struct Held {

@@ -14,7 +14,6 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use rustls::ServerConfig;
 use tungstenite::protocol::WebSocketConfig;
-use tungstenite::Message;
 
 use crate::conn::{Conn, Cx, Next};
 use crate::remote::Command;
@@ -392,37 +391,15 @@ impl State {
 
     /// A command from a worker or another thread.
     fn command(&mut self, cmd: Command, registry: &Registry, cx: &mut Cx<'_>) {
-        let id = match &cmd {
-            Command::Text(id, _)
-            | Command::Binary(id, _)
-            | Command::Close(id, _, _)
-            | Command::Done(id)
-            | Command::Handled(id, _, _)
-            | Command::Http(id, _)
-            | Command::Upgrade(id, _) => *id,
-            Command::Shutdown | Command::ReloadTls(_) => return,
-        };
-        let Some(i) = self.conns.find(id) else { return };
+        let Some(i) = cmd.conn().and_then(|id| self.conns.find(id)) else { return };
         let Some(conn) = self.conns.get_mut(i) else { return };
-        let next = match cmd {
-            Command::Text(_, t) => return self.queue(i, Message::text(t)),
-            Command::Binary(_, b) => return self.queue(i, Message::binary(b)),
-            Command::Close(_, code, reason) => conn.close(code, &reason, CloseReason::Server, cx),
-            Command::Done(_) => conn.on_done(cx),
-            Command::Handled(_, rest, deferred) => conn.on_handled(rest, deferred, cx),
-            Command::Http(_, resp) => conn.on_response(resp, cx),
-            Command::Upgrade(_, up) => conn.on_upgrade(up, cx),
-            Command::Shutdown | Command::ReloadTls(_) => return,
-        };
-        self.apply(i, next, registry, cx);
-    }
-
-    fn queue(&mut self, i: usize, msg: Message) {
-        let Some(conn) = self.conns.get_mut(i) else { return };
-        conn.queue(msg);
-        if !conn.dirty {
-            conn.dirty = true;
-            self.dirty.push(i);
+        match conn.on_command(cmd, cx) {
+            Some(next) => self.apply(i, next, registry, cx),
+            None if !conn.dirty => {
+                conn.dirty = true;
+                self.dirty.push(i);
+            }
+            None => {}
         }
     }
 
