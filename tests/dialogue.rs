@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use common::*;
@@ -120,45 +121,77 @@ fn offline_messages_are_stored_and_delivered_in_order() {
     }
 }
 
+/// Sends `n` messages to `peer` as fast as the socket takes them, starting when every
+/// other sender is ready, and reads what comes back: acks in order, and `peer`'s
+/// messages, which it returns.
+fn exchange(
+    mut me: Session,
+    peer: String,
+    n: usize,
+    start: Arc<Barrier>,
+) -> std::thread::JoinHandle<Vec<usize>> {
+    std::thread::spawn(move || {
+        let mut acks = 0;
+        let mut received = Vec::new();
+        start.wait();
+        for i in 0..n {
+            me.ws.send_json(
+                &json!({"toFriend": peer, "payload": format!("{i}"), "id": format!("{i}")}),
+            );
+        }
+        while acks < n || received.len() < n {
+            let v = me.ws.recv();
+            if v.get("from").is_some() {
+                assert_eq!(v["from"], peer.as_str());
+                received.push(v["payload"].as_str().expect("payload").parse::<usize>().expect("n"));
+            } else {
+                assert_eq!(v["code"], 200, "{v}");
+                assert_eq!(v["id"], acks.to_string(), "acks in order");
+                acks += 1;
+            }
+        }
+        received
+    })
+}
+
+/// Every pair exchanges `n` messages each way at once; each side gets all of its
+/// peer's, in order, once.
+fn exchange_all(pairs: Vec<(Session, Session)>, n: usize) {
+    let start = Arc::new(Barrier::new(pairs.len() * 2));
+    let mut threads = Vec::new();
+    for (a, b) in pairs {
+        let (a_id, b_id) = (a.id.clone(), b.id.clone());
+        threads.push(exchange(a, b_id, n, start.clone()));
+        threads.push(exchange(b, a_id, n, start.clone()));
+    }
+    for t in threads {
+        let received = t.join().expect("peer");
+        assert_eq!(received, (0..n).collect::<Vec<_>>(), "no loss, no duplicate, in order");
+    }
+}
+
 #[test]
 fn a_thousand_messages_each_way_in_order() {
     let s = TestServer::start();
     for via in [Via::Plain, Via::Tls] {
         let (a, b, _, _) = pair(&s, via, "bulk");
-        let (a_id, b_id) = (a.id.clone(), b.id.clone());
-        const N: usize = 1000;
-        let run = |mut me: Session, peer: String| {
-            std::thread::spawn(move || {
-                let mut acks = 0;
-                let mut received = Vec::new();
-                for i in 0..N {
-                    me.ws.send_json(
-                        &json!({"toFriend": peer, "payload": format!("{i}"), "id": format!("{i}")}),
-                    );
-                }
-                while acks < N || received.len() < N {
-                    let v = me.ws.recv();
-                    if v.get("from").is_some() {
-                        assert_eq!(v["from"], peer.as_str());
-                        received.push(
-                            v["payload"].as_str().expect("payload").parse::<usize>().expect("n"),
-                        );
-                    } else {
-                        assert_eq!(v["code"], 200, "{v}");
-                        assert_eq!(v["id"], acks.to_string(), "acks in order");
-                        acks += 1;
-                    }
-                }
-                received
-            })
-        };
-        let ta = run(a, b_id);
-        let tb = run(b, a_id);
-        for t in [ta, tb] {
-            let received = t.join().expect("peer");
-            assert_eq!(received, (0..N).collect::<Vec<_>>(), "no loss, no duplicate, in order");
-        }
+        exchange_all(vec![(a, b)], 1000);
     }
+}
+
+/// More busy connections than the event loop serves before it hands jobs and replies
+/// over mid-pass, all sending at once.
+#[test]
+fn sixty_pairs_at_once_each_in_order() {
+    let s = TestServer::start();
+    let pairs = (0..60)
+        .map(|k| {
+            let via = if k % 2 == 0 { Via::Plain } else { Via::Tls };
+            let (a, b, _, _) = pair(&s, via, &format!("many{k}"));
+            (a, b)
+        })
+        .collect();
+    exchange_all(pairs, 100);
 }
 
 #[test]

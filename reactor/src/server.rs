@@ -27,6 +27,9 @@ const WAKER: Token = Token(2);
 const FIRST_CONN: usize = 3;
 /// The longest the loop sleeps, so a missed wake can never stall it for long.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// Connections a pass serves before it wakes workers for the jobs so far and sends the
+/// replies already made: a pass over a thousand busy connections takes milliseconds.
+const EVENTS_PER_HANDOFF: usize = 64;
 /// tungstenite's read buffer per WebSocket: small, idle connections must stay small.
 const WS_READ_BUFFER: usize = 4 * 1024;
 
@@ -143,7 +146,25 @@ impl Server {
             };
             let registry = poll.registry();
             let mut woken = false;
+            let mut served = 0;
             for event in events.iter() {
+                if served == EVENTS_PER_HANDOFF {
+                    // A long pass: let workers start on its jobs, and send the
+                    // replies they have made, instead of holding both to its end.
+                    served = 0;
+                    idle.wake_for(&jobs_tx);
+                    if !commands.is_empty() {
+                        let mut listeners = (&mut plain, &mut tls, &mut shutdown_at);
+                        serve_commands(
+                            &commands,
+                            &remote,
+                            &mut state,
+                            &mut listeners,
+                            registry,
+                            &mut cx,
+                        );
+                    }
+                }
                 match event.token() {
                     PLAIN_LISTENER => {
                         if let Some(l) = &plain {
@@ -159,6 +180,7 @@ impl Server {
                     Token(t) => {
                         let Some(i) = t.checked_sub(FIRST_CONN) else { continue };
                         if let Some(conn) = state.conns.get_mut(i) {
+                            served += 1;
                             let next = conn.ready(&mut cx);
                             state.apply(i, next, registry, &mut cx);
                         }
@@ -166,28 +188,8 @@ impl Server {
                 }
             }
             if woken {
-                remote.woken();
-                for cmd in commands.try_iter() {
-                    match cmd {
-                        Command::Shutdown if shutdown_at.is_none() => {
-                            shutdown_at = Some(cx.now + config.shutdown_deadline);
-                            cx.shutting_down = true;
-                            for l in plain.take().into_iter().chain(tls.take().map(|(l, _)| l)) {
-                                let mut l = l;
-                                let _ = registry.deregister(&mut l);
-                            }
-                            state.close_all(registry, &mut cx);
-                        }
-                        Command::Shutdown => {}
-                        Command::ReloadTls(new) => {
-                            if let Some((_, current)) = &mut tls {
-                                *current = new;
-                            }
-                        }
-                        cmd => state.command(cmd, registry, &mut cx),
-                    }
-                }
-                state.flush_dirty(registry, &mut cx);
+                let mut listeners = (&mut plain, &mut tls, &mut shutdown_at);
+                serve_commands(&commands, &remote, &mut state, &mut listeners, registry, &mut cx);
             }
             state.expire(registry, &mut cx);
             idle.wake_for(&jobs_tx);
@@ -208,6 +210,47 @@ impl Server {
         }
         result
     }
+}
+
+/// The listeners, and when a shutdown that has begun must end.
+type Listeners<'a> = (
+    &'a mut Option<TcpListener>,
+    &'a mut Option<(TcpListener, Arc<ServerConfig>)>,
+    &'a mut Option<Instant>,
+);
+
+/// Carries out the commands queued by workers and other threads, then writes what they
+/// queued: one write per connection for the whole batch.
+fn serve_commands(
+    commands: &Receiver<Command>,
+    remote: &Remote,
+    state: &mut State,
+    (plain, tls, shutdown_at): &mut Listeners<'_>,
+    registry: &Registry,
+    cx: &mut Cx<'_>,
+) {
+    remote.woken();
+    for cmd in commands.try_iter() {
+        match cmd {
+            Command::Shutdown if shutdown_at.is_none() => {
+                **shutdown_at = Some(cx.now + cx.config.shutdown_deadline);
+                cx.shutting_down = true;
+                for l in plain.take().into_iter().chain(tls.take().map(|(l, _)| l)) {
+                    let mut l = l;
+                    let _ = registry.deregister(&mut l);
+                }
+                state.close_all(registry, cx);
+            }
+            Command::Shutdown => {}
+            Command::ReloadTls(new) => {
+                if let Some((_, current)) = tls.as_mut() {
+                    *current = new;
+                }
+            }
+            cmd => state.command(cmd, registry, cx),
+        }
+    }
+    state.flush_dirty(registry, cx);
 }
 
 /// Pending connections the kernel keeps for us (capped by `net.core.somaxconn`). mio's
