@@ -68,6 +68,19 @@ impl Track {
 /// the server with 18.3 KB per session instead of 14.7 KB.
 const MAX_OPENING: usize = 500;
 
+/// How many connections a turn services between two looks at what is due to send.
+const SERVICES_PER_SEND_CHECK: usize = 16;
+
+/// The open-loop schedule of a chat run: message k is due at `start` + k / rate.
+struct Pacer {
+    start: Instant,
+    /// `start` on the run's microsecond clock, which receivers read.
+    start_us: u64,
+    /// The senders, in turn.
+    ready: Vec<usize>,
+    sent: u64,
+}
+
 struct Run<'a> {
     o: &'a Options,
     poll: Poll,
@@ -81,6 +94,8 @@ struct Run<'a> {
     summary: Summary,
     counting: bool,
     logins: u64,
+    /// Set while a chat run sends.
+    pacer: Option<Pacer>,
 }
 
 /// Runs `o`; as a coordinator's child when `gate` is given: it announces when its
@@ -106,6 +121,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         summary: Summary::new(mode_name, o.sessions),
         counting: false,
         logins: 0,
+        pacer: None,
     };
     let rss_before = o.server_pid.and_then(rss_kb);
 
@@ -253,8 +269,11 @@ impl Run<'_> {
             Err(e) => return Err(e),
         }
         let tokens: Vec<usize> = events.iter().map(|e| e.token().0).collect();
-        for i in tokens {
+        for (n, i) in tokens.into_iter().enumerate() {
             self.service(i);
+            if n % SERVICES_PER_SEND_CHECK == SERVICES_PER_SEND_CHECK - 1 {
+                self.send_due();
+            }
         }
         Ok(())
     }
@@ -410,31 +429,13 @@ impl Run<'_> {
         }
         self.counting = true;
         let start = Instant::now();
-        let start_us = self.t0.elapsed().as_micros() as u64;
-        let interval_us = 1e6 / self.o.rate;
-        let mut sent: u64 = 0;
-        let mut turn = 0usize;
-        let mut dirty = Vec::new();
+        self.pacer =
+            Some(Pacer { start, start_us: self.t0.elapsed().as_micros() as u64, ready, sent: 0 });
         while start.elapsed() < duration {
-            // Message k is due at k / rate: the first goes at once, none goes late.
-            let due = (start.elapsed().as_secs_f64() * self.o.rate) as u64 + 1;
-            while sent < due {
-                let sender = ready[turn % ready.len()];
-                turn += 1;
-                let intended = start_us + (sent as f64 * interval_us) as u64;
-                sent += 1;
-                self.send_one(sender, intended);
-                dirty.push(sender);
-            }
-            dirty.sort_unstable();
-            dirty.dedup();
-            for i in dirty.drain(..) {
-                if let Some(c) = self.clients[i].as_mut() {
-                    let _ = c.link.flush();
-                }
-            }
+            self.send_due();
             self.turn(Duration::from_micros(200))?;
         }
+        let sent = self.pacer.take().map_or(0, |p| p.sent);
         self.summary.sent += sent;
         self.summary.seconds += start.elapsed().as_secs_f64();
         // Whatever is still in flight gets a few seconds to arrive.
@@ -458,6 +459,35 @@ impl Run<'_> {
         self.summary.lost = expected(self).saturating_sub(self.summary.received);
         self.counting = false;
         Ok(())
+    }
+
+    /// Sends every message due by now. Called between the connections a turn services
+    /// too, not only between turns: a turn that reads a few thousand frames takes
+    /// milliseconds, and a message sent that late counts that lateness against the
+    /// server.
+    fn send_due(&mut self) {
+        let Some(mut p) = self.pacer.take() else { return };
+        let interval_us = 1e6 / self.o.rate;
+        // Message k is due at k / rate: the first goes at once, none goes late.
+        let due = (p.start.elapsed().as_secs_f64() * self.o.rate) as u64 + 1;
+        let first = p.sent;
+        while p.sent < due {
+            let sender = p.ready[(p.sent as usize) % p.ready.len()];
+            let intended = p.start_us + (p.sent as f64 * interval_us) as u64;
+            p.sent += 1;
+            self.send_one(sender, intended);
+            let lag = (self.t0.elapsed().as_micros() as u64).saturating_sub(intended);
+            let _ = self.summary.send_lag_us.record(lag.max(1));
+        }
+        // Each sender once, however many of its frames went out.
+        let senders = ((due - first) as usize).min(p.ready.len());
+        for k in 0..senders {
+            let sender = p.ready[(first as usize + k) % p.ready.len()];
+            if let Some(c) = self.clients[sender].as_mut() {
+                let _ = c.link.flush();
+            }
+        }
+        self.pacer = Some(p);
     }
 
     fn send_one(&mut self, sender: usize, intended_us: u64) {

@@ -21,6 +21,10 @@ pub struct Summary {
     pub duplicated: u64,
     pub misordered: u64,
     pub latency_us: Histogram<u64>,
+    /// How late each message left the generator, after its intended send time: the
+    /// part of the latency that is the generator's (or the machine's) and not the
+    /// server's.
+    pub send_lag_us: Histogram<u64>,
     pub server_rss_kb: Option<(u64, u64)>,
     pub logins: u64,
     pub baseline_rate: Option<f64>,
@@ -47,6 +51,7 @@ pub struct Part {
     pub rate: f64,
     pub baseline_rate: Option<f64>,
     pub latency_v2: String,
+    pub send_lag_v2: String,
 }
 
 impl Summary {
@@ -63,8 +68,8 @@ impl Summary {
             duplicated: 0,
             misordered: 0,
             // 1 µs .. 100 s at 3 significant digits; the bounds are constants.
-            latency_us: Histogram::new_with_bounds(1, 100_000_000, 3)
-                .expect("valid histogram bounds"),
+            latency_us: histogram(),
+            send_lag_us: histogram(),
             server_rss_kb: None,
             logins: 0,
             baseline_rate: None,
@@ -74,10 +79,6 @@ impl Summary {
 
     /// This run's figures as one part of a larger run.
     pub fn to_part(&self) -> Result<Part, String> {
-        let mut bytes = Vec::new();
-        V2Serializer::new()
-            .serialize(&self.latency_us, &mut bytes)
-            .map_err(|e| format!("histogram serialization: {e:?}"))?;
         Ok(Part {
             sessions: self.sessions,
             failed_sessions: self.failed_sessions,
@@ -91,7 +92,8 @@ impl Summary {
             logins: self.logins,
             rate: self.rate(),
             baseline_rate: self.baseline_rate,
-            latency_v2: base64::engine::general_purpose::STANDARD.encode(bytes),
+            latency_v2: encode(&self.latency_us)?,
+            send_lag_v2: encode(&self.send_lag_us)?,
         })
     }
 
@@ -101,13 +103,11 @@ impl Summary {
         let mut s = Summary::new(mode, 0);
         let mut rate = 0.0;
         for (k, p) in parts.iter().enumerate() {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(&p.latency_v2)
-                .map_err(|e| format!("part {k}: histogram is not base64: {e}"))?;
-            let h: Histogram<u64> = Deserializer::new()
-                .deserialize(&mut bytes.as_slice())
-                .map_err(|e| format!("part {k}: bad histogram: {e:?}"))?;
-            s.latency_us.add(&h).map_err(|e| format!("part {k}: histogram out of range: {e:?}"))?;
+            let add = |into: &mut Histogram<u64>, v2: &str| {
+                into.add(decode(v2)?).map_err(|e| format!("histogram out of range: {e:?}"))
+            };
+            add(&mut s.latency_us, &p.latency_v2).map_err(|e| format!("part {k}: {e}"))?;
+            add(&mut s.send_lag_us, &p.send_lag_v2).map_err(|e| format!("part {k}: {e}"))?;
             s.sessions += p.sessions;
             s.failed_sessions += p.failed_sessions;
             s.seconds = s.seconds.max(p.seconds);
@@ -172,6 +172,13 @@ impl Summary {
                 h.value_at_quantile(0.999),
                 h.max()
             );
+            let lag = &self.send_lag_us;
+            println!(
+                "sent late by (the generator's own delay) µs: p50 {} p99 {} max {}",
+                lag.value_at_quantile(0.5),
+                lag.value_at_quantile(0.99),
+                lag.max()
+            );
             println!("acks by code: {:?}", self.acks);
         }
         if self.logins > 0 {
@@ -193,7 +200,7 @@ impl Summary {
         });
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
-             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
+             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
              \"acks\":{{{}}},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{}}}",
             self.mode,
             self.sessions,
@@ -206,6 +213,7 @@ impl Summary {
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
+            self.send_lag_us.value_at_quantile(0.99),
             self.lost,
             self.duplicated,
             self.misordered,
@@ -215,6 +223,29 @@ impl Summary {
             self.baseline_rate.map_or("null".to_string(), |b| format!("{b:.1}")),
         );
     }
+}
+
+/// 1 µs .. 100 s at 3 significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A histogram as a part carries it: HdrHistogram V2, base64.
+fn encode(h: &Histogram<u64>) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    V2Serializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| format!("histogram serialization: {e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+fn decode(v2: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v2)
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("bad histogram: {e:?}"))
 }
 
 /// The server's resident set in kB, from /proc.
@@ -232,6 +263,7 @@ mod tests {
         let mut s = Summary::new(mode, 10);
         for l in latencies {
             s.latency_us.record(*l).expect("in range");
+            s.send_lag_us.record(l / 10 + 1).expect("in range");
         }
         s.sent = latencies.len() as u64;
         s.received = latencies.len() as u64;
@@ -268,6 +300,9 @@ mod tests {
         assert!(m.latency_us.value_at_quantile(0.95) >= 9_990);
         assert_eq!(m.latency_us.max(), m.latency_us.highest_equivalent(10_000));
         assert_eq!(m.latency_us.min(), 100);
+        // The generator's own lateness merges the same way.
+        assert_eq!(m.send_lag_us.len(), 1000);
+        assert_eq!(m.send_lag_us.max(), m.send_lag_us.highest_equivalent(1_001));
     }
 
     #[test]
@@ -292,6 +327,9 @@ mod tests {
     fn a_broken_histogram_is_refused() {
         let mut p = part_of("chat", &[1], &[], 1.0);
         p.latency_v2 = "AAAA".into();
+        assert!(Summary::merge("chat", &[p]).is_err());
+        let mut p = part_of("chat", &[1], &[], 1.0);
+        p.send_lag_v2 = "not base64".into();
         assert!(Summary::merge("chat", &[p]).is_err());
     }
 }
