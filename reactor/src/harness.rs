@@ -84,7 +84,11 @@ impl MemoryConn {
         if let Some(pipe) = self.conn.as_mut().and_then(Conn::pipe) {
             pipe.incoming_closed = true;
         }
-        self.step(Conn::ready);
+        // As epoll reports the peer's FIN (EPOLLRDHUP).
+        self.step(|c, cx| {
+            c.peer_closing();
+            c.ready(cx)
+        });
     }
 
     /// From now on the client accepts `room` more bytes (a slow reader; `usize::MAX`

@@ -181,6 +181,9 @@ impl Server {
                         let Some(i) = t.checked_sub(FIRST_CONN) else { continue };
                         if let Some(conn) = state.conns.get_mut(i) {
                             served += 1;
+                            if event.is_read_closed() || event.is_error() {
+                                conn.peer_closing();
+                            }
                             let next = conn.ready(&mut cx);
                             state.apply(i, next, registry, &mut cx);
                         }
