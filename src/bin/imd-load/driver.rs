@@ -268,9 +268,10 @@ impl Run<'_> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let tokens: Vec<usize> = events.iter().map(|e| e.token().0).collect();
-        for (n, i) in tokens.into_iter().enumerate() {
-            self.service(i);
+        let ready: Vec<(usize, bool)> =
+            events.iter().map(|e| (e.token().0, e.is_read_closed() || e.is_error())).collect();
+        for (n, (i, closing)) in ready.into_iter().enumerate() {
+            self.service(i, closing);
             if n % SERVICES_PER_SEND_CHECK == SERVICES_PER_SEND_CHECK - 1 {
                 self.send_due();
             }
@@ -278,10 +279,13 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn service(&mut self, i: usize) {
+    /// Reads, answers and writes for client `i`; `closing` when the poller saw the
+    /// server's end close.
+    fn service(&mut self, i: usize, closing: bool) {
         let Some(mut c) = self.clients.get_mut(i).and_then(Option::take) else { return };
         if c.phase != Phase::Dead {
-            let ok = c.link.flush().and_then(|()| c.link.read_all(&mut self.scratch)).is_ok();
+            let ok =
+                c.link.flush().and_then(|()| c.link.read_all(&mut self.scratch, closing)).is_ok();
             if !ok {
                 c.phase = Phase::Dead;
             } else {

@@ -52,8 +52,11 @@ impl Link {
         Ok(Link { sock, tls, input: Vec::new(), output: Vec::new(), eof: false })
     }
 
-    /// Reads everything the socket has (through TLS) into `input`.
-    pub fn read_all(&mut self, scratch: &mut [u8]) -> io::Result<()> {
+    /// Reads everything the socket has (through TLS) into `input`. A short read has
+    /// emptied the socket, and what arrives later raises a new edge-triggered event, so
+    /// it ends the drain without one more read to see `WouldBlock`; unless the server's
+    /// end is `closing`, when the end of file may wait behind the data.
+    pub fn read_all(&mut self, scratch: &mut [u8], closing: bool) -> io::Result<()> {
         match self.tls.as_deref_mut() {
             None => loop {
                 match self.sock.read(scratch) {
@@ -61,14 +64,20 @@ impl Link {
                         self.eof = true;
                         return Ok(());
                     }
-                    Ok(n) => self.input.extend_from_slice(&scratch[..n]),
+                    Ok(n) => {
+                        self.input.extend_from_slice(&scratch[..n]);
+                        if n < scratch.len() && !closing {
+                            return Ok(());
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             },
             Some(tls) => loop {
-                match tls.read_tls(&mut self.sock) {
+                let mut sock = ShortRead { sock: &mut self.sock, short: false };
+                match tls.read_tls(&mut sock) {
                     Ok(0) => self.eof = true,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -88,6 +97,9 @@ impl Link {
                 }
                 if self.eof || state.peer_has_closed() {
                     self.eof = true;
+                    return Ok(());
+                }
+                if sock.short && !closing {
                     return Ok(());
                 }
             },
@@ -126,6 +138,20 @@ impl Link {
             }
         }
         Ok(())
+    }
+}
+
+/// A socket that notes whether its last read returned less than was asked.
+struct ShortRead<'a> {
+    sock: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 
