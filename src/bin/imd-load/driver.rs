@@ -7,13 +7,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 
 use crate::gate::{self, Gate};
 use crate::link::{self, Link, Ws};
 use crate::provision;
 use crate::report::{rss_kb, Summary};
+use crate::tick::Ticker;
 use crate::{Mode, Options};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,9 @@ const MAX_OPENING: usize = 500;
 /// How many connections a turn services between two looks at what is due to send.
 const SERVICES_PER_SEND_CHECK: usize = 16;
 
+/// The ticker's wake-ups; session tokens are their indices.
+const TICK: Token = Token(usize::MAX);
+
 /// The open-loop schedule of a chat run: message k is due at `start` + k / rate.
 struct Pacer {
     start: Instant,
@@ -96,6 +100,8 @@ struct Run<'a> {
     logins: u64,
     /// Set while a chat run sends.
     pacer: Option<Pacer>,
+    /// Wakes the loop while a pacer is set (modes that send).
+    ticker: Option<Ticker>,
 }
 
 /// Runs `o`; as a coordinator's child when `gate` is given: it announces when its
@@ -108,9 +114,16 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
     } else {
         None
     };
+    let poll = Poll::new()?;
+    let ticker = match o.mode {
+        Mode::Idle => None,
+        Mode::Chat | Mode::Storm | Mode::Echo => {
+            Some(Ticker::start(Waker::new(poll.registry(), TICK)?)?)
+        }
+    };
     let mut r = Run {
         o,
-        poll: Poll::new()?,
+        poll,
         clients: Vec::new(),
         tls,
         scratch: vec![0; 64 * 1024],
@@ -122,6 +135,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         counting: false,
         logins: 0,
         pacer: None,
+        ticker,
     };
     let rss_before = o.server_pid.and_then(rss_kb);
 
@@ -263,13 +277,20 @@ impl Run<'_> {
     /// One poll and everything it reports.
     fn turn(&mut self, timeout: Duration) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
-        match self.poll.poll(&mut events, Some(timeout)) {
+        let ticker = self.ticker.as_ref().filter(|_| self.pacer.is_some());
+        ticker.inspect(|t| t.asleep(true));
+        let polled = self.poll.poll(&mut events, Some(timeout));
+        ticker.inspect(|t| t.asleep(false));
+        match polled {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let ready: Vec<(usize, bool)> =
-            events.iter().map(|e| (e.token().0, e.is_read_closed() || e.is_error())).collect();
+        let ready: Vec<(usize, bool)> = events
+            .iter()
+            .filter(|e| e.token() != TICK)
+            .map(|e| (e.token().0, e.is_read_closed() || e.is_error()))
+            .collect();
         for (n, (i, closing)) in ready.into_iter().enumerate() {
             self.service(i, closing);
             if n % SERVICES_PER_SEND_CHECK == SERVICES_PER_SEND_CHECK - 1 {

@@ -21,7 +21,8 @@
 //! `provision` (registration and friending over HTTP), `driver` (the loop and the
 //! modes), `report` (figures, the machine-readable summary line, merging parts),
 //! `split` (dividing a run between processes), `coordinator` (spawning, starting and
-//! collecting the children), `gate` (a child's side: ready, go, result).
+//! collecting the children), `gate` (a child's side: ready, go, result), `tick` (wakes
+//! the loop when a send is due).
 
 mod coordinator;
 mod driver;
@@ -30,6 +31,7 @@ mod link;
 mod provision;
 mod report;
 mod split;
+mod tick;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
