@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make bench: criterion benches, imd under imd-load (idle, chat, storm) beside the raw
 # echo baseline, and imd's static files and search beside nginx under wrk. Loopback
-# only, every step bounded; about 10 minutes. Writes target/bench/results.md.
+# only, every step bounded; about 8 minutes. Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
@@ -58,6 +58,11 @@ sed -e "s|web_root = \"www\"|web_root = \"$out/www\"|" -e "s|target/bench/data|$
 "$target/release/imd" --config "$out/imd.conf" 2>"$out/imd.log" &
 imd=$!; pids+=("$imd")
 wait_port 18080 && wait_port 18443
+# The raw ceiling: a WebSocket echo server on mio + tungstenite, plain and TLS.
+bench_bin=$(ls -t "$target"/release/deps/echo_baseline-* | grep -v '\.d$' | head -1)
+"$bench_bin" 127.0.0.1:18101 127.0.0.1:18102 2>>"$out/echo.log" &
+pids+=($!)
+wait_port 18101 && wait_port 18102
 
 echo "== idle: 19,000 WSS sessions"
 idle=$(load idle --sessions 19000 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --sources 20 --duration 5 --server-pid "$imd" --prefix idle | summary)
@@ -116,9 +121,20 @@ echo "maximum $best msgs/s"
 # The profile of the maximum: imd under the highest rate it sustains.
 load "${chat_args[@]}" --rate "$best" --duration 8 --prefix prof >/dev/null &
 busy=$!; sleep 3; profile perf-chat 4; wait "$busy"
+# Half the maximum, beside the TLS echo server at the same rate: three turns each,
+# alternating, and the median of each; a shared host's steal comes in bursts.
 half=$(( best / 2 ))
-half_line=$(load "${chat_args[@]}" --rate "$half" --duration 10 --prefix half | summary)
-echo "half rate $half: $half_line"
+half_all=""; echo_half_all=""
+half_cpu_before=$(head -1 /proc/stat)
+for turn in 1 2 3; do
+  line=$(load "${chat_args[@]}" --rate "$half" --duration 10 --prefix "half$turn" | summary || true)
+  echo "half rate $half, turn $turn: $line"
+  half_all+="$line"$'\n'
+  line=$(load echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102 --rate "$half" --duration 10 | summary || true)
+  echo "TLS echo at $half, turn $turn: $line"
+  echo_half_all+="$line"$'\n'
+done
+half_cpu_after=$(head -1 /proc/stat)
 # The profile of half the maximum, apart from the measured run: the loop thread.
 load "${chat_args[@]}" --rate "$half" --duration 8 --prefix profhalf >/dev/null &
 busy=$!; sleep 3; profile_loop perf-half-loop 4; wait "$busy"
@@ -126,7 +142,7 @@ chat_cpu_after=$(head -1 /proc/stat)
 storm=$(load storm --sessions 200 --rate "$half" --storm-users 20 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 10 --prefix storm | summary)
 echo "storm: $storm"
 
-echo "== wrk: imd static 1 KB and search"
+echo "== wrk: imd static 1 KB and search, nginx static 1 KB"
 python3 - "$out/auth.txt" <<'PY' &
 import base64, json, os, socket, sys, time, urllib.request
 req = urllib.request.Request("http://127.0.0.1:18080/im/register", json.dumps({"account": "wrkuser", "password": "pw", "mail": "m", "name": "Wrk User"}).encode())
@@ -141,21 +157,15 @@ body = buf.split(b"\r\n\r\n", 1)[1]
 payload = body[4:] if body[1] == 126 else body[2:]
 login = json.loads(payload[: payload.rindex(b"}") + 1])
 open(sys.argv[1], "w").write(f"id={login['profile']['id']}&token={login['token']}")
-time.sleep(60)
+time.sleep(600)
 PY
 pids+=($!)
 for _ in $(seq 50); do [ -s "$out/auth.txt" ] && break; sleep 0.2; done
 auth=$(cat "$out/auth.txt")
 wrk_rps() { wrk -t2 -c64 -d10s "$1" | awk '/Requests\/sec/ {print $2}'; }
-imd_static=$(wrk_rps "http://127.0.0.1:18080/im/www/v1/1k.html")
-imd_found=$(wrk_rps "http://127.0.0.1:18080/im/friends/found?$auth&name=user")
-# Its profile, apart from the measured run.
-wrk -t2 -c64 -d8s "http://127.0.0.1:18080/im/friends/found?$auth&name=user" >/dev/null &
-busy=$!; sleep 2; profile perf-found 5; wait "$busy"
-echo "imd: static 1 KB $imd_static req/s, /im/friends/found $imd_found req/s"
-kill "$imd" 2>/dev/null || true
-
-echo "== nginx: the same 1 KB file"
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+# nginx beside imd, measured in turns with it: a shared host's noise comes in bursts,
+# and one burst on one side of a ratio moved it from 1.04 to 0.73 between two runs.
 mkdir -p "$out/nginx"
 cat > "$out/nginx/nginx.conf" <<EOF
 worker_processes 2;
@@ -171,14 +181,21 @@ EOF
 nginx -c "$PWD/$out/nginx/nginx.conf" -p "$PWD/$out/nginx" &
 pids+=($!)
 wait_port 18090
-nginx_static=$(wrk_rps "http://127.0.0.1:18090/1k.html")
-echo "nginx: static 1 KB $nginx_static req/s"
+statics=(); nginxes=(); founds=()
+for turn in 1 2 3; do
+  statics+=("$(wrk_rps "http://127.0.0.1:18080/im/www/v1/1k.html")")
+  nginxes+=("$(wrk_rps "http://127.0.0.1:18090/1k.html")")
+  founds+=("$(wrk_rps "http://127.0.0.1:18080/im/friends/found?$auth&name=user")")
+  echo "turn $turn: imd static ${statics[-1]}, nginx static ${nginxes[-1]}, imd found ${founds[-1]} req/s"
+done
+imd_static=$(median "${statics[@]}"); nginx_static=$(median "${nginxes[@]}"); imd_found=$(median "${founds[@]}")
+# Its profile, apart from the measured run.
+wrk -t2 -c64 -d8s "http://127.0.0.1:18080/im/friends/found?$auth&name=user" >/dev/null &
+busy=$!; sleep 2; profile perf-found 5; wait "$busy"
+echo "medians: imd static 1 KB $imd_static req/s, nginx $nginx_static req/s, imd /im/friends/found $imd_found req/s"
+kill "$imd" 2>/dev/null || true
 
 echo "== echo baseline (plain and TLS)"
-bench_bin=$(ls -t "$target"/release/deps/echo_baseline-* | grep -v '\.d$' | head -1)
-"$bench_bin" 127.0.0.1:18101 127.0.0.1:18102 2>>"$out/echo.log" &
-pids+=($!)
-wait_port 18101 && wait_port 18102
 echo_steps="200000 400000 600000 800000 1000000 1200000 1400000 1600000"
 find_max et "$echo_steps" echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102
 echo_tls=$max_rate; echo_capped=$max_capped
@@ -188,28 +205,33 @@ echo "echo baseline: TLS $echo_tls msgs/s, plain $echo_plain msgs/s"
 
 python3 - "$out/results.md" <<PY
 import json, os, platform, subprocess, sys
-idle = json.loads('''$idle'''); best = json.loads('''$best_line'''); half = json.loads('''$half_line'''); storm = json.loads('''$storm''')
+idle = json.loads('''$idle'''); best = json.loads('''$best_line'''); storm = json.loads('''$storm''')
+turns = lambda text: sorted((json.loads(l) for l in text.splitlines() if l.strip()), key=lambda s: s["p99_us"])
+half_turns, echo_half_turns = turns('''$half_all'''), turns('''$echo_half_all''')
+half, echo_half = half_turns[len(half_turns) // 2], (echo_half_turns[len(echo_half_turns) // 2] if echo_half_turns else None)
 best_rate, echo_tls, echo_plain = float('$best'), float('$echo_tls'), float('$echo_plain')
 best_capped, echo_capped = '$best_capped' == 'true', '$echo_capped' == 'true'
 imd_static, imd_found, nginx_static = float('$imd_static' or 0), float('$imd_found' or 0), float('$nginx_static' or 0)
 per = idle["server_rss"]["bytes_per_session"] if idle.get("server_rss") else None
 drop = 1 - storm["rate"] / storm["baseline_rate"] if storm.get("baseline_rate") else None
 missed = []
-cpu_d = [b - a for a, b in zip(map(int, "$chat_cpu_before".split()[1:]), map(int, "$chat_cpu_after".split()[1:]))]
-steal = 100 * cpu_d[7] / sum(cpu_d) if len(cpu_d) > 7 and sum(cpu_d) else 0.0
+def steal_between(before, after):
+    d = [b - a for a, b in zip(map(int, before.split()[1:]), map(int, after.split()[1:]))]
+    return 100 * d[7] / sum(d) if len(d) > 7 and sum(d) else 0.0
+steal, half_steal = steal_between("$chat_cpu_before", "$chat_cpu_after"), steal_between("$half_cpu_before", "$half_cpu_after")
 lag = half.get("lag_p99_us")
 def row(what, imd, base, ratio, target, ok, profile=None):
     if not ok and profile and profile not in [name for _, name in missed]:
         missed.append((what, profile))
     return f"| {what} | {imd} | {base} | {ratio} | {target} | {'met' if ok else 'MISSED'} |"
 capped = lambda c: " (top step: a lower bound)" if c else ""
-bad = lambda key: best[key] + half[key] + storm[key]
+bad = lambda key: best[key] + sum(t[key] for t in half_turns) + storm[key]
 rows = [
     row("routed msgs/s over WSS (64 B)", f"{best_rate:.0f}{capped(best_capped)}", f"TLS echo {echo_tls:.0f}{capped(echo_capped)} (plain {echo_plain:.0f})", f"{best_rate/echo_tls:.2f}" if echo_tls else "-", "≥ 0.5 × TLS echo", echo_tls and best_rate / echo_tls >= 0.5, "perf-chat"),
-    row(f"p99 send→receive at half max ({half['rate']:.0f} msgs/s)", f"{half['p99_us']/1000:.2f} ms (p50 {half['p50_us']/1000:.2f} ms" + (f"; sent late by the generator: p99 {lag/1000:.2f} ms)" if lag is not None else ")"), "-", "-", "≤ 5 ms", half["p99_us"] <= 5000, "perf-half-loop"),
+    row(f"p99 send→receive at half max ({half['rate']:.0f} msgs/s; median of {len(half_turns)} turns)", f"{half['p99_us']/1000:.2f} ms (p50 {half['p50_us']/1000:.2f} ms" + (f"; sent late by the generator: p99 {lag/1000:.2f} ms)" if lag is not None else ")"), f"TLS echo at the same rate {echo_half['p99_us']/1000:.2f} ms (p50 {echo_half['p50_us']/1000:.2f} ms)" if echo_half else "-", f"{half['p99_us']/echo_half['p99_us']:.2f}" if echo_half else "-", "≤ 5 ms", half["p99_us"] <= 5000, "perf-half-loop"),
     row("idle authenticated WSS sessions, one imd process", f"{idle['sessions']} ({idle['failed_sessions']} failed), {per} B each", "-", "-", "19,000 at ≤ 20 KB", per is not None and per <= 20000 and idle["failed_sessions"] == 0),
-    row("static 1 KB file, wrk -t2 -c64", f"{imd_static:.0f} req/s", f"nginx {nginx_static:.0f}", f"{imd_static/nginx_static:.2f}" if nginx_static else "-", "≥ 0.9 × nginx", nginx_static and imd_static / nginx_static >= 0.9),
-    row("/im/friends/found, wrk -t2 -c64", f"{imd_found:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_found/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", nginx_static and imd_found / nginx_static >= 0.5, "perf-found"),
+    row("static 1 KB file, wrk -t2 -c64 (median of 3 turns)", f"{imd_static:.0f} req/s", f"nginx {nginx_static:.0f}", f"{imd_static/nginx_static:.2f}" if nginx_static else "-", "≥ 0.9 × nginx", nginx_static and imd_static / nginx_static >= 0.9),
+    row("/im/friends/found, wrk -t2 -c64 (median of 3 turns)", f"{imd_found:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_found/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", nginx_static and imd_found / nginx_static >= 0.5, "perf-found"),
     row("chat rate during a login storm", f"{storm['rate']:.0f} msgs/s ({storm['logins']} logins)", f"before {storm['baseline_rate']:.0f}", f"drop {drop*100:.1f} %" if drop is not None else "-", "drop ≤ 20 %", drop is not None and drop <= 0.2),
     row("lost / duplicated / misordered", f"{bad('lost')} / {bad('dup')} / {bad('misordered')}", "-", "-", "0", bad('lost') + bad('dup') + bad('misordered') == 0),
 ]
@@ -220,7 +242,7 @@ def text_of(name):
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 text = ["| measure | imd | baseline | ratio | target | |", "|---|---|---|---|---|---|", *rows, "",
-        f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)//1024//1024} GiB, Linux {platform.release()}; load generator on the same cores; CPU time taken by the host (steal) during the chat runs: {steal:.0f} %.", "",
+        f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)//1024//1024} GiB, Linux {platform.release()}; load generator on the same cores; CPU time taken by the host (steal) during the chat runs: {steal:.0f} %, during the half-rate turns: {half_steal:.0f} %.", "",
         "Maximum rate: the highest offered rate delivered in full with p99 ≤ 100 ms (coarse steps, then three halvings of the gap to the first rate not sustained).", ""]
 for what, name in missed:
     prof = text_of(name + ".txt")
