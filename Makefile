@@ -30,7 +30,7 @@ test-autobahn: build
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches, imd-load against imd and the echo baseline, wrk against imd and nginx (~10 min; writes target/bench/results.md)
+## bench: criterion benches, imd-load against imd and the echo baseline, wrk against imd and nginx (~8 min; writes target/bench/results.md)
 bench:
 	bash benches/run.sh
 

@@ -111,6 +111,7 @@ profile_loop() {
     | grep -E '^ +[0-9]' | head -30 > "$out/$1.txt" || true
 }
 chat_args=(chat --sessions 200 --size 64 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080)
+echo_tls_args=(echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102)
 echo "== chat: find the maximum routed rate over WSS"
 # CPU time the hypervisor gave to others while we measured (the "steal" column of
 # /proc/stat): on a shared host it adds straight to latency.
@@ -130,7 +131,7 @@ for turn in 1 2 3; do
   line=$(load "${chat_args[@]}" --rate "$half" --duration 10 --prefix "half$turn" | summary || true)
   echo "half rate $half, turn $turn: $line"
   half_all+="$line"$'\n'
-  line=$(load echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102 --rate "$half" --duration 10 | summary || true)
+  line=$(load "${echo_tls_args[@]}" --rate "$half" --duration 10 | summary || true)
   echo "TLS echo at $half, turn $turn: $line"
   echo_half_all+="$line"$'\n'
 done
@@ -197,7 +198,7 @@ kill "$imd" 2>/dev/null || true
 
 echo "== echo baseline (plain and TLS)"
 echo_steps="200000 400000 600000 800000 1000000 1200000 1400000 1600000"
-find_max et "$echo_steps" echo --sessions 200 --size 64 --tls --ws 127.0.0.1:18102
+find_max et "$echo_steps" "${echo_tls_args[@]}"
 echo_tls=$max_rate; echo_capped=$max_capped
 find_max ep "$echo_steps" echo --sessions 200 --size 64 --ws 127.0.0.1:18101
 echo_plain=$max_rate
