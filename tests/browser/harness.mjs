@@ -84,13 +84,69 @@ export function launch() {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-quic'],
+      '--disable-quic',
+      // Pages fulfilled by the test (to add the CSP header) would otherwise count as
+      // public and be refused their loopback WebSocket.
+      '--disable-features=LocalNetworkAccessChecks'],
   });
 }
 
-/** A new page in its own context; every console error or page error is collected. */
-export async function newPage(browser, errors, viewport = { width: 1100, height: 760 }) {
-  const context = await browser.newContext({ viewport });
+/**
+ * A TCP relay in front of imd that can lose the network: `cut()` drops every
+ * connection and refuses new ones at once (what a browser sees when the network goes),
+ * `restore()` lets them through again.
+ */
+export async function startRelay(target) {
+  const to = new URL(target);
+  const sockets = new Set();
+  let cut = false;
+  const srv = net.createServer((client) => {
+    if (cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(to.port), to.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    base: `http://127.0.0.1:${srv.address().port}`,
+    cut() {
+      cut = true;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+    stop: () => new Promise((r) => {
+      for (const s of sockets) s.destroy();
+      srv.close(r);
+    }),
+  };
+}
+
+// The policy the server is to send with static files: the client must run under it
+// (no inline script, handler or style attribute).
+const CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+
+/**
+ * A new page in its own context; every console error or page error is collected (a
+ * CSP violation is one). Static files get the Content-Security-Policy header.
+ */
+export async function newPage(browser, errors, viewport = { width: 1100, height: 760 }, options = {}) {
+  const context = await browser.newContext({ viewport, ...options });
+  await context.route('**/im/www/**', async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': CSP } });
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()}`); });
@@ -132,6 +188,7 @@ export async function register(page, base, { account, password, name, sign }) {
 
 export async function login(page, base, account, password) {
   if (!page.url().startsWith(base)) await page.goto(`${base}/im/www/v1/chat.html`);
+  await page.waitForSelector('#login-form:not([hidden])');
   await page.fill('#login-account', account);
   await page.fill('#login-password', password);
   await page.press('#login-password', 'Enter');
