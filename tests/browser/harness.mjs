@@ -34,7 +34,7 @@ export async function startServer() {
   fs.writeFileSync(conf, `
 [server]
 listen = "127.0.0.1:${port}"
-web_root = "${path.join(repo, 'www')}"
+web_root = "${process.env.IMD_WEB_ROOT || path.join(repo, 'www')}"
 [tls]
 listen = ""
 [store]
@@ -193,4 +193,54 @@ export async function login(page, base, account, password) {
   await page.fill('#login-password', password);
   await page.press('#login-password', 'Enter');
   await page.waitForSelector('#app:not([hidden])');
+}
+
+/** Registers through the API (faster than the form, for tests about something else). */
+export async function registerApi(base, { account, password, name, sign = '' }) {
+  const r = await fetch(`${base}/im/register`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ account, password, name, sign, mail: `${account}@example.com` }),
+  });
+  const reply = await r.json();
+  if (reply.code !== 200) throw new Error(`register ${account}: ${JSON.stringify(reply)}`);
+}
+
+/** `a` (logged in as aUser) asks bUser, and `b` accepts under bUser's own alias for a. */
+export async function befriend(a, b, aUser, bUser) {
+  await a.fill('#search-name', bUser.account);
+  await a.click('#search-form button');
+  await a.locator('#found .found').first().locator('button', { hasText: /Add friend|Ask again/ }).click();
+  const request = b.locator('#requests .request').filter({ hasText: aUser.name.slice(0, 20) });
+  await request.locator('button', { hasText: 'Accept' }).click();
+  await a.locator('#friends .friend').filter({ hasText: bUser.name.slice(0, 20) }).waitFor();
+  await b.locator('#friends .friend').filter({ hasText: aUser.name.slice(0, 20) }).waitFor();
+}
+
+/**
+ * What sticks out of the page: horizontal scrolling of the document or the sidebar, and
+ * visible buttons, dots and badges not wholly inside the viewport. Empty when none.
+ */
+export function overflow(page) {
+  return page.evaluate(() => {
+    const out = [];
+    const w = document.documentElement.clientWidth;
+    const doc = document.documentElement.scrollWidth;
+    if (doc > w) out.push(`document scrolls sideways: ${doc} > ${w}`);
+    for (const sel of ['.side', '.messages', '.chat-head', '.topbar', '#profile-dialog']) {
+      for (const n of document.querySelectorAll(sel)) {
+        if (n.offsetParent !== null && n.scrollWidth > n.clientWidth + 1) {
+          out.push(`${sel} scrolls sideways: ${n.scrollWidth} > ${n.clientWidth}`);
+        }
+      }
+    }
+    for (const n of document.querySelectorAll('button, .dot, .badge, input, .bubble')) {
+      const r = n.getBoundingClientRect();
+      if (r.width === 0 || n.closest('[hidden]') || n.closest('dialog:not([open])')) continue;
+      if (r.left < -1 || r.right > w + 1) {
+        out.push(`${n.tagName.toLowerCase()}.${n.className} "${(n.textContent || '').slice(0, 20)}" at ${Math.round(r.left)}..${Math.round(r.right)} of ${w}`);
+      }
+    }
+    return out;
+  });
 }

@@ -313,6 +313,10 @@ session.addEventListener('state', (ev) => {
 
 session.addEventListener('retry', (ev) => {
   retryAt = Date.now() + ev.detail;
+  // For people nothing; for tests and tools, the wait and how many there were.
+  const banner = $('conn-banner');
+  banner.dataset.retryMs = String(ev.detail);
+  banner.dataset.attempt = String(Number(banner.dataset.attempt || 0) + 1);
   showRetry();
   clearInterval(retryTick);
   retryTick = setInterval(showRetry, 1000);
