@@ -621,15 +621,17 @@ function sendCurrent() {
   const text = input.value;
   if (!state.current || !text.trim()) return;
   const friend = state.friends.get(state.current);
-  const id = session.send(state.current, text);
-  friend.messages.push({ id, mine: true, text, ts: Date.now() });
+  // getRandomValues, not randomUUID: the page may be served over plain http on a LAN.
+  const cid = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+  const id = session.send(state.current, text, cid);
+  friend.messages.push({ id, cid, mine: true, text, ts: Date.now() });
   input.value = '';
   renderChat();
 }
 
 function retry(friend, m) {
   if (!canAct()) return;
-  m.id = session.send(friend.entry.id, m.text);
+  m.id = session.send(friend.entry.id, m.text, m.cid);
   m.code = undefined;
   m.ts = Date.now();
   // The retried message moves to the end, where it is now in the conversation.
@@ -859,7 +861,7 @@ $('profile-form').addEventListener('submit', async (ev) => {
   if (clear.length) fields.clear = clear;
   const reply = await api.updateProfile(session.auth, fields);
   if (reply.code !== 200) {
-    msg.textContent = failure(reply.code, fields);
+    msg.textContent = reply.code === 505 ? 'The current password is wrong.' : failure(reply.code, fields);
     return;
   }
   if (fields.new_password) session.setPassword(fields.new_password);
@@ -888,7 +890,7 @@ $('erase-confirm').addEventListener('click', async () => {
   }
   const reply = await api.erase(session.auth, password);
   if (reply.code !== 200) {
-    msg.textContent = sentence(reply.code);
+    msg.textContent = reply.code === 505 ? 'That password is wrong.' : sentence(reply.code);
     return;
   }
   const me = state.me;

@@ -133,11 +133,16 @@ export class Session extends EventTarget {
     }
   }
 
-  /** Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event. */
-  send(toFriend, payload) {
+  /**
+   * Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event.
+   * `cid` names the message across retries: a server that keeps history (PROTOCOL.md
+   * §10.2) stores a retried message once even when the first try's ack was lost; other
+   * servers ignore the field.
+   */
+  send(toFriend, payload, cid) {
     this.#seq += 1;
     const id = `${Date.now().toString(36)}-${this.#seq}`;
-    const sent = { id, toFriend, payload };
+    const sent = { id, toFriend, payload, cid };
     if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || !this.#loggedIn) {
       queueMicrotask(() => this.#emit('ack', { ...sent, code: 0 }));
       return id;
