@@ -228,7 +228,7 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
 /// The fields a profile update's `"clear"` lists, checked with the other types: a
 /// list that is not of clearable names, or one naming a field the update also sets,
 /// is a protocol error (403).
-fn cleared<'a>(input: &'a Input) -> Result<Vec<&'a str>, Code> {
+fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
     let clear = input.strings("clear")?.unwrap_or_default();
     for key in &clear {
         if !CLEARABLE.contains(key) || !input.text(key)?.is_empty() {
