@@ -18,6 +18,9 @@ const PROFILE: [(&str, Field); 5] = [
     ("mail", Field::Mail),
 ];
 
+/// The fields `"clear"` may empty (PROTOCOL.md §3.4 ext); `name` goes back to the account.
+const CLEARABLE: [&str; 5] = ["name", "picture", "sex", "birthday", "sign"];
+
 /// `POST /im/register`.
 pub fn register(app: &App, req: &Request) -> Outcome {
     if !app.register_limit.take(req.peer.ip()) {
@@ -142,6 +145,7 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         "password",
         "new_password",
     ])?;
+    let clear = cleared(&input)?;
     let me = authenticate(app, &input)?;
     let limits = &app.config.fields;
 
@@ -172,6 +176,16 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !picture.is_empty() {
         update.picture = Some(picture.to_string());
     }
+    for key in &clear {
+        let slot = match *key {
+            "name" => &mut update.name,
+            "picture" => &mut update.picture,
+            "sex" => &mut update.sex,
+            "birthday" => &mut update.birthday,
+            _ => &mut update.sign,
+        };
+        *slot = Some(String::new());
+    }
     if password_change {
         limits.check(Field::Password, old)?;
         limits.check(Field::Password, new)?;
@@ -180,6 +194,10 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
             return Err(Code::AccountPasswordWrong.into());
         }
         update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
+    }
+    if update.name.as_deref() == Some("") {
+        let user = app.store(|s| s.user_by_id(&me))?;
+        update.name = user.map(|u| u.account);
     }
     let profile = app.directory.write(|| {
         let profile = app.store(|s| {
@@ -205,6 +223,19 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         });
     }
     Ok(proto::status(Code::Success))
+}
+
+/// The fields a profile update's `"clear"` lists, checked with the other types: a
+/// list that is not of clearable names, or one naming a field the update also sets,
+/// is a protocol error (403).
+fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
+    let clear = input.strings("clear")?.unwrap_or_default();
+    for key in &clear {
+        if !CLEARABLE.contains(key) || !input.text(key)?.is_empty() {
+            return Err(Code::ProtocolError);
+        }
+    }
+    Ok(clear)
 }
 
 /// The common checks of PROTOCOL.md §5; the caller's user id on success.

@@ -36,6 +36,15 @@ impl Input {
         }
     }
 
+    /// A list-of-strings field (JSON only; a query string carries none): `None` when
+    /// absent or null; 403 when not an array of strings.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<&str>>, Code> {
+        match self {
+            Input::Query(_) => Ok(None),
+            Input::Json(fields) => fields.strings(key),
+        }
+    }
+
     /// Type-checks every field an operation knows, before any other check (403).
     pub fn known(&self, keys: &[&str]) -> Result<(), Code> {
         keys.iter().try_for_each(|k| self.raw(k).map(drop))

@@ -214,6 +214,7 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
         sex: user.sex,
         birthday: user.birthday,
         sign: user.sign,
+        mail: user.mail,
     };
     let requests = request_entries(requests);
     let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();

@@ -225,3 +225,83 @@ fn profile_update_checks_and_pushes_301() {
         assert_eq!(a2.login["profile"]["sign"], "a new sign");
     });
 }
+
+#[test]
+fn profile_update_clears_listed_fields_and_name_goes_back_to_the_account() {
+    both(|s, via| {
+        let (ua, ub) = (User::new("ca"), User::new("cb"));
+        ua.register(s);
+        ub.register(s);
+        let mut a = Session::login(s, via, &ua);
+        let mut b = Session::login(s, via, &ub);
+        befriend(s, &mut a, &mut b);
+        let upd = |body: serde_json::Value| post(s, via, "/im/profile/update", &body);
+        let set = json!({"id": a.id, "token": a.token, "name": "Nick", "sign": "hello",
+            "sex": "other", "birthday": "1990-01-02", "picture": "data:image/png;base64,AA=="});
+        assert_code(&upd(set), 200, "Success");
+        assert_code(&b.ws.recv(), 301, "Refresh Friend's Profile");
+
+        // Not a list of strings, a name outside the list, a field set and cleared: 403,
+        // before the auth checks, and nothing changes.
+        for clear in [json!("sign"), json!(["sign", 1]), json!(["mail"]), json!(["account"])] {
+            let v = upd(json!({"id": a.id, "token": a.token, "clear": clear}));
+            assert_code(&v, 403, "Protocol Error");
+        }
+        assert_code(&upd(json!({"id": a.id, "clear": ["x"]})), 403, "Protocol Error");
+        let v = upd(json!({"id": a.id, "token": a.token, "sign": "s", "clear": ["sign"]}));
+        assert_code(&v, 403, "Protocol Error");
+        b.ws.expect_silence(std::time::Duration::from_millis(200));
+
+        let v = upd(json!({"id": a.id, "token": a.token, "sign": "  ", "clear":
+            ["sign", "picture", "sex", "birthday", "name"]}));
+        assert_code(&v, 200, "Success");
+        let push = b.ws.recv();
+        assert_code(&push, 301, "Refresh Friend's Profile");
+        for k in ["picture", "sex", "birthday", "sign"] {
+            assert_eq!(push[k], "", "{k} cleared");
+        }
+        // An empty list and null change nothing.
+        assert_code(&upd(json!({"id": a.id, "token": a.token, "clear": []})), 200, "Success");
+        assert_code(&upd(json!({"id": a.id, "token": a.token, "clear": null})), 200, "Success");
+        drop(a);
+        let a2 = Session::login(s, via, &ua);
+        let p = &a2.login["profile"];
+        assert_eq!(p["name"], ua.account.as_str(), "a cleared name is the account again");
+        for k in ["picture", "sex", "birthday", "sign"] {
+            assert_eq!(p[k], "", "{k} stays cleared");
+        }
+        let v = get(s, via, &format!("/im/friends/found?{}&name={}", b.auth(), ua.account));
+        assert_eq!(v["found"][0]["name"], ua.account.as_str(), "search sees the cleared name");
+    });
+}
+
+#[test]
+fn own_mail_is_in_the_login_profile_and_never_reaches_friends() {
+    let s = TestServer::start();
+    let (ua, ub) = (User::new("ma"), User::new("mb"));
+    ua.register(&s);
+    ub.register(&s);
+    let mut a = Session::login(&s, Via::Plain, &ua);
+    let mut b = Session::login(&s, Via::Plain, &ub);
+    assert_eq!(a.login["profile"]["mail"], format!("{}@example.com", ua.account));
+    befriend(&s, &mut a, &mut b);
+    let v = post(
+        &s,
+        Via::Plain,
+        "/im/profile/update",
+        &json!({"id": a.id, "token": a.token, "mail": "new@example.com", "sign": "x"}),
+    );
+    assert_code(&v, 200, "Success");
+    let push = b.ws.recv();
+    assert_code(&push, 301, "Refresh Friend's Profile");
+    assert!(push.get("mail").is_none(), "{push}");
+    let v = get(&s, Via::Plain, &format!("/im/friends/found?{}&name={}", b.auth(), ua.account));
+    assert!(v["found"][0].get("mail").is_none(), "{v}");
+    drop(b);
+    let b2 = Session::login(&s, Via::Plain, &ub);
+    assert!(b2.login["friends"][0].get("mail").is_none());
+    assert_eq!(b2.login["profile"]["mail"], format!("{}@example.com", ub.account));
+    drop(a);
+    let a2 = Session::login(&s, Via::Plain, &ua);
+    assert_eq!(a2.login["profile"]["mail"], "new@example.com");
+}

@@ -40,6 +40,20 @@ impl Fields {
         Ok(self.string(key)?.map_or("", str::trim))
     }
 
+    /// The field `key` as a list of strings: `None` when absent or `null`; 403 when it
+    /// is not an array, or an element is not a string.
+    pub fn strings(&self, key: &str) -> Result<Option<Vec<&str>>, Code> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().ok_or(Code::ProtocolError))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(Code::ProtocolError),
+        }
+    }
+
     /// Whether `key` is present and not `null` (whatever its type).
     pub fn has(&self, key: &str) -> bool {
         !matches!(self.map.get(key), None | Some(Value::Null))
@@ -167,6 +181,17 @@ fn hex(b: &u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn string_lists_are_typed() {
+        let f = Fields::parse(br#"{"a":["x","y"],"e":[],"n":null,"s":"x","m":["x",1]}"#).unwrap();
+        assert_eq!(f.strings("a"), Ok(Some(vec!["x", "y"])));
+        assert_eq!(f.strings("e"), Ok(Some(vec![])));
+        assert_eq!(f.strings("n"), Ok(None));
+        assert_eq!(f.strings("absent"), Ok(None));
+        assert_eq!(f.strings("s"), Err(Code::ProtocolError));
+        assert_eq!(f.strings("m"), Err(Code::ProtocolError));
+    }
 
     #[test]
     fn only_objects_parse() {

@@ -44,6 +44,8 @@ pub struct Profile {
     pub birthday: String,
     /// Signature.
     pub sign: String,
+    /// Secure mail: only ever in the user's own login reply, never to friends (ext).
+    pub mail: String,
 }
 
 /// A pending friend request, in the login reply, `requests` and push 520.
@@ -108,11 +110,15 @@ impl WriteJson for FriendEntry {
 
 impl WriteJson for Profile {
     fn write_json(&self, out: &mut String) {
-        let f = [&*self.id, &self.name, &self.picture, &self.sex, &self.birthday, &self.sign];
-        write_profile_like(out, f);
+        let mut o = Obj::open(out);
+        o.str("id", &self.id).str("name", &self.name).str("picture", &self.picture);
+        o.str("sex", &self.sex).str("birthday", &self.birthday).str("sign", &self.sign);
+        o.str("mail", &self.mail);
+        o.close();
     }
     fn size_hint(&self) -> usize {
-        hint(&[&self.id, &self.name, &self.picture, &self.sex, &self.birthday, &self.sign])
+        let f = [&*self.id, &self.name, &self.picture, &self.sex, &self.birthday, &self.sign];
+        hint(&f) + json::size_hint(&self.mail) + 12
     }
 }
 
@@ -405,7 +411,7 @@ mod tests {
             r,
             concat!(
                 r#"{"code":200,"message":"Success","ok":true,"friends":null,"#,
-                r#""profile":{"id":"u","name":"N","picture":"","sex":"","birthday":"","sign":""},"#,
+                r#""profile":{"id":"u","name":"N","picture":"","sex":"","birthday":"","sign":"","mail":""},"#,
                 r#""requests":null,"token":"tok"}"#
             )
         );

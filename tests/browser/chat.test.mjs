@@ -154,7 +154,7 @@ test('errors read as sentences, and the app works at phone width by keyboard', a
   // Registering the same account again: a sentence, not a number.
   await phone.click('#show-register');
   await phone.fill('#reg-account', erin.account);
-  await phone.fill('#reg-password', 'x');
+  await phone.fill('#reg-password', 'x long enough');
   await phone.fill('#reg-mail', 'e@example.com');
   await phone.click('#register-form button[type=submit]');
   await phone.waitForSelector('#auth-message:has-text("already taken")');

@@ -34,7 +34,7 @@ export async function startServer() {
   fs.writeFileSync(conf, `
 [server]
 listen = "127.0.0.1:${port}"
-web_root = "${path.join(repo, 'www')}"
+web_root = "${process.env.IMD_WEB_ROOT || path.join(repo, 'www')}"
 [tls]
 listen = ""
 [store]
@@ -84,13 +84,69 @@ export function launch() {
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-quic'],
+      '--disable-quic',
+      // Pages fulfilled by the test (to add the CSP header) would otherwise count as
+      // public and be refused their loopback WebSocket.
+      '--disable-features=LocalNetworkAccessChecks'],
   });
 }
 
-/** A new page in its own context; every console error or page error is collected. */
-export async function newPage(browser, errors, viewport = { width: 1100, height: 760 }) {
-  const context = await browser.newContext({ viewport });
+/**
+ * A TCP relay in front of imd that can lose the network: `cut()` drops every
+ * connection and refuses new ones at once (what a browser sees when the network goes),
+ * `restore()` lets them through again.
+ */
+export async function startRelay(target) {
+  const to = new URL(target);
+  const sockets = new Set();
+  let cut = false;
+  const srv = net.createServer((client) => {
+    if (cut) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(to.port), to.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on('close', () => sockets.delete(s));
+      s.on('error', () => {});
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  return {
+    base: `http://127.0.0.1:${srv.address().port}`,
+    cut() {
+      cut = true;
+      for (const s of sockets) s.destroy();
+    },
+    restore() {
+      cut = false;
+    },
+    stop: () => new Promise((r) => {
+      for (const s of sockets) s.destroy();
+      srv.close(r);
+    }),
+  };
+}
+
+// The policy the server is to send with static files: the client must run under it
+// (no inline script, handler or style attribute).
+const CSP = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+
+/**
+ * A new page in its own context; every console error or page error is collected (a
+ * CSP violation is one). Static files get the Content-Security-Policy header.
+ */
+export async function newPage(browser, errors, viewport = { width: 1100, height: 760 }, options = {}) {
+  const context = await browser.newContext({ viewport, ...options });
+  await context.route('**/im/www/**', async (route) => {
+    const response = await route.fetch();
+    await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': CSP } });
+  });
   const page = await context.newPage();
   page.setDefaultTimeout(15_000);
   page.on('console', (m) => { if (m.type() === 'error') errors.push(`${m.text()}`); });
@@ -132,8 +188,59 @@ export async function register(page, base, { account, password, name, sign }) {
 
 export async function login(page, base, account, password) {
   if (!page.url().startsWith(base)) await page.goto(`${base}/im/www/v1/chat.html`);
+  await page.waitForSelector('#login-form:not([hidden])');
   await page.fill('#login-account', account);
   await page.fill('#login-password', password);
   await page.press('#login-password', 'Enter');
   await page.waitForSelector('#app:not([hidden])');
+}
+
+/** Registers through the API (faster than the form, for tests about something else). */
+export async function registerApi(base, { account, password, name, sign = '' }) {
+  const r = await fetch(`${base}/im/register`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ account, password, name, sign, mail: `${account}@example.com` }),
+  });
+  const reply = await r.json();
+  if (reply.code !== 200) throw new Error(`register ${account}: ${JSON.stringify(reply)}`);
+}
+
+/** `a` (logged in as aUser) asks bUser, and `b` accepts under bUser's own alias for a. */
+export async function befriend(a, b, aUser, bUser) {
+  await a.fill('#search-name', bUser.account);
+  await a.click('#search-form button');
+  await a.locator('#found .found').first().locator('button', { hasText: /Add friend|Ask again/ }).click();
+  const request = b.locator('#requests .request').filter({ hasText: aUser.name.slice(0, 20) });
+  await request.locator('button', { hasText: 'Accept' }).click();
+  await a.locator('#friends .friend').filter({ hasText: bUser.name.slice(0, 20) }).waitFor();
+  await b.locator('#friends .friend').filter({ hasText: aUser.name.slice(0, 20) }).waitFor();
+}
+
+/**
+ * What sticks out of the page: horizontal scrolling of the document or the sidebar, and
+ * visible buttons, dots and badges not wholly inside the viewport. Empty when none.
+ */
+export function overflow(page) {
+  return page.evaluate(() => {
+    const out = [];
+    const w = document.documentElement.clientWidth;
+    const doc = document.documentElement.scrollWidth;
+    if (doc > w) out.push(`document scrolls sideways: ${doc} > ${w}`);
+    for (const sel of ['.side', '.messages', '.chat-head', '.topbar', '#profile-dialog']) {
+      for (const n of document.querySelectorAll(sel)) {
+        if (n.offsetParent !== null && n.scrollWidth > n.clientWidth + 1) {
+          out.push(`${sel} scrolls sideways: ${n.scrollWidth} > ${n.clientWidth}`);
+        }
+      }
+    }
+    for (const n of document.querySelectorAll('button, .dot, .badge, input, .bubble')) {
+      const r = n.getBoundingClientRect();
+      if (r.width === 0 || n.closest('[hidden]') || n.closest('dialog:not([open])')) continue;
+      if (r.left < -1 || r.right > w + 1) {
+        out.push(`${n.tagName.toLowerCase()}.${n.className} "${(n.textContent || '').slice(0, 20)}" at ${Math.round(r.left)}..${Math.round(r.right)} of ${w}`);
+      }
+    }
+    return out;
+  });
 }

@@ -34,6 +34,7 @@ export const api = {
   list: (auth) => call('friends/list', auth),
   requests: (auth) => call('friends/requests', auth),
   updateProfile: (auth, fields) => call('profile/update', { ...auth, ...fields }),
+  erase: (auth, password) => call('erase', { ...auth, password }),
   logoff: (auth) => call('logoff', auth),
 };
 

@@ -1,11 +1,29 @@
 // The chat app: views, state and the wiring between the UI and the protocol.
-// Untrusted text only ever goes through textContent; pictures only as data:image URLs.
+// Untrusted text only ever goes through textContent (links are built as DOM nodes,
+// never as HTML); pictures only as data:image URLs. Nothing here sets a style
+// attribute: the page runs under a Content-Security-Policy without 'unsafe-inline'.
 
 import { api } from './api.js';
 import { sentence } from './codes.js';
 import { Session } from './session.js';
 
 const PICTURE_LIMIT = 262144; // bytes of the base64 data URL (PROTOCOL.md §9)
+const MIN_PASSWORD = 8; // for new passwords only: old accounts may have shorter ones
+const TITLE = 'imd chat';
+// Field limits of PROTOCOL.md §9, in characters, with the name the UI gives each field.
+const LIMITS = {
+  account: [64, 'account'],
+  password: [1024, 'password'],
+  new_password: [1024, 'new password'],
+  mail: [254, 'e-mail address'],
+  name: [64, 'display name'],
+  sex: [16, 'sex'],
+  birthday: [32, 'birthday'],
+  sign: [256, 'signature'],
+  note: [256, 'note'],
+};
+const OFFLINE = 'You are offline: cannot reach the server, so nothing was changed. '
+  + 'Try again once reconnected.';
 const $ = (id) => document.getElementById(id);
 
 const session = new Session();
@@ -13,6 +31,7 @@ const state = {
   me: null,
   friends: new Map(), // id -> { entry, unread, messages: [] }
   requests: new Map(), // requester id -> entry
+  outgoing: new Map(), // target id -> { id, name, note, state: 'pending' | 'declined' }
   current: null,
 };
 
@@ -43,6 +62,60 @@ function avatarSrc(picture, name) {
 
 function avatar(picture, name, cls = 'avatar') {
   return el('img', { class: cls, alt: '', src: avatarSrc(picture, name) });
+}
+
+/** Text with its http(s) links as anchors, built node by node (never parsed as HTML). */
+function linkified(text) {
+  const frag = document.createDocumentFragment();
+  const re = /\bhttps?:\/\/[^\s<>"']+/gi;
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    // Punctuation that ends a sentence is not part of the link.
+    const url = m[0].replace(/[.,;:!?)\]}]+$/, '');
+    let href;
+    try {
+      href = new URL(url);
+    } catch {
+      continue;
+    }
+    if (href.protocol !== 'http:' && href.protocol !== 'https:') continue;
+    frag.append(text.slice(last, m.index));
+    frag.append(el('a', {
+      href: href.href, target: '_blank', rel: 'noopener noreferrer', text: url,
+    }));
+    last = m.index + url.length;
+  }
+  frag.append(text.slice(last));
+  return frag;
+}
+
+/** A short form of a user id: the protocol gives search results and requests no account. */
+function ident(id) {
+  return el('span', { class: 'ident', title: `user id ${id}`, text: `#${String(id).slice(0, 8)}` });
+}
+
+/** The first field over its limit, named for a person; '' when none is. */
+function tooLong(fields) {
+  for (const [key, value] of Object.entries(fields)) {
+    const limit = LIMITS[key];
+    if (limit && typeof value === 'string' && [...value.trim()].length > limit[0]) {
+      return `The ${limit[1]} is too long: at most ${limit[0]} characters.`;
+    }
+  }
+  return '';
+}
+
+/** The sentence for a failed reply; a 527 names the field that is too long. */
+function failure(code, fields = {}) {
+  if (code === 527) return tooLong(fields) || sentence(527);
+  return sentence(code);
+}
+
+/** Whether an action may go ahead; says why not while disconnected. */
+function canAct(show = toast) {
+  if (session.online) return true;
+  show(OFFLINE);
+  return false;
 }
 
 let toastTimer = 0;
@@ -109,6 +182,18 @@ $('register-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const m = $('auth-message');
   m.classList.remove('good');
+  const missing = [['reg-account', 'an account name'], ['reg-password', 'a password'],
+    ['reg-mail', 'an e-mail address']].find(([id]) => !$(id).value.trim());
+  if (missing) {
+    m.textContent = `Please enter ${missing[1]}: it is required.`;
+    $(missing[0]).focus();
+    return;
+  }
+  if ($('reg-password').value.length < MIN_PASSWORD) {
+    m.textContent = `The password needs at least ${MIN_PASSWORD} characters.`;
+    $('reg-password').focus();
+    return;
+  }
   let picture = '';
   try {
     picture = await readPicture($('reg-picture'));
@@ -126,9 +211,14 @@ $('register-form').addEventListener('submit', async (ev) => {
     sign: $('reg-sign').value,
     picture,
   };
+  const long = tooLong(fields);
+  if (long) {
+    m.textContent = long;
+    return;
+  }
   const reply = await api.register(fields);
   if (reply.code !== 200) {
-    m.textContent = reply.code === 0 ? 'The server cannot be reached.' : sentence(reply.code);
+    m.textContent = failure(reply.code, fields);
     return;
   }
   $('login-account').value = fields.account.trim();
@@ -145,15 +235,19 @@ $('login-form').addEventListener('submit', async (ev) => {
   const m = $('auth-message');
   m.classList.remove('good');
   if (!account.trim() || !password.trim()) {
-    m.textContent = sentence(505);
+    m.textContent = 'Enter your account and password.';
     return;
   }
   m.textContent = 'Logging in…';
+  // Asked while the person is acting, so the browser shows the question.
+  if ('Notification' in window && Notification.permission === 'default') {
+    Notification.requestPermission().catch(() => {});
+  }
   try {
     await session.start(account, password);
     $('login-password').value = '';
   } catch (code) {
-    m.textContent = code === 0 ? 'The server cannot be reached.' : sentence(code);
+    m.textContent = sentence(code);
   }
 });
 
@@ -169,21 +263,75 @@ session.addEventListener('login', (ev) => {
     state.friends.set(f.id, { entry: f, unread: old ? old.unread : 0, messages: old ? old.messages : [] });
   }
   state.requests = new Map((reply.requests || []).map((r) => [r.id, r]));
+  state.outgoing = loadOutgoing();
+  for (const id of state.friends.keys()) state.outgoing.delete(id);
+  saveOutgoing();
   if (state.current && !state.friends.has(state.current)) state.current = null;
   $('auth').hidden = true;
   $('app').hidden = false;
   $('auth-message').textContent = '';
   renderMe();
   renderRequests();
+  renderOutgoing();
   renderFriends();
   renderChat();
 });
 
+let retryAt = 0;
+let retryTick = 0;
+
+function showRetry() {
+  const left = Math.max(0, Math.ceil((retryAt - Date.now()) / 1000));
+  $('conn-detail').textContent = left > 0
+    ? `Trying again in ${left} s. Messages and changes cannot be sent until then.`
+    : 'Reconnecting…';
+}
+
 session.addEventListener('state', (ev) => {
   const s = $('me-state');
   const online = ev.detail === 'online';
-  s.textContent = online ? 'online' : ev.detail === 'connecting' ? 'connecting…' : 'offline — reconnecting';
+  s.textContent = online ? 'online' : ev.detail === 'connecting' ? 'connecting…' : 'offline';
   s.classList.toggle('offline', !online);
+  if (ev.detail === 'closed') {
+    $('conn-banner').hidden = true;
+    clearInterval(retryTick);
+    return;
+  }
+  if (online) {
+    $('conn-banner').hidden = true;
+    clearInterval(retryTick);
+  } else if (state.me) {
+    $('conn-banner').hidden = false;
+    if (ev.detail === 'connecting') $('conn-detail').textContent = 'Reconnecting…';
+  }
+  if (ev.detail === 'offline') {
+    // Presence is unknown while we cannot hear the server.
+    renderFriends();
+    renderChat();
+  }
+});
+
+session.addEventListener('retry', (ev) => {
+  retryAt = Date.now() + ev.detail;
+  // For people nothing; for tests and tools, the wait and how many there were.
+  const banner = $('conn-banner');
+  banner.dataset.retryMs = String(ev.detail);
+  banner.dataset.attempt = String(Number(banner.dataset.attempt || 0) + 1);
+  showRetry();
+  clearInterval(retryTick);
+  retryTick = setInterval(showRetry, 1000);
+});
+
+$('reconnect-now').addEventListener('click', () => session.reconnectNow());
+window.addEventListener('online', () => session.reconnectNow());
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState !== 'visible') return;
+  session.reconnectNow();
+  const f = state.current && state.friends.get(state.current);
+  if (f && f.unread) {
+    f.unread = 0;
+    renderFriends();
+  }
 });
 
 session.addEventListener('replaced', () => {
@@ -202,6 +350,7 @@ session.addEventListener('receive', (ev) => {
   if (!friend) return;
   friend.messages.push({ id: m.id, mine: false, text: m.payload, ts: m.ts || Date.now() });
   if (state.current !== m.from || document.hidden) friend.unread += 1;
+  if (document.hidden) notify(friend, m);
   renderFriends();
   if (state.current === m.from) renderChat();
 });
@@ -240,6 +389,9 @@ session.addEventListener('push', (ev) => {
       if (p.friend && p.friend.id) {
         state.friends.set(p.friend.id, { entry: p.friend, unread: 0, messages: [] });
         state.requests.delete(p.friend.id);
+        state.outgoing.delete(p.friend.id);
+        saveOutgoing();
+        renderOutgoing();
         toast(`${p.friend.name} is now your friend.`);
         renderFriends();
         renderRequests();
@@ -254,9 +406,18 @@ session.addEventListener('push', (ev) => {
         renderChat();
       }
       break;
-    case 305:
-      toast(sentence(305));
+    case 305: {
+      const sent = state.outgoing.get(p.id);
+      if (sent) {
+        sent.state = 'declined';
+        saveOutgoing();
+        renderOutgoing();
+        toast(`${sent.name} declined your friend request.`);
+      } else {
+        toast(sentence(305));
+      }
       break;
+    }
     case 520:
       if (p.request && p.request.id) {
         state.requests.set(p.request.id, p.request);
@@ -269,11 +430,63 @@ session.addEventListener('push', (ev) => {
   }
 });
 
+function notify(friend, m) {
+  if (!('Notification' in window) || Notification.permission !== 'granted') return;
+  try {
+    const n = new Notification(friend.entry.name, { body: m.payload.slice(0, 200), tag: m.from });
+    n.onclick = () => {
+      window.focus();
+      openChat(m.from);
+      n.close();
+    };
+  } catch {
+    // Some browsers only notify from a service worker: the title still counts.
+  }
+}
+
+// ---------- requests I sent: the server has no route for them, so they live here ----------
+
+function outgoingKey() {
+  return `imd.outgoing.${state.me.id}`;
+}
+
+function loadOutgoing() {
+  try {
+    const list = JSON.parse(localStorage.getItem(outgoingKey()) || '[]');
+    return new Map(list
+      .filter((r) => r && typeof r.id === 'string' && typeof r.name === 'string')
+      .map((r) => [r.id, {
+        id: r.id,
+        name: r.name,
+        note: typeof r.note === 'string' ? r.note : '',
+        state: r.state === 'declined' ? 'declined' : 'pending',
+      }]));
+  } catch {
+    return new Map();
+  }
+}
+
+function saveOutgoing() {
+  if (!state.me) return;
+  try {
+    localStorage.setItem(outgoingKey(), JSON.stringify([...state.outgoing.values()]));
+  } catch {
+    // Storage full or off: the list lasts as long as the page.
+  }
+}
+
 // ---------- rendering ----------
 
 function renderMe() {
   $('me-name').textContent = state.me.name;
+  $('me-account').textContent = session.account;
   $('me-avatar').src = avatarSrc(state.me.picture, state.me.name);
+}
+
+function renderTitle() {
+  let unread = 0;
+  for (const f of state.friends.values()) unread += f.unread;
+  document.title = unread ? `(${unread}) ${TITLE}` : TITLE;
 }
 
 function renderFriends() {
@@ -282,46 +495,72 @@ function renderFriends() {
   const friends = [...state.friends.values()].sort((a, b) => a.entry.name.localeCompare(b.entry.name));
   for (const f of friends) {
     const e = f.entry;
-    const status = e.online ? 'online' : 'offline';
+    const status = !session.online ? 'unknown' : e.online ? 'online' : 'offline';
     const button = el('button', {
       type: 'button',
       class: 'friend',
       'data-id': e.id,
       'aria-current': String(state.current === e.id),
-      'aria-label': `${e.name}, ${status}${f.unread ? `, ${f.unread} unread` : ''}`,
+      'aria-label': `${e.name}, ${status === 'unknown' ? 'presence unknown while you are offline' : status}${
+        f.unread ? `, ${f.unread} unread` : ''}`,
       onclick: () => openChat(e.id),
     },
     avatar(e.picture, e.name),
     el('span', { class: 'who' }, el('span', { text: e.name }), el('span', { class: 'sign', text: e.sign })),
     f.unread ? el('span', { class: 'badge', text: String(f.unread) }) : null,
-    el('span', { class: `dot ${status}`, title: status }));
+    el('span', { class: `dot ${status}`, title: status === 'unknown' ? 'unknown while you are offline' : status }));
     list.append(el('li', {}, button));
   }
   $('no-friends').hidden = friends.length > 0;
+  renderTitle();
 }
 
 function renderRequests() {
   const list = $('requests');
   list.replaceChildren();
   for (const r of state.requests.values()) {
-    const alias = el('input', { 'aria-label': `Name for ${r.name}`, maxlength: '64' });
+    const alias = el('input', { maxlength: '64', class: 'alias' });
     alias.value = r.name;
     const accept = el('button', { type: 'button', class: 'primary', text: 'Accept', onclick: () => acceptRequest(r, alias.value) });
     const decline = el('button', { type: 'button', text: 'Decline', onclick: () => declineRequest(r) });
     list.append(el('li', { class: 'item request', 'data-id': r.id },
-      el('div', { class: 'head' }, el('strong', { text: r.name })),
+      el('div', { class: 'head' }, el('strong', { class: 'name', text: r.name }), ident(r.id)),
       r.note ? el('p', { class: 'note', text: r.note }) : null,
-      alias,
+      el('label', { class: 'field' }, 'Name in your friend list', alias),
       el('div', { class: 'actions' }, accept, decline)));
   }
   $('no-requests').hidden = state.requests.size > 0;
+}
+
+function renderOutgoing() {
+  const list = $('outgoing');
+  list.replaceChildren();
+  for (const r of state.outgoing.values()) {
+    const declined = r.state === 'declined';
+    const dismiss = declined ? el('button', {
+      type: 'button',
+      text: 'Dismiss',
+      onclick: () => {
+        state.outgoing.delete(r.id);
+        saveOutgoing();
+        renderOutgoing();
+      },
+    }) : null;
+    list.append(el('li', { class: `item sent ${r.state}`, 'data-id': r.id },
+      el('div', { class: 'head' }, el('strong', { class: 'name', text: r.name }), ident(r.id)),
+      r.note ? el('p', { class: 'note', text: r.note }) : null,
+      el('div', { class: 'actions' },
+        el('span', { class: 'state-text', text: declined ? `Declined by ${r.name}` : 'Pending' }),
+        dismiss)));
+  }
+  $('outgoing-section').hidden = state.outgoing.size === 0;
 }
 
 function statusText(msg) {
   if (msg.code === undefined) return ['sending…', 'sending'];
   if (msg.code === 200) return ['delivered', 'delivered'];
   if (msg.code === 202) return ['stored for when your friend logs in', 'stored'];
-  if (msg.code === 0) return ['not delivered: connection lost', 'failed'];
+  if (msg.code === 0) return ['not sent: cannot reach the server', 'failed'];
   return [`not delivered: ${sentence(msg.code)}`, 'failed'];
 }
 
@@ -340,7 +579,7 @@ function renderChat() {
     return;
   }
   const e = friend.entry;
-  $('chat-title').textContent = `${e.name}${e.online ? '' : ' (offline)'}`;
+  $('chat-title').textContent = `${e.name}${session.online && !e.online ? ' (offline)' : ''}`;
   $('chat-avatar').hidden = false;
   $('chat-avatar').src = avatarSrc(e.picture, e.name);
   for (const m of friend.messages) {
@@ -348,9 +587,14 @@ function renderChat() {
     if (m.mine) {
       const [text, cls] = statusText(m);
       meta.append(el('span', { class: `status ${cls}`, text }));
+      if (cls === 'failed') {
+        meta.append(el('button', {
+          type: 'button', class: 'link retry', text: 'Retry', onclick: () => retry(friend, m),
+        }));
+      }
     }
     list.append(el('li', { class: `bubble ${m.mine ? 'mine' : 'theirs'}`, 'data-id': m.id },
-      el('p', { class: 'text', text: m.text }), meta));
+      el('p', { class: 'text' }, linkified(m.text)), meta));
   }
   list.scrollTop = list.scrollHeight;
 }
@@ -377,9 +621,22 @@ function sendCurrent() {
   const text = input.value;
   if (!state.current || !text.trim()) return;
   const friend = state.friends.get(state.current);
-  const id = session.send(state.current, text);
-  friend.messages.push({ id, mine: true, text, ts: Date.now() });
+  // getRandomValues, not randomUUID: the page may be served over plain http on a LAN.
+  const cid = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+  const id = session.send(state.current, text, cid);
+  friend.messages.push({ id, cid, mine: true, text, ts: Date.now() });
   input.value = '';
+  renderChat();
+}
+
+function retry(friend, m) {
+  if (!canAct()) return;
+  m.id = session.send(friend.entry.id, m.text, m.cid);
+  m.code = undefined;
+  m.ts = Date.now();
+  // The retried message moves to the end, where it is now in the conversation.
+  friend.messages.splice(friend.messages.indexOf(m), 1);
+  friend.messages.push(m);
   renderChat();
 }
 
@@ -399,6 +656,7 @@ $('remove-friend').addEventListener('click', async () => {
   const button = $('remove-friend');
   const id = state.current;
   if (!id) return;
+  if (!canAct()) return;
   if (button.dataset.confirm !== 'yes') {
     button.dataset.confirm = 'yes';
     button.textContent = 'Really remove?';
@@ -419,6 +677,7 @@ $('remove-friend').addEventListener('click', async () => {
 });
 
 async function acceptRequest(r, alias) {
+  if (!canAct()) return;
   const reply = await api.add(session.auth, r.id, alias);
   if (reply.code === 200) {
     state.requests.delete(r.id);
@@ -434,14 +693,18 @@ async function acceptRequest(r, alias) {
   } else {
     if (reply.code === 525 || reply.code === 522) state.requests.delete(r.id);
     renderRequests();
-    toast(sentence(reply.code));
+    toast(failure(reply.code, { name: alias }));
   }
 }
 
 async function declineRequest(r) {
+  if (!canAct()) return;
   const reply = await api.decline(session.auth, r.id);
-  state.requests.delete(r.id);
-  renderRequests();
+  // Only what the server did shows: a request it never heard about stays.
+  if (reply.code === 200 || reply.code === 525) {
+    state.requests.delete(r.id);
+    renderRequests();
+  }
   toast(reply.code === 200 ? `Declined ${r.name}'s request.` : sentence(reply.code));
 }
 
@@ -449,6 +712,11 @@ $('search-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const name = $('search-name').value;
   const list = $('found');
+  if (!canAct()) return;
+  if (!name.trim()) {
+    toast(sentence(516));
+    return;
+  }
   list.replaceChildren();
   const reply = await api.found(session.auth, name);
   if (reply.code !== 200) {
@@ -462,27 +730,39 @@ $('search-form').addEventListener('submit', async (ev) => {
   }
   for (const u of found) {
     const isFriend = state.friends.has(u.id);
-    const note = el('input', { 'aria-label': `Note to ${u.name}`, placeholder: 'Say hello (optional)', maxlength: '256' });
+    const note = el('input', { placeholder: 'Say hello (optional)', maxlength: '256' });
+    const pending = state.outgoing.has(u.id) && state.outgoing.get(u.id).state === 'pending';
     const ask = el('button', {
       type: 'button',
       class: 'primary',
-      text: isFriend ? 'Friends' : 'Add friend',
+      text: isFriend ? 'Friends' : pending ? 'Ask again' : 'Add friend',
       onclick: async () => {
+        if (!canAct()) return;
         const r = await api.request(session.auth, u.id, note.value);
         if (r.code === 200) {
           ask.textContent = 'Request sent';
           ask.disabled = true;
+          if (!state.friends.has(u.id)) {
+            state.outgoing.set(u.id, { id: u.id, name: u.name, note: note.value.trim(), state: 'pending' });
+            saveOutgoing();
+            renderOutgoing();
+          }
           toast(`Friend request sent to ${u.name}.`);
         } else {
-          toast(sentence(r.code));
+          if (r.code === 522) {
+            state.outgoing.delete(u.id);
+            saveOutgoing();
+            renderOutgoing();
+          }
+          toast(failure(r.code, { note: note.value }));
         }
       },
     });
     if (isFriend) ask.disabled = true;
     list.append(el('li', { class: 'item found', 'data-id': u.id },
-      el('div', { class: 'head' }, avatar(u.picture, u.name), el('strong', { text: u.name })),
+      el('div', { class: 'head' }, avatar(u.picture, u.name), el('strong', { class: 'name', text: u.name }), ident(u.id)),
       u.sign ? el('p', { class: 'note', text: u.sign }) : null,
-      isFriend ? null : note,
+      isFriend ? null : el('label', { class: 'field' }, 'Note (optional)', note),
       el('div', { class: 'actions' }, ask)));
   }
 });
@@ -493,7 +773,10 @@ $('logoff').addEventListener('click', async () => {
   if (auth) await api.logoff(auth);
   state.friends = new Map();
   state.requests = new Map();
+  state.outgoing = new Map();
   state.current = null;
+  state.me = null;
+  document.title = TITLE;
   $('found').replaceChildren();
   showAuth('login', 'You are logged off.', true);
 });
@@ -501,6 +784,7 @@ $('logoff').addEventListener('click', async () => {
 // ---------- profile ----------
 
 const dialog = $('profile-dialog');
+const TEXT_FIELDS = ['name', 'sex', 'birthday', 'sign'];
 
 $('edit-profile').addEventListener('click', () => {
   const me = state.me;
@@ -508,11 +792,16 @@ $('edit-profile').addEventListener('click', () => {
   $('pf-sex').value = me.sex;
   $('pf-birthday').value = me.birthday;
   $('pf-sign').value = me.sign;
-  $('pf-mail').value = '';
+  $('pf-mail').value = me.mail || '';
   $('pf-picture').value = '';
+  $('pf-clear-picture').checked = false;
   $('pf-old').value = '';
   $('pf-new').value = '';
   $('profile-message').textContent = '';
+  $('erase-box').hidden = true;
+  $('erase-open').hidden = false;
+  $('erase-password').value = '';
+  $('erase-message').textContent = '';
   dialog.showModal();
 });
 
@@ -521,36 +810,105 @@ $('profile-cancel').addEventListener('click', () => dialog.close());
 $('profile-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const msg = $('profile-message');
-  const fields = {
-    name: $('pf-name').value,
-    sex: $('pf-sex').value,
-    birthday: $('pf-birthday').value,
-    sign: $('pf-sign').value,
-    mail: $('pf-mail').value,
+  if (!canAct((t) => { msg.textContent = t; })) return;
+  const me = state.me;
+  // Only what changed is sent; a field emptied by the person is cleared (§3.4 ext),
+  // since an empty field alone means "unchanged" on the wire.
+  const fields = {};
+  const clear = [];
+  const input = {
+    name: $('pf-name').value, sex: $('pf-sex').value, birthday: $('pf-birthday').value, sign: $('pf-sign').value,
   };
-  try {
-    const picture = await readPicture($('pf-picture'));
-    if (picture) fields.picture = picture;
-  } catch (e) {
-    msg.textContent = e.message;
+  for (const k of TEXT_FIELDS) {
+    const v = input[k].trim();
+    if (v && v !== me[k]) fields[k] = v;
+    else if (!v && me[k]) clear.push(k);
+  }
+  const mail = $('pf-mail').value.trim();
+  if (!mail) {
+    msg.textContent = 'Your e-mail address cannot be empty: it is used if you forget your password.';
     return;
   }
+  if (mail !== me.mail) fields.mail = mail;
+  if ($('pf-clear-picture').checked) {
+    clear.push('picture');
+  } else {
+    try {
+      const picture = await readPicture($('pf-picture'));
+      if (picture) fields.picture = picture;
+    } catch (e) {
+      msg.textContent = e.message;
+      return;
+    }
+  }
   if ($('pf-old').value || $('pf-new').value) {
+    if (!$('pf-old').value || !$('pf-new').value) {
+      msg.textContent = 'To change your password, enter the current one and the new one.';
+      return;
+    }
+    if ($('pf-new').value.length < MIN_PASSWORD) {
+      msg.textContent = `The new password needs at least ${MIN_PASSWORD} characters.`;
+      return;
+    }
     fields.password = $('pf-old').value;
     fields.new_password = $('pf-new').value;
   }
+  const long = tooLong(fields);
+  if (long) {
+    msg.textContent = long;
+    return;
+  }
+  if (clear.length) fields.clear = clear;
   const reply = await api.updateProfile(session.auth, fields);
   if (reply.code !== 200) {
-    msg.textContent = sentence(reply.code);
+    msg.textContent = reply.code === 505 ? 'The current password is wrong.' : failure(reply.code, fields);
     return;
   }
   if (fields.new_password) session.setPassword(fields.new_password);
-  for (const k of ['name', 'sex', 'birthday', 'sign', 'picture']) {
-    if (fields[k] && fields[k].trim()) state.me[k] = fields[k].trim();
+  for (const k of [...TEXT_FIELDS, 'picture', 'mail']) {
+    if (fields[k]) me[k] = fields[k];
   }
+  for (const k of clear) me[k] = k === 'name' ? session.account : '';
   renderMe();
   dialog.close();
   toast('Profile saved.');
+});
+
+$('erase-open').addEventListener('click', () => {
+  $('erase-open').hidden = true;
+  $('erase-box').hidden = false;
+  $('erase-password').focus();
+});
+
+$('erase-confirm').addEventListener('click', async () => {
+  const msg = $('erase-message');
+  if (!canAct((t) => { msg.textContent = t; })) return;
+  const password = $('erase-password').value;
+  if (!password.trim()) {
+    msg.textContent = 'Enter your password to delete your account.';
+    return;
+  }
+  const reply = await api.erase(session.auth, password);
+  if (reply.code !== 200) {
+    msg.textContent = reply.code === 505 ? 'That password is wrong.' : sentence(reply.code);
+    return;
+  }
+  const me = state.me;
+  session.stop();
+  try {
+    localStorage.removeItem(`imd.outgoing.${me.id}`);
+  } catch {
+    // Nothing kept, nothing to remove.
+  }
+  dialog.close();
+  state.friends = new Map();
+  state.requests = new Map();
+  state.outgoing = new Map();
+  state.current = null;
+  state.me = null;
+  document.title = TITLE;
+  $('found').replaceChildren();
+  showAuth('login', 'Your account was deleted.', true);
 });
 
 showAuth('login');

@@ -2,6 +2,7 @@
 // bare number.
 
 const SENTENCES = {
+  0: 'Cannot reach the server: check your connection. Nothing was changed.',
   200: 'Done.',
   202: 'Your friend is offline; the message will be delivered when they log in.',
   300: 'Your friend went offline.',
@@ -39,6 +40,7 @@ const SENTENCES = {
   525: 'That friend request is no longer pending.',
   526: 'You cannot befriend yourself.',
   527: 'One of the fields is too long.',
+  529: 'That message was already sent.',
   528: 'The account name may not contain spaces or control characters.',
 };
 

@@ -1,11 +1,13 @@
 // The login WebSocket: credentials in the first frame, JSON heartbeats, acks matched
-// to sends by their id, and reconnection with backoff after a dropped connection.
+// to sends by their id, and reconnection with backoff after a dropped connection. The
+// backoff stays short (10 s at most) because the page also retries at once when it
+// becomes visible or the network comes back, and the user can ask for it.
 // Credentials live in this object only (memory), never in any storage.
 
 import { loginUrl } from './api.js';
 
 const HEARTBEAT_MS = 30_000;
-const BACKOFF_MS = [1000, 2000, 4000, 8000, 15000, 30000];
+const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000];
 
 export class Session extends EventTarget {
   #ws = null;
@@ -18,6 +20,16 @@ export class Session extends EventTarget {
   #stopped = false;
   #loggedIn = false;
   auth = null;
+
+  /** True while logged in over a live socket: only then can anything reach the server. */
+  get online() {
+    return this.#loggedIn && this.#ws !== null && this.#ws.readyState === WebSocket.OPEN;
+  }
+
+  /** The account given at login (the protocol never sends it back). */
+  get account() {
+    return this.#creds ? this.#creds.account : '';
+  }
 
   /** Logs in; resolves with the login reply, rejects with the failure code. */
   start(account, password) {
@@ -85,12 +97,22 @@ export class Session extends EventTarget {
     const delay = BACKOFF_MS[Math.min(this.#retry, BACKOFF_MS.length - 1)];
     this.#retry += 1;
     clearTimeout(this.#retryTimer);
-    this.#retryTimer = setTimeout(() => {
-      if (this.#stopped) return;
-      this.#connect().catch((code) => {
-        if (code !== 0) this.#emit('failed', code);
-      });
-    }, delay);
+    this.#retryTimer = setTimeout(() => this.#reconnect(), delay);
+    this.#emit('retry', delay);
+  }
+
+  #reconnect() {
+    if (this.#stopped) return;
+    this.#connect().catch((code) => {
+      if (code !== 0) this.#emit('failed', code);
+    });
+  }
+
+  /** Tries again at once when disconnected (a click, the page shown, the network back). */
+  reconnectNow() {
+    if (this.#stopped || !this.#creds || this.#ws !== null) return;
+    clearTimeout(this.#retryTimer);
+    this.#reconnect();
   }
 
   #dispatch(msg) {
@@ -111,11 +133,16 @@ export class Session extends EventTarget {
     }
   }
 
-  /** Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event. */
-  send(toFriend, payload) {
+  /**
+   * Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event.
+   * `cid` names the message across retries: a server that keeps history (PROTOCOL.md
+   * §10.2) stores a retried message once even when the first try's ack was lost; other
+   * servers ignore the field.
+   */
+  send(toFriend, payload, cid) {
     this.#seq += 1;
     const id = `${Date.now().toString(36)}-${this.#seq}`;
-    const sent = { id, toFriend, payload };
+    const sent = { id, toFriend, payload, cid };
     if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || !this.#loggedIn) {
       queueMicrotask(() => this.#emit('ack', { ...sent, code: 0 }));
       return id;
@@ -156,7 +183,9 @@ export class Session extends EventTarget {
     this.#stopHeartbeat();
     if (this.#ws) this.#ws.close(1000);
     this.#ws = null;
+    this.#loggedIn = false;
     this.auth = null;
+    this.#emit('state', 'closed');
   }
 
   #emit(type, detail) {
