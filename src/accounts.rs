@@ -182,28 +182,30 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
     }
     let profile = app.directory.write(|| {
-        let profile = app.store(|s| {
-            s.update_profile(&me, &update)?;
-            s.user_by_id(&me)
-        })?;
-        let change = profile.as_ref().map_or(Change::Unchanged, |p| Change::Updated(p.into()));
-        Ok::<_, Fail>((profile, change))
+        // Written and read back in one transaction: an erase racing it answers 515.
+        let p = app.store(|s| s.update_profile(&me, &update))?;
+        let change = Change::Updated((&p).into());
+        Ok::<_, Fail>((p, change))
     })?;
 
     // Each friend sees the change under the alias they gave me.
-    if let Some(p) = profile {
-        let watchers = app.store(|s| s.aliases_for(&me))?;
-        app.sessions.with_online(|online| {
-            for (friend, alias) in &watchers {
-                if let Some(c) = online.conn(friend) {
-                    let push =
-                        proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
-                    remote.send_text(c, push);
-                    app.metrics.pushed(Code::RefreshProfile);
-                }
+    let watchers = app.store(|s| s.aliases_for(&me))?;
+    app.sessions.with_online(|online| {
+        for (friend, alias) in &watchers {
+            if let Some(c) = online.conn(friend) {
+                let push = proto::profile_push(
+                    &me,
+                    alias,
+                    &profile.picture,
+                    &profile.sex,
+                    &profile.birthday,
+                    &profile.sign,
+                );
+                remote.send_text(c, push);
+                app.metrics.pushed(Code::RefreshProfile);
             }
-        });
-    }
+        }
+    });
     Ok(proto::status(Code::Success))
 }
 

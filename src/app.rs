@@ -78,6 +78,13 @@ impl Fail {
         match self {
             Fail::Code(c) => *c,
             Fail::Store(StoreError::AccountTaken) => Code::AccountExists,
+            Fail::Store(StoreError::AlreadyFriends) => Code::AlreadyBeFriend,
+            Fail::Store(StoreError::NoSuchUser) => Code::FriendNotExists,
+            Fail::Store(StoreError::NoRequest) => Code::RequestNotExists,
+            Fail::Store(StoreError::TooManyRequests) => Code::TooManyRequests,
+            Fail::Store(StoreError::NotFriends) => Code::NotRelationOfFriend,
+            // Erased while the request was under way: its session went with it.
+            Fail::Store(StoreError::UserGone) => Code::AuthIllegal,
             Fail::Store(e) => {
                 log::error!("store: {e}");
                 Code::InternalError

@@ -48,5 +48,7 @@ mod token;
 mod tunnel;
 
 pub use app::App;
-pub use config::{Config, ConfigError, PasswordConfig, RateLimits, SessionConfig, StoreConfig};
+pub use config::{
+    Config, ConfigError, PasswordConfig, RateLimits, RequestLimits, SessionConfig, StoreConfig,
+};
 pub use daemon::{run, Daemon, Error};
