@@ -2,7 +2,7 @@
 
 use proto::{Code, Field};
 use reactor::{Remote, Request};
-use store::{NewUser, ProfileUpdate};
+use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Fail, Outcome};
 use crate::directory::{Change, Listing};
@@ -101,9 +101,10 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::PasswordEmpty.into());
     }
     app.config.fields.check(Field::Password, password)?;
-    let user = app.store(|s| s.user_by_id(&me))?;
-    let stored = user.as_ref().map(|u| u.password_hash.as_str());
-    if !app.passwords.verify(password, stored) {
+    // An account erased since the session was checked (a racing erase) answers as
+    // its session does now: 515.
+    let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
+    if !app.passwords.verify(password, Some(&user.password_hash)) {
         return Err(Code::AccountPasswordWrong.into());
     }
     let former_friends = app.directory.write(|| {
@@ -175,8 +176,8 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if password_change {
         limits.check(Field::Password, old)?;
         limits.check(Field::Password, new)?;
-        let user = app.store(|s| s.user_by_id(&me))?;
-        if !app.passwords.verify(old, user.as_ref().map(|u| u.password_hash.as_str())) {
+        let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
+        if !app.passwords.verify(old, Some(&user.password_hash)) {
             return Err(Code::AccountPasswordWrong.into());
         }
         update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
