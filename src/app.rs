@@ -179,7 +179,7 @@ impl App {
         }
         let route = Route::of(path);
         let outcome = match route {
-            Route::Health => return (route, self.metrics.health(remote)),
+            Route::Health => return (route, self.metrics.health(remote, self.db.is_replaced())),
             Route::Metrics => return (route, self.metrics.render(self, remote)),
             Route::NotFound => return (route, not_found()),
             Route::Login => Err(Fail::Code(Code::ProtocolError)),

@@ -85,8 +85,9 @@ impl Daemon {
 /// How often housekeeping gives freed memory back while connections keep closing.
 const TRIM_EVERY_TICKS: u64 = 8;
 
-/// Four times a second: close logins that sent no credentials in time. Every two seconds
-/// when connections have closed meanwhile: give their memory back to the system. Every
+/// Four times a second: close logins that sent no credentials in time, and check that
+/// the database path still names the file opened at start. Every two seconds when
+/// connections have closed meanwhile: give their memory back to the system. Every
 /// minute: forget rate-limit buckets that have refilled. Ends when the server shuts down.
 fn housekeeping(app: &App, remote: &Remote) {
     let mut tick = 0u64;
@@ -94,6 +95,8 @@ fn housekeeping(app: &App, remote: &Remote) {
     while !remote.is_shutting_down() {
         thread::sleep(Duration::from_millis(250));
         tunnel::expire_logins(app, remote);
+        // A mismatch is logged once, inside; from then on writes answer 500.
+        let _ = app.db.check_files();
         tick += 1;
         let closed = closed_connections(remote);
         if tick % TRIM_EVERY_TICKS == 0 && closed != closed_at_trim {

@@ -122,6 +122,17 @@ impl Store {
         Ok(first == "ok")
     }
 
+    /// Writes a consistent copy of the database, committed WAL frames included, to a
+    /// new file at `to` (`VACUUM INTO`). Works while the file this connection opened
+    /// has been deleted, as long as the connection stays open.
+    pub fn copy_to(&self, to: &Path) -> Result<()> {
+        let to = to
+            .to_str()
+            .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::InvalidPath(to.to_path_buf())))?;
+        self.conn.execute("VACUUM INTO ?1", [to])?;
+        Ok(())
+    }
+
     fn write(&mut self) -> Result<Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }

@@ -683,3 +683,18 @@ fn one_process_owns_the_file_with_no_shared_memory_file() {
     assert!(c.user_by_id("a").unwrap().is_some());
     assert!(shm.exists(), "the default VFS shares the index through -shm");
 }
+
+#[test]
+fn a_copy_holds_what_the_open_file_held_even_once_deleted() {
+    let (db, s) = abc();
+    for suffix in ["", "-wal"] {
+        let mut p = db.path().to_path_buf().into_os_string();
+        p.push(suffix);
+        std::fs::remove_file(p).unwrap();
+    }
+    let copy = TempDb::new();
+    s.copy_to(copy.path()).unwrap();
+    let c = copy.open();
+    assert_eq!(c.directory(64).unwrap().len(), 3);
+    assert!(c.integrity_check().unwrap());
+}
