@@ -1,5 +1,6 @@
 //! Starting and stopping the daemon: bind, run the reactor, handle signals (SIGTERM and
-//! SIGINT stop gracefully, SIGHUP reloads the TLS certificate), housekeeping.
+//! SIGINT stop gracefully, SIGHUP reloads the TLS certificate, SIGUSR1 writes a backup
+//! of the database), housekeeping.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -120,7 +121,7 @@ fn closed_connections(remote: &Remote) -> u64 {
 
 /// Runs the daemon with signal handling until SIGTERM or SIGINT.
 pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
     let daemon = Daemon::bind(config)?;
     if let Some(a) = daemon.local_addr() {
@@ -130,7 +131,8 @@ pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
         log::info!("listening on https://{a}");
     }
     let remote = daemon.remote();
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+    let app = daemon.app.clone();
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
         .map_err(|e| Error::Config(format!("cannot install signal handlers: {e}")))?;
     let handle = signals.handle();
     let config_path = config_path.to_path_buf();
@@ -140,6 +142,11 @@ pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
             for sig in signals.forever() {
                 if sig == SIGHUP {
                     reload_tls(&config_path, &remote);
+                } else if sig == SIGUSR1 {
+                    match app.db.backup() {
+                        Ok(to) => log::info!("SIGUSR1: backup written to {}", to.display()),
+                        Err(e) => log::error!("SIGUSR1: no backup: {e}"),
+                    }
                 } else {
                     log::info!("signal {sig}: shutting down");
                     remote.shutdown();

@@ -165,19 +165,31 @@ impl Db {
         self.opened.load(Ordering::Relaxed)
     }
 
+    /// Writes a consistent copy of the database to `<path>.backup-<unix seconds>`
+    /// while the daemon keeps serving (SIGUSR1): other processes cannot open the file
+    /// while imd runs, so `sqlite3 .backup` cannot.
+    pub fn backup(&self) -> Result<PathBuf, StoreError> {
+        self.check_files()?;
+        let to = suffixed(&self.config.path, &format!(".backup-{}", unix_secs()));
+        let anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
+        anchor.copy_to(&to)?;
+        Ok(to)
+    }
+
     /// Copies what the file opened at start holds (acknowledged writes included)
     /// to `<path>.rescued-<unix seconds>`, through the anchor that still has it open.
     fn rescue(&self) {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let to = suffixed(&self.config.path, &format!(".rescued-{secs}"));
+        let to = suffixed(&self.config.path, &format!(".rescued-{}", unix_secs()));
         let anchor = self.anchor.lock().unwrap_or_else(|p| p.into_inner());
         match anchor.copy_to(&to) {
             Ok(()) => log::error!("[store] the open database was saved to {}", to.display()),
             Err(e) => log::error!("[store] the open database could not be saved: {e}"),
         }
     }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 fn open(config: &StoreConfig) -> Result<Store, StoreError> {

@@ -1,7 +1,8 @@
 //! The database files under a running daemon (the `imd` binary in a child process):
 //! deleted or replaced, the daemon stops acknowledging writes into a file nobody will
 //! read, says so in its log and on `/im/health`, and saves what the open file held; it
-//! owns the file alone, with no `-shm` whose truncation would kill it with SIGBUS.
+//! owns the file alone, with no `-shm` whose truncation would kill it with SIGBUS, and
+//! writes a backup on SIGUSR1.
 
 mod common;
 
@@ -103,4 +104,21 @@ fn the_daemon_owns_its_database_with_no_shared_memory_file() {
     }
     assert_code(&register(&d, "still-serving"), 200, "Success");
     assert!(d.stop().success());
+}
+
+#[test]
+fn sigusr1_writes_a_backup_while_serving() {
+    let dir = temp_dir();
+    let d = ChildDaemon::spawn(&dir, "");
+    assert_code(&register(&d, "kept"), 200, "Success");
+    d.signal("USR1");
+    let line = d.log_line("backup written to ", Duration::from_secs(10));
+    let to = line.and_then(|l| l.split("backup written to ").nth(1).map(PathBuf::from));
+    let to = to.unwrap_or_else(|| panic!("no backup line: {:?}", d.log()));
+    assert!(to.starts_with(&dir), "{}", to.display());
+    let opts = store::StoreOptions { process_exclusive: false, ..Default::default() };
+    let copy = store::Store::open(&to, &opts).expect("open the backup");
+    assert!(copy.account_exists("kept").expect("read"));
+    assert!(copy.integrity_check().expect("check"));
+    assert_code(&register(&d, "after"), 200, "Success");
 }
