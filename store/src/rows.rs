@@ -135,8 +135,8 @@ pub enum Requested {
     Befriended {
         /// The requester.
         requester: UserRow,
-        /// The target.
-        target: UserRow,
+        /// The target (boxed: most requests are only stored).
+        target: Box<UserRow>,
     },
 }
 

@@ -372,7 +372,7 @@ impl Store {
         if request_in(&tx, to, from)? {
             befriend_in(&tx, from, &target.name, to, &requester.name)?;
             tx.commit()?;
-            return Ok(Requested::Befriended { requester, target });
+            return Ok(Requested::Befriended { requester, target: Box::new(target) });
         }
         if !request_in(&tx, from, to)? {
             let held: i64 = tx
