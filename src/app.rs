@@ -85,6 +85,8 @@ impl Fail {
             Fail::Store(StoreError::NotFriends) => Code::NotRelationOfFriend,
             // Erased while the request was under way: its session went with it.
             Fail::Store(StoreError::UserGone) => Code::AuthIllegal,
+            // Logged once when found; every request after it would repeat the line.
+            Fail::Store(StoreError::FileReplaced) => Code::InternalError,
             Fail::Store(e) => {
                 log::error!("store: {e}");
                 Code::InternalError

@@ -243,6 +243,7 @@ mod tests {
                 assert!(db.with(|_| Err::<(), _>(read_only())).is_err());
                 db.with(|s| s.schema_version()).expect("after read-only");
                 assert_eq!(db.opened(), opened + 1, "reopened once");
+                assert!(db.check_files().is_ok(), "closing a worker's connection keeps the WAL");
             });
         });
         drop(db);
