@@ -221,3 +221,36 @@ fn pending_requests_are_capped_and_listed_newest_first() {
     assert_code(&r, 200, "Success");
     assert_code(&ask(&senders[3], "n3"), 200, "Success");
 }
+
+#[test]
+fn accepting_twice_and_declining_one_request_at_once_has_one_winner() {
+    let s = TestServer::start();
+    for round in 0..80 {
+        let (_, a, _, b) = pair(&s, "accdec");
+        let r = get(&s, Via::Plain, &format!("/im/friends/request?{}&to={}", a.auth(), b.id));
+        assert_code(&r, 200, "Success");
+        let accept = format!("/im/friends/add?{}&from={}&name=A", b.auth(), a.id);
+        let replies = race(
+            &s,
+            vec![
+                Racer::get(accept.clone(), Duration::ZERO),
+                Racer::get(accept, skew(round)),
+                Racer::get(
+                    format!("/im/friends/decline?{}&from={}", b.auth(), a.id),
+                    skew(round + 4),
+                ),
+            ],
+        );
+        let codes: Vec<_> = replies.iter().map(|r| r["code"].as_u64().unwrap_or(0)).collect();
+        assert_eq!(codes.iter().filter(|c| **c == 200).count(), 1, "round {round}: {codes:?}");
+        let befriended = codes[..2].contains(&200);
+        let expected: &[u64] = if befriended { &[200, 522, 525] } else { &[525, 525, 200] };
+        let mut sorted = codes.clone();
+        sorted.sort_unstable();
+        let mut want = expected.to_vec();
+        want.sort_unstable();
+        assert_eq!(sorted, want, "round {round}: {codes:?}");
+        let list = get(&s, Via::Plain, &format!("/im/friends/list?{}", a.auth()));
+        assert_eq!(list["friends"].is_array(), befriended, "round {round}: {list}");
+    }
+}
