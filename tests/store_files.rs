@@ -91,6 +91,9 @@ fn the_daemon_owns_its_database_with_no_shared_memory_file() {
         std::fs::write(&shm, b"").expect("truncate -shm");
     }
     assert_eq!(http(&d, Via::Plain, "GET", "/im/health", "").status, 200);
+    let metrics = String::from_utf8(http(&d, Via::Plain, "GET", "/im/metrics", "").body)
+        .expect("utf8 metrics");
+    assert!(metrics.contains("imd_store_connections_opened_total "), "{metrics}");
 
     // Another process is locked out instead of sharing an index it cannot see.
     let opts = store::StoreOptions {
