@@ -2,7 +2,7 @@
 
 use proto::{Code, Field};
 use reactor::{Remote, Request};
-use store::{NewUser, ProfileUpdate};
+use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Fail, Outcome};
 use crate::directory::{Change, Listing};
@@ -104,9 +104,10 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::PasswordEmpty.into());
     }
     app.config.fields.check(Field::Password, password)?;
-    let user = app.store(|s| s.user_by_id(&me))?;
-    let stored = user.as_ref().map(|u| u.password_hash.as_str());
-    if !app.passwords.verify(password, stored) {
+    // An account erased since the session was checked (a racing erase) answers as
+    // its session does now: 515.
+    let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
+    if !app.passwords.verify(password, Some(&user.password_hash)) {
         return Err(Code::AccountPasswordWrong.into());
     }
     let former_friends = app.directory.write(|| {
@@ -189,8 +190,8 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if password_change {
         limits.check(Field::Password, old)?;
         limits.check(Field::Password, new)?;
-        let user = app.store(|s| s.user_by_id(&me))?;
-        if !app.passwords.verify(old, user.as_ref().map(|u| u.password_hash.as_str())) {
+        let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
+        if !app.passwords.verify(old, Some(&user.password_hash)) {
             return Err(Code::AccountPasswordWrong.into());
         }
         update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
@@ -200,28 +201,30 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         update.name = user.map(|u| u.account);
     }
     let profile = app.directory.write(|| {
-        let profile = app.store(|s| {
-            s.update_profile(&me, &update)?;
-            s.user_by_id(&me)
-        })?;
-        let change = profile.as_ref().map_or(Change::Unchanged, |p| Change::Updated(p.into()));
-        Ok::<_, Fail>((profile, change))
+        // Written and read back in one transaction: an erase racing it answers 515.
+        let p = app.store(|s| s.update_profile(&me, &update))?;
+        let change = Change::Updated((&p).into());
+        Ok::<_, Fail>((p, change))
     })?;
 
     // Each friend sees the change under the alias they gave me.
-    if let Some(p) = profile {
-        let watchers = app.store(|s| s.aliases_for(&me))?;
-        app.sessions.with_online(|online| {
-            for (friend, alias) in &watchers {
-                if let Some(c) = online.conn(friend) {
-                    let push =
-                        proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
-                    remote.send_text(c, push);
-                    app.metrics.pushed(Code::RefreshProfile);
-                }
+    let watchers = app.store(|s| s.aliases_for(&me))?;
+    app.sessions.with_online(|online| {
+        for (friend, alias) in &watchers {
+            if let Some(c) = online.conn(friend) {
+                let push = proto::profile_push(
+                    &me,
+                    alias,
+                    &profile.picture,
+                    &profile.sex,
+                    &profile.birthday,
+                    &profile.sign,
+                );
+                remote.send_text(c, push);
+                app.metrics.pushed(Code::RefreshProfile);
             }
-        });
-    }
+        }
+    });
     Ok(proto::status(Code::Success))
 }
 

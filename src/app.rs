@@ -78,6 +78,15 @@ impl Fail {
         match self {
             Fail::Code(c) => *c,
             Fail::Store(StoreError::AccountTaken) => Code::AccountExists,
+            Fail::Store(StoreError::AlreadyFriends) => Code::AlreadyBeFriend,
+            Fail::Store(StoreError::NoSuchUser) => Code::FriendNotExists,
+            Fail::Store(StoreError::NoRequest) => Code::RequestNotExists,
+            Fail::Store(StoreError::TooManyRequests) => Code::TooManyRequests,
+            Fail::Store(StoreError::NotFriends) => Code::NotRelationOfFriend,
+            // Erased while the request was under way: its session went with it.
+            Fail::Store(StoreError::UserGone) => Code::AuthIllegal,
+            // Logged once when found; every request after it would repeat the line.
+            Fail::Store(StoreError::FileReplaced) => Code::InternalError,
             Fail::Store(e) => {
                 log::error!("store: {e}");
                 Code::InternalError
@@ -172,7 +181,7 @@ impl App {
         }
         let route = Route::of(path);
         let outcome = match route {
-            Route::Health => return (route, self.metrics.health(remote)),
+            Route::Health => return (route, self.metrics.health(remote, self.db.is_replaced())),
             Route::Metrics => return (route, self.metrics.render(self, remote)),
             Route::NotFound => return (route, not_found()),
             Route::Login => Err(Fail::Code(Code::ProtocolError)),

@@ -28,6 +28,18 @@ pub struct Config {
     pub rate_limit: RateLimits,
     /// Field limits of PROTOCOL.md §9.
     pub fields: proto::Limits,
+    /// Pending friend requests (PROTOCOL.md §5.7).
+    pub requests: RequestLimits,
+}
+
+/// `[limits]` on pending friend requests: a user flooded with requests still logs in
+/// with a bounded reply, and the store holds a bounded number per user.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    /// The newest requests listed in the login reply (default 100).
+    pub login_requests: usize,
+    /// Most pending requests a user holds; a new one beyond answers 524 (default 1000).
+    pub pending_per_user: usize,
 }
 
 /// `[store]`.
@@ -113,6 +125,7 @@ impl Default for Config {
                 heartbeat_per_min: 12,
             },
             fields: proto::Limits::default(),
+            requests: RequestLimits { login_requests: 100, pending_per_user: 1000 },
         }
     }
 }
@@ -235,6 +248,9 @@ impl Doc<'_> {
         self.count("limits", "picture_bytes", 1, 64 << 20, &mut f.picture)?;
         self.count("limits", "payload_bytes", 1, 64 << 20, &mut f.payload)?;
         self.count("limits", "dialogue_id_chars", 1, 4096, &mut f.dialogue_id)?;
+        let q = &mut c.requests;
+        self.count("limits", "login_requests", 1, 1_000_000, &mut q.login_requests)?;
+        self.count("limits", "pending_requests_per_user", 1, 10_000_000, &mut q.pending_per_user)?;
 
         self.secs("websocket", "ping_interval_s", &mut t.ws_ping_interval)?;
         self.secs("websocket", "idle_timeout_s", &mut t.ws_idle_timeout)?;
@@ -444,6 +460,18 @@ mod tests {
         assert_eq!(c.rate_limit.register_per_min, 10);
         assert_eq!(c.transport.head_bytes, 16 * 1024);
         assert_eq!(c.fields.payload, 64 * 1024);
+        assert_eq!(c.requests.login_requests, 100);
+        assert_eq!(c.requests.pending_per_user, 1000);
+    }
+
+    #[test]
+    fn request_limits_are_read_and_checked() {
+        let (c, w) = parse("[limits]\nlogin_requests = 5\npending_requests_per_user = 7");
+        let c = c.unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!((c.requests.login_requests, c.requests.pending_per_user), (5, 7));
+        let (c, _) = parse("[limits]\npending_requests_per_user = 0");
+        assert!(c.unwrap_err().to_string().contains("pending_requests_per_user"));
     }
 
     #[test]

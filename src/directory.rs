@@ -106,8 +106,6 @@ pub fn found_entry(u: &UserRow) -> FoundEntry {
 /// How a committed store write changes the directory.
 #[derive(Debug)]
 pub enum Change {
-    /// Nothing to change (the write touched no user).
-    Unchanged,
     /// A user registered.
     Added(Listing),
     /// A user's profile changed; ignored when the user is not listed (erased).
@@ -154,11 +152,9 @@ impl Directory {
     pub fn write<T, E>(&self, write: impl FnOnce() -> Result<(T, Change), E>) -> Result<T, E> {
         let changes = self.changes.lock().unwrap_or_else(|p| p.into_inner());
         let (out, change) = write()?;
-        if !matches!(change, Change::Unchanged) {
-            let (done, applied) = crossbeam_channel::bounded(1);
-            if changes.send((change, done)).is_err() || applied.recv().is_err() {
-                log::error!("the directory's thread is gone: search misses a change");
-            }
+        let (done, applied) = crossbeam_channel::bounded(1);
+        if changes.send((change, done)).is_err() || applied.recv().is_err() {
+            log::error!("the directory's thread is gone: search misses a change");
         }
         Ok(out)
     }
@@ -206,7 +202,6 @@ fn apply(index: &RwLock<Index>, queue: &Receiver<(Change, Sender<()>)>) {
     let lock = || index.write().unwrap_or_else(|p| p.into_inner());
     for (change, done) in queue {
         match change {
-            Change::Unchanged => {}
             Change::Added(l) => {
                 let entry = Arc::new(Entry::new(&l));
                 let mut index = lock();

@@ -2,7 +2,7 @@
 
 use proto::{Code, Field, FriendEntry, RequestEntry};
 use reactor::{Remote, Request};
-use store::{FriendRow, UserRow};
+use store::{FriendRow, Requested, UserRow};
 
 use crate::accounts::authenticate;
 use crate::app::{App, Outcome};
@@ -41,37 +41,31 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if to == me {
         return Err(Code::CannotBefriendYourself.into());
     }
-    if app.store(|s| s.are_friends(&me, to))? {
-        return Err(Code::AlreadyBeFriend.into());
-    }
-    let (Some(target), Some(mine)) =
-        (app.store(|s| s.user_by_id(to))?, app.store(|s| s.user_by_id(&me))?)
-    else {
-        return Err(Code::FriendNotExists.into());
-    };
-
-    if app.store(|s| s.pending_request(to, &me))? {
-        // They already asked me: this request is their answer. Each side's alias is
-        // the other's profile name.
-        app.store(|s| s.make_friends(&me, &target.name, to, &mine.name))?;
-        app.friend_cache.forget([me.as_str(), to]);
-        app.sessions.with_online(|online| {
-            push_added(app, remote, online, to, &mine, &me);
-            push_added(app, remote, online, &me, &target, to);
-        });
-        return Ok(proto::status(Code::Success));
-    }
-
-    app.store(|s| s.put_request(&me, to, note))?;
-    if let Some(conn) = app.sessions.conn_of(to) {
-        let entry = RequestEntry {
-            id: me.clone(),
-            name: mine.name.clone(),
-            to: to.to_string(),
-            note: note.to_string(),
-        };
-        remote.send_text(conn, proto::request_push(&entry));
-        app.metrics.pushed(Code::ApplyForAFriend);
+    // Every check from "already friends" on, and the write, in one transaction: two
+    // crossing requests make one friendship, and an erase racing either side answers
+    // as if it ran first or after.
+    let cap = app.config.requests.pending_per_user;
+    match app.store(|s| s.request_friend(&me, to, note, cap))? {
+        Requested::Befriended { requester: mine, target } => {
+            // They already asked me: this request is their answer.
+            app.friend_cache.forget([me.as_str(), to]);
+            app.sessions.with_online(|online| {
+                push_added(app, remote, online, to, &mine, &me);
+                push_added(app, remote, online, &me, &target, to);
+            });
+        }
+        Requested::Stored { requester: mine } => {
+            if let Some(conn) = app.sessions.conn_of(to) {
+                let entry = RequestEntry {
+                    id: me.clone(),
+                    name: mine.name,
+                    to: to.to_string(),
+                    note: note.to_string(),
+                };
+                remote.send_text(conn, proto::request_push(&entry));
+                app.metrics.pushed(Code::ApplyForAFriend);
+            }
+        }
     }
     Ok(proto::status(Code::Success))
 }
@@ -93,18 +87,9 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if from == me {
         return Err(Code::CannotBefriendYourself.into());
     }
-    if app.store(|s| s.are_friends(&me, from))? {
-        return Err(Code::AlreadyBeFriend.into());
-    }
-    let (true, Some(mine)) =
-        (app.store(|s| s.user_by_id(from))?.is_some(), app.store(|s| s.user_by_id(&me))?)
-    else {
-        return Err(Code::FriendNotExists.into());
-    };
-    if !app.store(|s| s.pending_request(from, &me))? {
-        return Err(Code::RequestNotExists.into());
-    }
-    app.store(|s| s.make_friends(&me, alias, from, &mine.name))?;
+    // The checks from "already friends" on and the write in one transaction (see
+    // `request`): a requester erased meanwhile answers 523, not a failed write.
+    let mine = app.store(|s| s.accept_request(&me, from, alias))?;
     app.friend_cache.forget([me.as_str(), from]);
     app.sessions.with_online(|online| push_added(app, remote, online, from, &mine, &me));
     Ok(proto::status(Code::Success))
@@ -164,7 +149,7 @@ pub fn requests(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token"])?;
     let me = authenticate(app, &input)?;
-    let rows = app.store(|s| s.requests_to(&me))?;
+    let rows = app.store(|s| s.requests_to(&me, usize::MAX))?;
     Ok(proto::requests_reply(&request_entries(rows)))
 }
 

@@ -14,7 +14,8 @@
 //!   store query.
 //! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
 //! - `sessions`   — the registry of live sessions shared by all workers.
-//! - `db`         — one SQLite connection per worker thread.
+//! - `db`         — one SQLite connection per worker thread, reopened after a lasting
+//!   failure; the database file watched for deletion or replacement.
 //! - `password`   — argon2id hashing, with a dummy hash for unknown accounts.
 //! - `hasher`     — the thread pool where logins check passwords, off the workers.
 //! - `token`      — session tokens and user ids.
@@ -48,5 +49,7 @@ mod token;
 mod tunnel;
 
 pub use app::App;
-pub use config::{Config, ConfigError, PasswordConfig, RateLimits, SessionConfig, StoreConfig};
+pub use config::{
+    Config, ConfigError, PasswordConfig, RateLimits, RequestLimits, SessionConfig, StoreConfig,
+};
 pub use daemon::{run, Daemon, Error};

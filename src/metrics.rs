@@ -153,10 +153,13 @@ impl Metrics {
         }
     }
 
-    /// `GET /im/health`: 200 while serving, 503 while shutting down.
-    pub fn health(&self, remote: &Remote) -> Response {
+    /// `GET /im/health`: 200 while serving; 503 while shutting down, or once the
+    /// database file was deleted or replaced under the daemon.
+    pub fn health(&self, remote: &Remote, db_replaced: bool) -> Response {
         let (status, body) = if remote.is_shutting_down() {
             (503, r#"{"status":"shutting down"}"#)
+        } else if db_replaced {
+            (503, r#"{"status":"database file deleted or replaced"}"#)
         } else {
             (200, r#"{"status":"ok"}"#)
         };
@@ -243,6 +246,12 @@ impl Metrics {
             "imd_offline_messages_delivered_total",
             "Stored messages delivered at login.",
             self.offline_delivered.load(Relaxed),
+        );
+        counter(
+            &mut out,
+            "imd_store_connections_opened_total",
+            "Database connections opened: one per worker, more after failures a connection keeps.",
+            app.db.opened(),
         );
         let _ = writeln!(
             out,

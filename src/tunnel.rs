@@ -200,7 +200,10 @@ fn check_login(app: &App, account: &str, password: &str) -> Result<Option<store:
 fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     let me = user.id.clone();
     let loaded = app
-        .store(|s| Ok((s.friends_of(&me)?, s.requests_to(&me)?)))
+        .store(|s| {
+            let newest = app.config.requests.login_requests;
+            Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
+        })
         .and_then(|(f, r)| Ok((f, r, pending(app, &me)?)));
     let (friends, requests, stored) = match loaded {
         Ok(x) => x,

@@ -2,8 +2,10 @@
 
 use std::fmt;
 
-/// Why a store operation failed. Only [`StoreError::AccountTaken`] is an answer a
-/// client may see (504); every other variant is an internal failure (500).
+/// Why a store operation failed. The variants up to [`StoreError::UserGone`] are
+/// answers a client may see: each is decided inside the operation's own transaction,
+/// so two racing operations get the answers of one running after the other. The rest
+/// are internal failures (500).
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -11,6 +13,25 @@ pub enum StoreError {
     /// case-insensitively). Raised by the UNIQUE index, so of two racing
     /// registrations exactly one wins.
     AccountTaken,
+    /// `request_friend`, `accept_request`: the two users are already friends (522).
+    AlreadyFriends,
+    /// `request_friend`, `accept_request`: the other user does not exist, or was
+    /// erased while the operation waited (523).
+    NoSuchUser,
+    /// `accept_request`: no request from that user is pending (525).
+    NoRequest,
+    /// `request_friend`: the target holds as many pending requests as allowed (524).
+    TooManyRequests,
+    /// `store_message`: the two users are not friends (512), e.g. one removed the
+    /// other or was erased after the sender's check.
+    NotFriends,
+    /// The acting user no longer exists: erased while this operation was under way,
+    /// so its session is gone too (515).
+    UserGone,
+    /// The database file at the configured path is no longer the one the daemon
+    /// opened (deleted or replaced under it): nothing is read or written until a
+    /// restart, so no write is acknowledged into a file nobody will read again.
+    FileReplaced,
     /// The database stayed locked by another connection for longer than the busy
     /// timeout (`SQLITE_BUSY` / `SQLITE_LOCKED`).
     Busy,
@@ -32,6 +53,15 @@ impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StoreError::AccountTaken => f.write_str("account already exists"),
+            StoreError::AlreadyFriends => f.write_str("already friends"),
+            StoreError::NoSuchUser => f.write_str("no such user"),
+            StoreError::NoRequest => f.write_str("no pending request"),
+            StoreError::TooManyRequests => f.write_str("too many pending requests"),
+            StoreError::NotFriends => f.write_str("not friends"),
+            StoreError::UserGone => f.write_str("the acting user was erased"),
+            StoreError::FileReplaced => {
+                f.write_str("the database file was deleted or replaced under the daemon")
+            }
             StoreError::Busy => f.write_str("database busy beyond the busy timeout"),
             StoreError::SchemaTooNew { found, supported } => write!(
                 f,
@@ -62,6 +92,25 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the connection that failed this way should be closed and opened again.
+    /// SQLite keeps some failures on a connection for its life: a connection that met
+    /// a read-only or unopenable WAL stays read-only after the file is writable again,
+    /// and one that saw an I/O error or corruption may hold a bad page cache.
+    pub fn needs_reopen(&self) -> bool {
+        use rusqlite::ErrorCode::{
+            CannotOpen, DatabaseCorrupt, NotADatabase, ReadOnly, SystemIoFailure,
+        };
+        match self {
+            StoreError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(ReadOnly | SystemIoFailure | DatabaseCorrupt | NotADatabase | CannotOpen)
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Whether `e` is the UNIQUE violation of `users.account_key`.
 pub(crate) fn is_account_taken(e: &rusqlite::Error) -> bool {
     match e {
@@ -87,5 +136,25 @@ mod tests {
         let other = rusqlite::Error::QueryReturnedNoRows;
         assert!(matches!(StoreError::from(other), StoreError::Sqlite(_)));
         assert_eq!(StoreError::AccountTaken.to_string(), "account already exists");
+    }
+
+    #[test]
+    fn only_lasting_failures_ask_for_a_new_connection() {
+        let failure = |code| {
+            StoreError::from(rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None))
+        };
+        for code in [
+            rusqlite::ffi::SQLITE_READONLY,
+            rusqlite::ffi::SQLITE_IOERR,
+            rusqlite::ffi::SQLITE_CORRUPT,
+            rusqlite::ffi::SQLITE_NOTADB,
+            rusqlite::ffi::SQLITE_CANTOPEN,
+        ] {
+            assert!(failure(code).needs_reopen(), "{code}");
+        }
+        for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_CONSTRAINT] {
+            assert!(!failure(code).needs_reopen(), "{code}");
+        }
+        assert!(!StoreError::NoSuchUser.needs_reopen());
     }
 }

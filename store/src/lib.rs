@@ -4,11 +4,13 @@
 //! - `store`  — [`Store`]: one connection (the daemon opens one per worker thread) and
 //!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
-//!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open.
+//!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open;
+//!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
-//!   [`FriendRow`], [`RequestRow`], [`NewMessage`], [`StoredMessage`].
-//! - `error`  — [`StoreError`]; [`StoreError::AccountTaken`] is the one failure a
-//!   client may see (504), the others are internal (500).
+//!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].
+//! - `error`  — [`StoreError`]: the answers a client may see (account taken, already
+//!   friends, no such user, …), each decided inside its operation's transaction, and
+//!   the internal failures (500).
 //!
 //! Passwords arrive already hashed: the store never sees plaintext.
 #![forbid(unsafe_code)]
@@ -21,7 +23,8 @@ mod store;
 
 pub use error::StoreError;
 pub use rows::{
-    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
+    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
+    StoredMessage, UserRow,
 };
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::{Result, Store};

@@ -122,6 +122,24 @@ pub struct RequestRow {
     pub note: String,
 }
 
+/// What [`Store::request_friend`](crate::Store::request_friend) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Requested {
+    /// The request is pending (new, or its note replaced).
+    Stored {
+        /// The requester, as stored when the request was made.
+        requester: UserRow,
+    },
+    /// The target had already asked the requester: they are friends now, and no
+    /// request is left between them.
+    Befriended {
+        /// The requester.
+        requester: UserRow,
+        /// The target (boxed: most requests are only stored).
+        target: Box<UserRow>,
+    },
+}
+
 /// A message to keep for an offline user, for
 /// [`Store::store_messages`](crate::Store::store_messages).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

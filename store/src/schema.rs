@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::StoreError;
 
@@ -39,11 +39,22 @@ pub struct StoreOptions {
     /// How long a statement waits for another connection's lock before failing with
     /// [`StoreError::Busy`] (default 5 s).
     pub busy_timeout: Duration,
+    /// Whether this process owns the file alone (default `true`): connections open on
+    /// SQLite's `unix-excl` VFS, which locks the file against every other process and
+    /// keeps the WAL index in this process's heap instead of the `-shm` file. A `-shm`
+    /// mapped into memory kills the process with SIGBUS when something truncates it;
+    /// without one there is nothing to truncate. Connections of one process still share
+    /// the file as usual. `false` opens on the default VFS, for several processes.
+    pub process_exclusive: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
-        StoreOptions { synchronous: Synchronous::Full, busy_timeout: Duration::from_secs(5) }
+        StoreOptions {
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            process_exclusive: true,
+        }
     }
 }
 
@@ -116,6 +127,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     DROP TABLE users_name;
     DROP INDEX users_by_name;
     ALTER TABLE users DROP COLUMN name_key;",
+    // 4: requests listed newest first (§5.7) in the order they were made: `seq` counts
+    //    up per target, where milliseconds tie. Existing requests keep their order.
+    "ALTER TABLE requests ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE requests SET seq = ordered.n
+    FROM (SELECT from_id, to_id,
+                 row_number() OVER (PARTITION BY to_id ORDER BY created_ms, from_id) AS n
+          FROM requests) AS ordered
+    WHERE requests.from_id = ordered.from_id AND requests.to_id = ordered.to_id;
+    DROP INDEX requests_by_to;
+    CREATE INDEX requests_by_to ON requests(to_id, seq);",
 ];
 
 /// The schema version this build migrates to.
@@ -123,7 +144,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Opens `path` (creating it), applies the connection settings and migrates.
 pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Connection, StoreError> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = if opts.process_exclusive {
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), "unix-excl")?
+    } else {
+        Connection::open(path)?
+    };
     conn.busy_timeout(opts.busy_timeout)?;
     conn.set_prepared_statement_cache_capacity(64);
     // Switching a new file to WAL takes an exclusive lock without the busy handler, so

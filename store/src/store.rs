@@ -7,7 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row, Transaction, Transact
 
 use crate::error::{is_account_taken, StoreError};
 use crate::rows::{
-    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
+    DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
+    StoredMessage, UserRow,
 };
 use crate::schema::{self, StoreOptions};
 
@@ -60,6 +61,47 @@ fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+/// The user `id`, read on `conn` (inside a transaction, under its lock).
+fn user_in(conn: &Connection, id: &str) -> Result<Option<UserRow>> {
+    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
+    let mut st = conn.prepare_cached(&sql)?;
+    Ok(st.query_row([id], user_row).optional()?)
+}
+
+fn friends_in(conn: &Connection, a: &str, b: &str) -> Result<bool> {
+    let mut st =
+        conn.prepare_cached("SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")?;
+    Ok(st.exists([a, b])?)
+}
+
+fn request_in(conn: &Connection, from: &str, to: &str) -> Result<bool> {
+    let mut st = conn.prepare_cached("SELECT 1 FROM requests WHERE from_id = ?1 AND to_id = ?2")?;
+    Ok(st.exists([from, to])?)
+}
+
+/// Both friendship rows (an existing row keeps its alias) and no request left between
+/// `a` and `b`, either way.
+fn befriend_in(
+    conn: &Connection,
+    a: &str,
+    alias_a_for_b: &str,
+    b: &str,
+    alias_b_for_a: &str,
+) -> Result<()> {
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO friends (user_id, friend_id, alias) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_id, friend_id) DO NOTHING",
+    )?;
+    ins.execute([a, b, alias_a_for_b])?;
+    ins.execute([b, a, alias_b_for_a])?;
+    conn.prepare_cached(
+        "DELETE FROM requests
+         WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
+    )?
+    .execute([a, b])?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the database at `path`: WAL journaling, foreign
     /// keys on, `opts`' busy timeout and synchronous level, and the schema migrated
@@ -78,6 +120,17 @@ impl Store {
     pub fn integrity_check(&self) -> Result<bool> {
         let first: String = self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         Ok(first == "ok")
+    }
+
+    /// Writes a consistent copy of the database, committed WAL frames included, to a
+    /// new file at `to` (`VACUUM INTO`). Works while the file this connection opened
+    /// has been deleted, as long as the connection stays open.
+    pub fn copy_to(&self, to: &Path) -> Result<()> {
+        let to = to
+            .to_str()
+            .ok_or_else(|| StoreError::Sqlite(rusqlite::Error::InvalidPath(to.to_path_buf())))?;
+        self.conn.execute("VACUUM INTO ?1", [to])?;
+        Ok(())
     }
 
     fn write(&mut self) -> Result<Transaction<'_>> {
@@ -126,9 +179,7 @@ impl Store {
 
     /// The user with id `id`.
     pub fn user_by_id(&self, id: &str) -> Result<Option<UserRow>> {
-        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-        let mut st = self.conn.prepare_cached(&sql)?;
-        Ok(st.query_row([id], user_row).optional()?)
+        user_in(&self.conn, id)
     }
 
     /// Whether `account` is registered, ASCII case-insensitively.
@@ -137,8 +188,10 @@ impl Store {
         Ok(st.exists([account_key(account)])?)
     }
 
-    /// Applies `update` (`None` fields unchanged). `false` when there is no such user.
-    pub fn update_profile(&mut self, id: &str, update: &ProfileUpdate) -> Result<bool> {
+    /// Applies `update` (`None` fields unchanged) and returns the profile as it now
+    /// stands, read in the same transaction. [`StoreError::UserGone`] when there is no
+    /// such user (erased meanwhile).
+    pub fn update_profile(&mut self, id: &str, update: &ProfileUpdate) -> Result<UserRow> {
         let tx = self.write()?;
         let n = tx.execute(
             "UPDATE users SET
@@ -161,15 +214,23 @@ impl Store {
                 update.password_hash,
             ],
         )?;
+        let row = match user_in(&tx, id)? {
+            Some(row) if n > 0 => row,
+            _ => return Err(StoreError::UserGone),
+        };
         tx.commit()?;
-        Ok(n > 0)
+        Ok(row)
     }
 
     /// Deletes the user `id` with its friendships (both sides), its requests (both
     /// ways) and the undelivered messages it sent or was sent, in one transaction.
-    /// Returns the ids of its former friends (empty when there was no such user).
+    /// Returns the ids of its former friends; [`StoreError::UserGone`] when there is no
+    /// such user (erased already: of two racing erases, one succeeds).
     pub fn delete_user(&mut self, id: &str) -> Result<Vec<String>> {
         let tx = self.write()?;
+        if user_in(&tx, id)?.is_none() {
+            return Err(StoreError::UserGone);
+        }
         let friends = {
             let mut st = tx.prepare("SELECT friend_id FROM friends WHERE user_id = ?1")?;
             let ids = st.query_map([id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -212,10 +273,7 @@ impl Store {
 
     /// Whether `a` has `b` as a friend.
     pub fn are_friends(&self, a: &str, b: &str) -> Result<bool> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")?;
-        Ok(st.exists([a, b])?)
+        friends_in(&self.conn, a, b)
     }
 
     /// My friends: my alias for each, and their own profile; by alias, then id.
@@ -267,19 +325,7 @@ impl Store {
         alias_b_for_a: &str,
     ) -> Result<()> {
         let tx = self.write()?;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT INTO friends (user_id, friend_id, alias) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user_id, friend_id) DO NOTHING",
-            )?;
-            ins.execute([a, b, alias_a_for_b])?;
-            ins.execute([b, a, alias_b_for_a])?;
-            tx.execute(
-                "DELETE FROM requests
-                 WHERE (from_id = ?1 AND to_id = ?2) OR (from_id = ?2 AND to_id = ?1)",
-                [a, b],
-            )?;
-        }
+        befriend_in(&tx, a, alias_a_for_b, b, alias_b_for_a)?;
         tx.commit()?;
         Ok(())
     }
@@ -298,34 +344,93 @@ impl Store {
 
     // ---- friend requests ----
 
-    /// Stores the request `from` → `to`; a repeat replaces the note (and keeps its
-    /// place in the list).
-    pub fn put_request(&mut self, from: &str, to: &str, note: &str) -> Result<()> {
+    /// `from` asks `to` to be friends, `note` attached (§5.2), decided in one
+    /// transaction so that crossing requests and an erase racing either side get the
+    /// answers of one running after the other:
+    ///
+    /// - [`StoreError::UserGone`] when `from` no longer exists;
+    /// - [`StoreError::AlreadyFriends`], then [`StoreError::NoSuchUser`] for `to`;
+    /// - when `to` has already asked `from`, they become friends (each calling the
+    ///   other by their profile name) and the request is deleted:
+    ///   [`Requested::Befriended`];
+    /// - otherwise the request is stored, a repeat replacing the note and moving it to
+    ///   the newest place: [`Requested::Stored`]. A new request to a target that holds
+    ///   `cap` pending requests is refused with [`StoreError::TooManyRequests`].
+    pub fn request_friend(
+        &mut self,
+        from: &str,
+        to: &str,
+        note: &str,
+        cap: usize,
+    ) -> Result<Requested> {
         let tx = self.write()?;
-        tx.execute(
-            "INSERT INTO requests (from_id, to_id, note, created_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (from_id, to_id) DO UPDATE SET note = excluded.note",
-            params![from, to, note, now_ms()],
-        )?;
+        let requester = user_in(&tx, from)?.ok_or(StoreError::UserGone)?;
+        if friends_in(&tx, from, to)? {
+            return Err(StoreError::AlreadyFriends);
+        }
+        let target = user_in(&tx, to)?.ok_or(StoreError::NoSuchUser)?;
+        if request_in(&tx, to, from)? {
+            befriend_in(&tx, from, &target.name, to, &requester.name)?;
+            tx.commit()?;
+            return Ok(Requested::Befriended { requester, target: Box::new(target) });
+        }
+        if !request_in(&tx, from, to)? {
+            let held: i64 = tx
+                .prepare_cached("SELECT count(*) FROM requests WHERE to_id = ?1")?
+                .query_row([to], |r| r.get(0))?;
+            if held >= sql_limit(cap) {
+                return Err(StoreError::TooManyRequests);
+            }
+        }
+        tx.prepare_cached(
+            "INSERT INTO requests (from_id, to_id, note, created_ms, seq)
+             VALUES (?1, ?2, ?3, ?4,
+                     (SELECT coalesce(max(seq), 0) + 1 FROM requests WHERE to_id = ?2))
+             ON CONFLICT (from_id, to_id) DO UPDATE
+             SET note = excluded.note, created_ms = excluded.created_ms, seq = excluded.seq",
+        )?
+        .execute(params![from, to, note, now_ms()])?;
         tx.commit()?;
-        Ok(())
+        Ok(Requested::Stored { requester })
+    }
+
+    /// `me` accepts the request of `from`, calling them `alias` (§5.3), in one
+    /// transaction: [`StoreError::UserGone`] when `me` no longer exists, then
+    /// [`StoreError::AlreadyFriends`], [`StoreError::NoSuchUser`] (`from` was never
+    /// registered or was erased meanwhile) and [`StoreError::NoRequest`]. Otherwise
+    /// they become friends, `from` calling me by my profile name, and the requests
+    /// between them are deleted both ways. Returns my row, for the push to `from`.
+    pub fn accept_request(&mut self, me: &str, from: &str, alias: &str) -> Result<UserRow> {
+        let tx = self.write()?;
+        let mine = user_in(&tx, me)?.ok_or(StoreError::UserGone)?;
+        if friends_in(&tx, me, from)? {
+            return Err(StoreError::AlreadyFriends);
+        }
+        if user_in(&tx, from)?.is_none() {
+            return Err(StoreError::NoSuchUser);
+        }
+        if !request_in(&tx, from, me)? {
+            return Err(StoreError::NoRequest);
+        }
+        befriend_in(&tx, me, alias, from, &mine.name)?;
+        tx.commit()?;
+        Ok(mine)
     }
 
     /// Whether a request `from` → `to` is pending.
     pub fn pending_request(&self, from: &str, to: &str) -> Result<bool> {
-        let mut st =
-            self.conn.prepare_cached("SELECT 1 FROM requests WHERE from_id = ?1 AND to_id = ?2")?;
-        Ok(st.exists([from, to])?)
+        request_in(&self.conn, from, to)
     }
 
-    /// The requests pending for `id`, oldest first, with each requester's name.
-    pub fn requests_to(&self, id: &str) -> Result<Vec<RequestRow>> {
+    /// Up to `limit` requests pending for `id`, the newest first, with each
+    /// requester's name.
+    pub fn requests_to(&self, id: &str, limit: usize) -> Result<Vec<RequestRow>> {
         let mut st = self.conn.prepare_cached(
             "SELECT r.from_id, u.name, r.to_id, r.note
              FROM requests r JOIN users u ON u.id = r.from_id
-             WHERE r.to_id = ?1 ORDER BY r.created_ms, r.from_id",
+             WHERE r.to_id = ?1 ORDER BY r.seq DESC LIMIT ?2",
         )?;
-        let rows = st.query_map([id], |r| {
+        let rows = st.query_map(params![id, sql_limit(limit)], |r| {
             Ok(RequestRow {
                 from_id: r.get(0)?,
                 from_name: r.get(1)?,
@@ -346,7 +451,10 @@ impl Store {
 
     // ---- offline messages ----
 
-    /// Keeps one message for the offline user `to`; returns its sequence number.
+    /// Keeps one message from `from` for its offline friend `to`; returns its sequence
+    /// number. The friendship is checked in the same transaction: a friend removed or
+    /// erased after the sender's own check gets [`StoreError::NotFriends`], not a
+    /// foreign-key failure.
     pub fn store_message(
         &mut self,
         to: &str,
@@ -355,9 +463,18 @@ impl Store {
         payload: &str,
         ts_ms: i64,
     ) -> Result<i64> {
-        let m = NewMessage { to_id: to, from_id: from, dialogue_id, payload, ts_ms };
-        let seqs = self.store_messages(std::slice::from_ref(&m))?;
-        Ok(seqs.first().copied().unwrap_or_default())
+        let tx = self.write()?;
+        if !friends_in(&tx, from, to)? {
+            return Err(StoreError::NotFriends);
+        }
+        tx.prepare_cached(
+            "INSERT INTO messages (to_id, from_id, dialogue_id, payload, ts_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![to, from, dialogue_id, payload, ts_ms])?;
+        let seq = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(seq)
     }
 
     /// Keeps `messages` in one transaction (group commit); returns their sequence

@@ -5,6 +5,9 @@ use std::sync::{Arc, Barrier};
 
 use crate::*;
 
+/// No cap on pending requests.
+const NO_CAP: usize = usize::MAX;
+
 /// A temporary database file, removed (with its WAL and SHM files) on drop.
 struct TempDb(PathBuf);
 
@@ -188,17 +191,16 @@ fn profile_updates_change_only_given_fields() {
         password_hash: Some("new-hash".into()),
         ..ProfileUpdate::default()
     };
-    assert!(s.update_profile("a", &up).unwrap());
-    let after = s.user_by_id("a").unwrap().unwrap();
+    let after = s.update_profile("a", &up).unwrap();
+    assert_eq!(s.user_by_id("a").unwrap().unwrap(), after);
     assert_eq!(after.name, "Alicia");
     assert_eq!(after.sign, "new sign");
     assert_eq!(after.password_hash, "new-hash");
     assert_eq!(after.picture, before.picture);
     assert_eq!(after.mail, before.mail);
     assert_eq!(after.account, before.account);
-    assert!(s.update_profile("a", &ProfileUpdate::default()).unwrap());
-    assert_eq!(s.user_by_id("a").unwrap().unwrap(), after);
-    assert!(!s.update_profile("nobody", &up).unwrap());
+    assert_eq!(s.update_profile("a", &ProfileUpdate::default()).unwrap(), after);
+    assert!(matches!(s.update_profile("nobody", &up), Err(StoreError::UserGone)));
 }
 
 #[test]
@@ -263,9 +265,10 @@ fn version_2_migrates_without_the_trigram_index() {
     assert_eq!(left, 0, "no index, table or trigger of the old search");
     let u = s.user_by_id("a").unwrap().unwrap();
     assert_eq!((u.account.as_str(), u.name.as_str()), ("Alice", "Alice A"));
-    assert!(s
+    let renamed = s
         .update_profile("a", &ProfileUpdate { name: Some("Al".into()), ..Default::default() })
-        .unwrap());
+        .unwrap();
+    assert_eq!(renamed.name, "Al");
     s.create_user(&user("b", "bob", "Bob")).unwrap();
     assert_eq!(s.directory(64).unwrap().len(), 2);
     assert!(s.integrity_check().unwrap());
@@ -275,8 +278,7 @@ fn version_2_migrates_without_the_trigram_index() {
 fn friendships_are_mutual_with_aliases() {
     let (_db, mut s) = abc();
     assert!(!s.are_friends("a", "b").unwrap());
-    s.put_request("a", "b", "hi").unwrap();
-    s.put_request("b", "a", "hey").unwrap();
+    s.request_friend("a", "b", "hi", NO_CAP).unwrap();
     s.make_friends("b", "Ally", "a", "Bobby").unwrap();
     assert!(s.are_friends("a", "b").unwrap() && s.are_friends("b", "a").unwrap());
     assert!(!s.pending_request("a", "b").unwrap() && !s.pending_request("b", "a").unwrap());
@@ -315,12 +317,13 @@ fn friendships_are_mutual_with_aliases() {
 #[test]
 fn requests_are_one_per_ordered_pair() {
     let (_db, mut s) = abc();
-    s.put_request("b", "a", "first").unwrap();
-    s.put_request("c", "a", "from carol").unwrap();
-    s.put_request("b", "a", "again").unwrap();
+    s.request_friend("b", "a", "first", NO_CAP).unwrap();
+    s.request_friend("c", "a", "from carol", NO_CAP).unwrap();
+    // A repeat replaces the note and becomes the newest.
+    s.request_friend("b", "a", "again", NO_CAP).unwrap();
     assert!(s.pending_request("b", "a").unwrap());
     assert!(!s.pending_request("a", "b").unwrap());
-    let reqs = s.requests_to("a").unwrap();
+    let reqs = s.requests_to("a", NO_CAP).unwrap();
     assert_eq!(
         reqs,
         [
@@ -338,16 +341,19 @@ fn requests_are_one_per_ordered_pair() {
             },
         ]
     );
-    assert!(s.requests_to("b").unwrap().is_empty());
+    assert_eq!(s.requests_to("a", 1).unwrap(), reqs[..1], "the newest only");
+    assert!(s.requests_to("b", NO_CAP).unwrap().is_empty());
     assert!(s.delete_request("b", "a").unwrap());
     assert!(!s.delete_request("b", "a").unwrap());
-    assert_eq!(s.requests_to("a").unwrap().len(), 1);
-    assert!(s.put_request("a", "ghost", "").is_err(), "foreign key");
+    assert_eq!(s.requests_to("a", NO_CAP).unwrap().len(), 1);
+    assert!(matches!(s.request_friend("a", "ghost", "", NO_CAP), Err(StoreError::NoSuchUser)));
+    assert!(matches!(s.request_friend("ghost", "a", "", NO_CAP), Err(StoreError::UserGone)));
 }
 
 #[test]
 fn messages_come_oldest_first_and_are_deleted_up_to_a_seq() {
     let (_db, mut s) = abc();
+    s.make_friends("a", "B", "b", "A").unwrap();
     let s1 = s.store_message("a", "b", "1", "one", 10).unwrap();
     let batch = [
         NewMessage { to_id: "a", from_id: "c", dialogue_id: "x", payload: "two", ts_ms: 11 },
@@ -391,10 +397,11 @@ fn delete_user_purges_everything() {
     let (_db, mut s) = abc();
     s.make_friends("a", "B", "b", "A").unwrap();
     s.make_friends("a", "C", "c", "A").unwrap();
-    s.put_request("a", "x", "").unwrap_err(); // no such user
+    s.make_friends("b", "C", "c", "B").unwrap();
     s.create_user(&user("d", "dave", "Dave")).unwrap();
-    s.put_request("a", "d", "to dave").unwrap();
-    s.put_request("d", "a", "to alice").unwrap();
+    s.create_user(&user("e", "eve", "Eve")).unwrap();
+    s.request_friend("a", "d", "to dave", NO_CAP).unwrap();
+    s.request_friend("e", "a", "to alice", NO_CAP).unwrap();
     s.store_message("b", "a", "1", "from a", 1).unwrap();
     s.store_message("a", "b", "1", "to a", 1).unwrap();
     s.store_message("c", "b", "1", "b to c", 1).unwrap();
@@ -404,10 +411,13 @@ fn delete_user_purges_everything() {
     assert_eq!(former, ["b", "c"]);
     assert_eq!(s.user_by_id("a").unwrap(), None);
     assert!(!s.account_exists("alice").unwrap());
-    assert!(s.friend_ids("b").unwrap().is_empty() && s.friend_ids("c").unwrap().is_empty());
+    assert_eq!(
+        (s.friend_ids("b").unwrap(), s.friend_ids("c").unwrap()),
+        (vec!["c".to_string()], vec!["b".to_string()])
+    );
     assert!(s.aliases_for("a").unwrap().is_empty());
-    assert!(s.requests_to("d").unwrap().is_empty());
-    assert!(!s.pending_request("d", "a").unwrap());
+    assert!(s.requests_to("d", NO_CAP).unwrap().is_empty());
+    assert!(!s.pending_request("e", "a").unwrap());
     assert!(s.pending_messages("b", 10).unwrap().is_empty());
     assert!(s.pending_messages("a", 10).unwrap().is_empty());
     assert_eq!(s.pending_messages("c", 10).unwrap().len(), 1, "others' messages kept");
@@ -424,7 +434,7 @@ fn delete_user_purges_everything() {
         let n: i64 = s.conn_for_tests().query_row(&sql, [], |r| r.get(0)).unwrap();
         assert_eq!(n, 0, "{table}");
     }
-    assert!(s.delete_user("a").unwrap().is_empty(), "deleting again is harmless");
+    assert!(matches!(s.delete_user("a"), Err(StoreError::UserGone)), "one erase wins");
     // The account is free again.
     s.create_user(&user("a2", "ALICE", "Alice")).unwrap();
     assert!(s.integrity_check().unwrap());
@@ -432,7 +442,8 @@ fn delete_user_purges_everything() {
 
 #[test]
 fn writers_on_many_connections_do_not_fail_busy() {
-    let (db, s) = abc();
+    let (db, mut s) = abc();
+    s.make_friends("a", "B", "b", "A").unwrap();
     drop(s);
     let db = Arc::new(db);
     let threads: Vec<_> = (0..8)
@@ -443,8 +454,8 @@ fn writers_on_many_connections_do_not_fail_busy() {
                 for i in 0..50 {
                     let payload = format!("{t}-{i}");
                     s.store_message("a", "b", "d", &payload, i).unwrap();
-                    s.put_request("b", "c", &payload).unwrap();
-                    let _ = s.requests_to("c").unwrap();
+                    s.request_friend("b", "c", &payload, NO_CAP).unwrap();
+                    let _ = s.requests_to("c", NO_CAP).unwrap();
                 }
             })
         })
@@ -454,4 +465,236 @@ fn writers_on_many_connections_do_not_fail_busy() {
     }
     let s = db.open();
     assert_eq!(s.pending_messages("a", 1000).unwrap().len(), 400);
+}
+
+#[test]
+fn a_message_is_kept_only_between_friends() {
+    let (_db, mut s) = abc();
+    assert!(matches!(s.store_message("a", "b", "1", "p", 1), Err(StoreError::NotFriends)));
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.store_message("a", "b", "1", "p", 1).unwrap();
+    s.delete_user("b").unwrap();
+    assert!(matches!(s.store_message("a", "b", "1", "p", 1), Err(StoreError::NotFriends)));
+    assert!(matches!(s.store_message("b", "a", "1", "p", 1), Err(StoreError::NotFriends)));
+}
+
+#[test]
+fn accepting_checks_in_the_protocol_order() {
+    let (_db, mut s) = abc();
+    assert!(matches!(s.accept_request("ghost", "a", "x"), Err(StoreError::UserGone)));
+    assert!(matches!(s.accept_request("a", "ghost", "x"), Err(StoreError::NoSuchUser)));
+    assert!(matches!(s.accept_request("a", "b", "x"), Err(StoreError::NoRequest)));
+    s.request_friend("b", "a", "hi", NO_CAP).unwrap();
+    let mine = s.accept_request("a", "b", "Bobby").unwrap();
+    assert_eq!(mine.id, "a");
+    assert_eq!(s.friends_of("a").unwrap()[0].alias, "Bobby");
+    assert_eq!(s.friends_of("b").unwrap()[0].alias, "Alice", "my profile name");
+    assert!(!s.pending_request("b", "a").unwrap());
+    assert!(matches!(s.accept_request("a", "b", "x"), Err(StoreError::AlreadyFriends)));
+    assert!(matches!(s.request_friend("b", "a", "", NO_CAP), Err(StoreError::AlreadyFriends)));
+}
+
+#[test]
+fn a_request_to_someone_who_asked_first_makes_friends() {
+    let (_db, mut s) = abc();
+    assert!(matches!(s.request_friend("a", "b", "hi", NO_CAP), Ok(Requested::Stored { .. })));
+    match s.request_friend("b", "a", "hey", NO_CAP) {
+        Ok(Requested::Befriended { requester, target }) => {
+            assert_eq!((requester.id.as_str(), target.id.as_str()), ("b", "a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.friends_of("a").unwrap()[0].alias, "Bob");
+    assert_eq!(s.friends_of("b").unwrap()[0].alias, "Alice");
+    assert!(!s.pending_request("a", "b").unwrap() && !s.pending_request("b", "a").unwrap());
+}
+
+#[test]
+fn a_target_holds_at_most_cap_requests() {
+    let (_db, mut s) = abc();
+    for (id, account) in [("d", "dave"), ("e", "eve")] {
+        s.create_user(&user(id, account, account)).unwrap();
+    }
+    s.request_friend("b", "a", "1", 3).unwrap();
+    s.request_friend("c", "a", "2", 3).unwrap();
+    s.request_friend("d", "a", "3", 3).unwrap();
+    assert!(matches!(s.request_friend("e", "a", "4", 3), Err(StoreError::TooManyRequests)));
+    assert!(!s.pending_request("e", "a").unwrap());
+    // A repeat only replaces the note: not beyond the cap.
+    s.request_friend("b", "a", "1 again", 3).unwrap();
+    // The target's own request is an answer, not a new request to hold.
+    s.request_friend("a", "c", "", 3).unwrap();
+    assert!(s.are_friends("a", "c").unwrap());
+    s.request_friend("e", "a", "4", 3).unwrap();
+    let notes: Vec<_> = s.requests_to("a", NO_CAP).unwrap().into_iter().map(|r| r.note).collect();
+    assert_eq!(notes, ["4", "1 again", "3"], "newest first");
+    // Requests a user sent are not held by them.
+    assert!(matches!(s.request_friend("a", "b", "", 1), Ok(Requested::Befriended { .. })));
+}
+
+/// Runs `f(i, store)` on `n` threads at once, each on its own connection; their results.
+fn race<T: Send + 'static>(
+    db: &Arc<TempDb>,
+    n: usize,
+    f: impl Fn(usize, &mut Store) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(n));
+    let f = Arc::new(f);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (db, barrier, f) = (Arc::clone(db), Arc::clone(&barrier), Arc::clone(&f));
+            std::thread::spawn(move || {
+                let mut s = db.open();
+                barrier.wait();
+                f(i, &mut s)
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn crossing_requests_on_two_connections_always_make_friends() {
+    let db = Arc::new(TempDb::new());
+    let mut s = db.open();
+    for round in 0..40 {
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        s.create_user(&user(&a, &a, "A")).unwrap();
+        s.create_user(&user(&b, &b, "B")).unwrap();
+        let results = race(&db, 2, move |i, s| {
+            let (me, other) = if i == 0 { (&a, &b) } else { (&b, &a) };
+            s.request_friend(me, other, "", NO_CAP)
+        });
+        let befriended =
+            results.iter().filter(|r| matches!(r, Ok(Requested::Befriended { .. }))).count();
+        assert_eq!(befriended, 1, "round {round}: {results:?}");
+        let (a, b) = (format!("a{round}"), format!("b{round}"));
+        assert!(s.are_friends(&a, &b).unwrap() && s.are_friends(&b, &a).unwrap());
+        assert!(!s.pending_request(&a, &b).unwrap() && !s.pending_request(&b, &a).unwrap());
+    }
+}
+
+#[test]
+fn racing_an_erase_answers_documented_errors_never_a_failure() {
+    let db = Arc::new(TempDb::new());
+    let mut s = db.open();
+    for round in 0..30 {
+        let (a, b, c, d) =
+            (format!("a{round}"), format!("b{round}"), format!("c{round}"), format!("d{round}"));
+        for id in [&a, &b, &c, &d] {
+            s.create_user(&user(id, id, id)).unwrap();
+        }
+        s.request_friend(&a, &b, "", NO_CAP).unwrap();
+        s.make_friends(&a, "C", &c, "A").unwrap();
+        // While a is erased twice: b accepts a's request, d asks a, c keeps a message
+        // for a, a updates its profile.
+        let results = race(&db, 6, {
+            let (a, b, c, d) = (a.clone(), b.clone(), c.clone(), d.clone());
+            move |i, s| match i {
+                0 | 1 => s.delete_user(&a).map(|_| ()),
+                2 => s.accept_request(&b, &a, "A").map(|_| ()),
+                3 => s.request_friend(&d, &a, "", NO_CAP).map(|_| ()),
+                4 => s.store_message(&a, &c, "1", "p", 1).map(|_| ()),
+                _ => s.update_profile(&a, &ProfileUpdate::default()).map(|_| ()),
+            }
+        });
+        for (i, r) in results.iter().enumerate() {
+            let allowed = match i {
+                0 | 1 | 5 => matches!(r, Ok(()) | Err(StoreError::UserGone)),
+                2 | 3 => matches!(r, Ok(()) | Err(StoreError::NoSuchUser)),
+                _ => matches!(r, Ok(()) | Err(StoreError::NotFriends)),
+            };
+            assert!(allowed, "round {round}, op {i}: {r:?}");
+        }
+        let erases = results[..2].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(erases, 1, "round {round}: {results:?}");
+        assert_eq!(s.user_by_id(&a).unwrap(), None);
+        assert!(s.friend_ids(&b).unwrap().is_empty() && s.friend_ids(&c).unwrap().is_empty());
+        assert!(!s.pending_request(&d, &a).unwrap());
+        assert!(s.pending_messages(&a, 10).unwrap().is_empty());
+        assert!(s.requests_to(&a, NO_CAP).unwrap().is_empty());
+        assert!(s.integrity_check().unwrap());
+    }
+}
+
+#[test]
+fn racing_requesters_never_exceed_the_cap() {
+    let db = Arc::new(TempDb::new());
+    let mut s = db.open();
+    s.create_user(&user("target", "target", "T")).unwrap();
+    for i in 0..12 {
+        s.create_user(&user(&format!("r{i}"), &format!("r{i}"), "R")).unwrap();
+    }
+    let results = race(&db, 12, |i, s| s.request_friend(&format!("r{i}"), "target", "", 5));
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(StoreError::TooManyRequests))).count();
+    assert_eq!((stored, refused), (5, 7), "{results:?}");
+    assert_eq!(s.requests_to("target", NO_CAP).unwrap().len(), 5);
+}
+
+#[test]
+fn version_3_migrates_requests_in_their_order() {
+    let db = TempDb::new();
+    {
+        let conn = rusqlite::Connection::open(db.path()).unwrap();
+        for sql in &crate::schema::MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, account, account_key, password_hash, name)
+             VALUES ('a', 'a', 'a', 'h', 'A'), ('b', 'b', 'b', 'h', 'B'),
+                    ('c', 'c', 'c', 'h', 'C'), ('d', 'd', 'd', 'h', 'D');
+             INSERT INTO requests (from_id, to_id, note, created_ms)
+             VALUES ('c', 'a', 'second', 20), ('b', 'a', 'first', 10),
+                    ('d', 'a', 'third', 20), ('c', 'b', 'other', 5);",
+        )
+        .unwrap();
+    }
+    let mut s = db.open();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let notes = |s: &Store| -> Vec<String> {
+        s.requests_to("a", NO_CAP).unwrap().into_iter().map(|r| r.note).collect()
+    };
+    assert_eq!(notes(&s), ["third", "second", "first"]);
+    s.request_friend("b", "a", "again", NO_CAP).unwrap();
+    assert_eq!(notes(&s), ["again", "third", "second"]);
+    assert_eq!(s.requests_to("b", NO_CAP).unwrap()[0].note, "other");
+    assert!(s.integrity_check().unwrap());
+}
+
+#[test]
+fn one_process_owns_the_file_with_no_shared_memory_file() {
+    let db = TempDb::new();
+    let shm = {
+        let mut p = db.path().to_path_buf().into_os_string();
+        p.push("-shm");
+        PathBuf::from(p)
+    };
+    let mut a = db.open();
+    let mut b = db.open();
+    a.create_user(&user("a", "alice", "Alice")).unwrap();
+    b.create_user(&user("b", "bob", "Bob")).unwrap();
+    assert!(a.user_by_id("b").unwrap().is_some() && b.user_by_id("a").unwrap().is_some());
+    assert!(!shm.exists(), "the WAL index lives in this process's memory");
+    drop((a, b));
+    let shared = StoreOptions { process_exclusive: false, ..StoreOptions::default() };
+    let c = Store::open(db.path(), &shared).unwrap();
+    assert!(c.user_by_id("a").unwrap().is_some());
+    assert!(shm.exists(), "the default VFS shares the index through -shm");
+}
+
+#[test]
+fn a_copy_holds_what_the_open_file_held_even_once_deleted() {
+    let (db, s) = abc();
+    for suffix in ["", "-wal"] {
+        let mut p = db.path().to_path_buf().into_os_string();
+        p.push(suffix);
+        std::fs::remove_file(p).unwrap();
+    }
+    let copy = TempDb::new();
+    s.copy_to(copy.path()).unwrap();
+    let c = copy.open();
+    assert_eq!(c.directory(64).unwrap().len(), 3);
+    assert!(c.integrity_check().unwrap());
 }
