@@ -9,12 +9,13 @@ model instead of converting every literal to `bytes`: an octet string stays a
 where octets meet the real Python 3 world (the wire, hex dumps, JSON) convert at
 run time in shims.py. So the source steps are only:
 
-1. CRLF to LF (lib2to3 keeps line endings, and some files mix them);
+1. CRLF to LF (some files are CRLF, and the edits of step 4 match on `\n`);
 2. plain string literals that hold non-ASCII text become \\x escapes of their
    UTF-8 octets, which is what Python 2 saw under `# coding=utf-8`;
 3. lib2to3 with its default fixers (print, except, dict views, imports, ...);
-4. a short list of edits lib2to3 cannot know about (integer division, the shim
-   import), each checked so that a changed upstream file fails loudly.
+4. a short list of edits lib2to3 cannot know about (integer division, old-style
+   classes, zope's `implements`, text reports, the imports of shims.py), each
+   with its expected number of matches, so a changed upstream file fails loudly.
 """
 
 import glob
