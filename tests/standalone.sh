@@ -2,6 +2,8 @@
 # Part of `make lint`: the repository stands alone and says what it does.
 # - nothing tracked reads, runs or links a directory beside the clone (../shared, ...);
 # - the fuzz crate's Cargo.lock is committed and current, so its builds are repeatable;
+# - `make run` builds the daemon alone; `make test`'s runner runs every suite even
+#   after a failure and ends with the "N passed, N failed" line CI reads;
 # - README's "Make targets" table and its `make test` row match the Makefile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,19 @@ if ! git ls-files --error-unmatch tests/fuzz/Cargo.lock >/dev/null 2>&1; then
 elif ! cargo metadata --locked --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null; then
   complain "tests/fuzz/Cargo.lock is out of date (cargo metadata --locked failed)"
 fi
+
+builds=$(make -n --no-print-directory run CARGO=cargo | grep '^cargo ' || true)
+[ "$builds" = "cargo build --release --bin imd" ] \
+  || complain "make run should build the daemon alone; it runs: $builds"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+printf 'ok:\n\t@true\nbad:\n\t@false\n' >"$scratch/suites.mk"
+code=0
+summary=$(MAKE="make -f $scratch/suites.mk" bash tests/suites.sh ok bad ok 2>&1) || code=$?
+[ "$code" -ne 0 ] || complain "tests/suites.sh exits 0 although a suite failed"
+[ "$(tail -n 1 <<<"$summary")" = "2 passed, 1 failed" ] \
+  || complain "tests/suites.sh does not run on after a failure, or its last line is not the total: $summary"
 
 python3 - <<'PY' || status=1
 import re, sys
