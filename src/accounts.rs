@@ -73,7 +73,7 @@ pub fn register(app: &App, req: &Request) -> Outcome {
         app.store(|s| s.create_user(&user))?;
         Ok::<_, Fail>(((), Change::Added(listing)))
     })?;
-    log::info!("registered a user from {}", req.peer.ip());
+    log::debug!("registered a user from {}", req.peer.ip());
     Ok(proto::status(Code::Success))
 }
 
@@ -127,7 +127,7 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if let Some(conn) = conn {
         remote.close(conn, 1000, "account erased");
     }
-    log::info!("erased a user");
+    log::debug!("erased a user");
     Ok(proto::status(Code::Success))
 }
 

@@ -235,7 +235,7 @@ impl Handler for App {
         if let Some(origin) = req.header("Origin") {
             let allowed = &self.config.allowed_origins;
             if !allowed.is_empty() && !allowed.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
-                log::info!("login upgrade from {} refused: origin not allowed", req.peer.ip());
+                log::debug!("login upgrade from {} refused: origin not allowed", req.peer.ip());
                 return Upgrade::Reject(
                     Response::new(403, "text/plain; charset=utf-8", "origin not allowed\n")
                         .closing(),

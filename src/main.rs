@@ -1,11 +1,12 @@
-//! The imd daemon: `imd [--config PATH] [--check-config]`.
+//! The imd daemon: `imd [--config PATH] [--check-config] [--version]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: imd [--config PATH] [--check-config]
+const USAGE: &str = "usage: imd [--config PATH] [--check-config] [--version]
   --config PATH    configuration file (default conf/imd.conf)
   --check-config   check the configuration and exit (0 = valid)
+  --version        print `imd <version>` and exit
   --help           this text";
 
 fn main() -> ExitCode {
@@ -25,6 +26,10 @@ fn main() -> ExitCode {
                 None => return usage_error("--config needs a path"),
             },
             Some("--check-config") => check_only = true,
+            Some("--version" | "-V") => {
+                println!("imd {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
             Some("--help" | "-h") => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;

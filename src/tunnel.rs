@@ -141,7 +141,7 @@ fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote
     let Some(ip) = app.sessions.peer(conn) else { return Flow::Done };
     if !app.login_fail_limit.allows(ip) {
         app.metrics.rate_limited("login");
-        log::info!("login from {ip} refused: too many failures");
+        log::debug!("login from {ip} refused: too many failures");
         refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
         return Flow::Done;
     }
@@ -167,7 +167,7 @@ fn finish_login(
         Ok(None) => {
             app.login_fail_limit.take(ip);
             app.metrics.login(false);
-            log::info!("failed login from {ip}");
+            log::debug!("failed login from {ip}");
             refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
         }
         Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
@@ -242,7 +242,7 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     let Some((replaced, ())) = started else { return };
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
-    log::info!("login: session started for a user");
+    log::debug!("login: session started for a user");
     if let Some(old) = replaced {
         app.metrics.pushed(Code::LoginInOtherPlace);
         remote.send_text(old, proto::status(Code::LoginInOtherPlace));

@@ -771,7 +771,7 @@ impl Conn {
     /// What the loop should do now.
     fn next(&mut self, cx: &mut Cx<'_>) -> Next {
         if self.io.is_some() && self.output.len() > cx.config.output_cap_bytes {
-            log::info!("connection {}: closed, it does not read its output", self.peer);
+            log::debug!("connection {}: closed, it does not read its output", self.peer);
             cx.stats.closed_slow_reader.fetch_add(1, Relaxed);
             self.close_reason = CloseReason::SlowReader;
             self.io_done();

@@ -373,7 +373,7 @@ impl State {
             let counter = if tls.is_some() { &cx.stats.open_tls } else { &cx.stats.open_plain };
             counter.fetch_add(1, Relaxed);
             *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-            log::info!(
+            log::debug!(
                 "connection {peer} ({}) opened",
                 if tls.is_some() { "Tls" } else { "Plain" }
             );
@@ -421,7 +421,7 @@ impl State {
         let peer = conn.peer.ip();
         if let Some(sock) = conn.socket() {
             let _ = registry.deregister(sock);
-            log::info!("connection {} ({:?}) closed", conn.peer, conn.listener);
+            log::debug!("connection {} ({:?}) closed", conn.peer, conn.listener);
             if let Some(n) = self.per_ip.get_mut(&peer) {
                 *n -= 1;
                 if *n == 0 {
