@@ -434,6 +434,7 @@ mod tests {
         assert_eq!(c.transport.tls, Some(TlsSource::SelfSigned));
         assert_eq!(c.password.m_kib, 19456);
         assert!(!c.session.offline_messages);
+        assert_eq!(c.transport.connections_per_ip, 256);
     }
 
     #[test]
@@ -444,6 +445,7 @@ mod tests {
         assert_eq!(c.rate_limit.register_per_min, 10);
         assert_eq!(c.transport.head_bytes, 16 * 1024);
         assert_eq!(c.fields.payload, 64 * 1024);
+        assert_eq!(c.transport.connections_per_ip, 256);
     }
 
     #[test]

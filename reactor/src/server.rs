@@ -32,6 +32,10 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 const EVENTS_PER_HANDOFF: usize = 64;
 /// tungstenite's read buffer per WebSocket: small, idle connections must stay small.
 const WS_READ_BUFFER: usize = 4 * 1024;
+/// After `accept` fails for want of descriptors or memory, it is tried again this soon
+/// (or as soon as a connection closes). The listeners are edge-triggered: without the
+/// retry, clients queued meanwhile would wait until yet another client connects.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
@@ -110,6 +114,8 @@ impl Server {
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             per_ip: HashMap::new(),
+            accept_retry: None,
+            accept_failing: false,
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
@@ -125,7 +131,7 @@ impl Server {
                 .timers
                 .peek()
                 .map_or(MAX_SLEEP, |Reverse((t, _))| t.saturating_duration_since(now));
-            if let Some(at) = shutdown_at {
+            if let Some(at) = shutdown_at.into_iter().chain(state.accept_retry).min() {
                 sleep = sleep.min(at.saturating_duration_since(now));
             }
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(MAX_SLEEP))) {
@@ -195,6 +201,15 @@ impl Server {
                 serve_commands(&commands, &remote, &mut state, &mut listeners, registry, &mut cx);
             }
             state.expire(registry, &mut cx);
+            if state.accept_retry.is_some_and(|at| at <= cx.now) {
+                state.accept_retry = None;
+                if let Some(l) = &plain {
+                    state.accept(l, None, registry, &mut cx);
+                }
+                if let Some((l, c)) = &tls {
+                    state.accept(l, Some(c), registry, &mut cx);
+                }
+            }
             idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {
@@ -276,6 +291,22 @@ fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Er
     Ok(l)
 }
 
+/// An `accept` error that concerns one pending connection only (it was aborted, or
+/// Linux passed on its network error, see accept(2)): the next may be fine. Any other
+/// error is retried on a timer, so no error leaves the queue unserved.
+fn accept_again_now(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | ConnectionAborted
+            | ConnectionReset
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
+    )
+}
+
 /// Connections by slot, each slot with a generation so an old [`ConnId`] never
 /// reaches a newer connection in the same slot.
 #[derive(Default)]
@@ -331,6 +362,10 @@ struct State {
     dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     per_ip: HashMap<IpAddr, usize>,
+    /// When to call `accept` again after it failed with the backlog still waiting.
+    accept_retry: Option<Instant>,
+    /// `accept` failed last time: log the first failure of a run, not every retry.
+    accept_failing: bool,
 }
 
 impl State {
@@ -344,13 +379,23 @@ impl State {
         loop {
             let (sock, peer) = match listener.accept() {
                 Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_failing = false;
+                    return;
+                }
+                Err(e) if accept_again_now(&e) => continue,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    // Out of descriptors or memory: the queue stays in the kernel until
+                    // a connection closes or the retry comes.
+                    if !self.accept_failing {
+                        log::warn!("accept failed: {e}; retrying as connections close");
+                    }
+                    self.accept_failing = true;
+                    self.accept_retry = Some(cx.now + ACCEPT_RETRY);
                     return;
                 }
             };
+            self.accept_failing = false;
             cx.stats.accepted_total.fetch_add(1, Relaxed);
             let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
             let cap = cx.config.connections_per_ip;
@@ -430,6 +475,10 @@ impl State {
             }
         }
         conn.drop_socket(cx.stats);
+        if let Some(at) = &mut self.accept_retry {
+            // A descriptor is free: the waiting clients need not wait for the timer.
+            *at = cx.now;
+        }
         if conn.settle(cx) {
             self.conns.remove(i);
         }
