@@ -111,8 +111,9 @@ impl App {
         let directory = Directory::load(listed.into_iter().map(Listing::from))
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         log::info!("{} users listed for search", directory.len());
-        let static_files =
-            StaticFiles::new(&config.web_root, WEB_PREFIX).map(Arc::new).map_err(|e| {
+        let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX)
+            .map(|f| Arc::new(f.with_cache_bytes(config.static_cache_bytes)))
+            .map_err(|e| {
                 crate::Error::Config(format!(
                     "[server] web_root {}: {e}",
                     config.web_root.display()

@@ -325,6 +325,29 @@ fn static_files_types_head_etag_and_traversal() {
 }
 
 #[test]
+fn dotfiles_are_404_and_other_spellings_serve_the_same_file() {
+    let web = temp_dir();
+    std::fs::write(web.join("chat.html"), "<p>chat</p>").expect("page");
+    std::fs::write(web.join(".env"), "SECRET=1").expect("dotfile");
+    std::fs::create_dir_all(web.join(".git")).expect("dot dir");
+    std::fs::write(web.join(".git/config"), "secret").expect("dot dir file");
+    let s = TestServer::start_with(&format!(
+        "[server]\nweb_root = \"{}\"\nstatic_cache_bytes = 65536\n",
+        web.display()
+    ));
+    for via in [Via::Plain, Via::Tls] {
+        for hidden in ["/im/www/v1/.env", "/im/www/v1/%2eenv", "/im/www/v1/.git/config"] {
+            assert_eq!(http(&s, via, "GET", hidden, "").status, 404, "{hidden}");
+        }
+        for spelling in ["/im/www/v1/chat.html", "/im/www/v1///chat.html", "/im/www/v1/ch%61t.html"]
+        {
+            let r = http(&s, via, "GET", spelling, "");
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"<p>chat</p>"[..]), "{spelling}");
+        }
+    }
+}
+
+#[test]
 fn a_close_delimited_response_nobody_reads_is_cut_at_the_keepalive_timeout() {
     // Over the cache limit: read from disk and answered by a worker.
     close_delimited_and_unread(2 << 20, false);
