@@ -171,6 +171,10 @@ impl App {
         if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
             return (Route::Static, self.static_files.serve(req));
         }
+        if path == "/" {
+            // PROTOCOL.md §7: the site's root leads to the web client.
+            return (Route::Static, self.static_files.redirect_to_index(req, 302));
+        }
         let route = Route::of(path);
         let outcome = match route {
             Route::Health => return (route, self.metrics.health(remote)),

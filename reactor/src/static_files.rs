@@ -27,6 +27,10 @@ const CACHE_FILE_LIMIT: u64 = 1 << 20;
 const ENTRY_OVERHEAD: usize = 512;
 /// The page `/im/www/v1/` serves.
 const INDEX: &str = "chat.html";
+/// The web client loads its scripts, styles and pages from here only, shows pictures
+/// only from here or `data:` URLs, and is never framed: text a user injects can run
+/// nothing, and no other site can overlay the page (clickjacking).
+pub const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
 /// Serves files below one directory at one URL prefix.
 pub struct StaticFiles {
@@ -229,8 +233,12 @@ impl StaticFiles {
         Some(url)
     }
 
-    /// Answers a request for a path under the prefix.
+    /// Answers a request for a path under the prefix; the prefix without its final
+    /// slash is moved there for good (301), so the page's relative links resolve.
     pub fn serve(&self, req: &Request) -> Response {
+        if req.path() == self.prefix.trim_end_matches('/') {
+            return self.redirect_to_index(req, 301);
+        }
         if req.method != "GET" && req.method != "HEAD" {
             return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
@@ -258,11 +266,18 @@ impl StaticFiles {
         Some(respond(&entry, req, || Some(entry.body.clone())))
     }
 
+    /// Sends a GET or HEAD to the prefix, which serves the index page, with `status`
+    /// (301 or 302); 405 for other methods.
+    pub fn redirect_to_index(&self, req: &Request, status: u16) -> Response {
+        if req.method != "GET" && req.method != "HEAD" {
+            return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
+        }
+        Response::empty(status).with_header("Location", self.prefix.clone())
+    }
+
     /// The file a URL path names, or `None` when it is not a regular file inside root.
     pub fn resolve(&self, path: &str) -> Option<PathBuf> {
-        let rest = path
-            .strip_prefix(self.prefix.as_str())
-            .or_else(|| (path == self.prefix.trim_end_matches('/')).then_some(""))?;
+        let rest = path.strip_prefix(self.prefix.as_str())?;
         let decoded = percent_decode(rest)?;
         let relative = if decoded.is_empty() { INDEX.to_string() } else { decoded };
         let mut candidate = self.root.clone();
@@ -295,13 +310,11 @@ impl StaticFiles {
 /// 304 when the client holds the current version; else 200 with the body, which is only
 /// then copied or read (404 when it can no longer be read).
 fn respond(entry: &Cached, req: &Request, body: impl FnOnce() -> Option<Vec<u8>>) -> Response {
-    let matches = req
-        .header("If-None-Match")
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
-    if matches {
+    if not_modified(entry, req) {
         return Response::empty(304)
             .with_header("ETag", entry.etag.clone())
-            .with_header("Last-Modified", entry.last_modified.clone());
+            .with_header("Last-Modified", entry.last_modified.clone())
+            .with_header("Content-Security-Policy", CSP);
     }
     let Some(body) = body() else { return not_found() };
     Response::new(200, entry.content_type, body)
@@ -309,6 +322,19 @@ fn respond(entry: &Cached, req: &Request, body: impl FnOnce() -> Option<Vec<u8>>
         .with_header("Last-Modified", entry.last_modified.clone())
         .with_header("Cache-Control", "no-cache")
         .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Content-Security-Policy", CSP)
+}
+
+/// Whether the client's copy is current (RFC 9110 §13.2.2): `If-None-Match` decides
+/// when sent; otherwise `If-Modified-Since`, when it is a valid date not in the future.
+fn not_modified(entry: &Cached, req: &Request) -> bool {
+    if let Some(tags) = req.header("If-None-Match") {
+        return tags.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*");
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    req.header("If-Modified-Since")
+        .and_then(parse_http_date)
+        .is_some_and(|since| since <= now && entry.mtime <= since)
 }
 
 fn not_found() -> Response {
@@ -392,6 +418,41 @@ fn http_date(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Unix seconds from an HTTP-date in any of its three forms (RFC 9110 §5.6.7):
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT` or
+/// `Sun Nov  6 08:49:37 1994`; `None` for anything else or a date before 1970.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        [_, d, m, y, t, "GMT"] => (*d, *m, y.parse::<i64>().ok()?, *t),
+        [_, dmy, t, "GMT"] => {
+            let mut it = dmy.split('-');
+            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+            let yy: i64 = y.parse().ok().filter(|_| y.len() == 2)?;
+            (d, m, if yy < 70 { 2000 + yy } else { 1900 + yy }, *t)
+        }
+        [_, m, d, t, y] => (*d, *m, y.parse::<i64>().ok()?, *t),
+        _ => return None,
+    };
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok().filter(|_| p.len() == 2));
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || h > 23 || m > 59 || sec > 60 || year < 1970 {
+        return None;
+    }
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()
 }
 
 /// The current time as an HTTP date (used by tests).
@@ -561,6 +622,91 @@ mod tests {
         ] {
             assert!(f.resolve(hidden).is_none(), "{hidden}");
             assert_eq!(get(&f, hidden).status, 404, "{hidden}");
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    fn conditional(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            target: path.into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: crate::Listener::Plain,
+        }
+    }
+
+    fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn if_modified_since_counts_only_without_if_none_match() {
+        let (dir, f) = fixture();
+        let page = "/im/www/v1/css/a.css";
+        let r = f.serve(&conditional(page, &[]));
+        let (etag, modified) = (header(&r, "ETag").unwrap(), header(&r, "Last-Modified").unwrap());
+        let mtime = parse_http_date(modified).unwrap();
+        let earlier = http_date(mtime - 1);
+        let future = http_date(mtime + 10 * 365 * 86_400);
+        for (headers, status) in [
+            (vec![("If-Modified-Since", modified)], 304),
+            (vec![("If-Modified-Since", "Thu, 01 Jan 2099 00:00:00 GMT")], 200),
+            (vec![("If-Modified-Since", future.as_str())], 200),
+            (vec![("If-Modified-Since", earlier.as_str())], 200),
+            (vec![("If-Modified-Since", "yesterday")], 200),
+            (vec![("If-None-Match", "\"other\""), ("If-Modified-Since", modified)], 200),
+            (vec![("If-None-Match", etag), ("If-Modified-Since", earlier.as_str())], 304),
+        ] {
+            let req = conditional(page, &headers);
+            assert_eq!(f.serve(&req).status, status, "{headers:?}");
+            assert_eq!(f.serve_hot(&req).expect("hot").status, status, "hot: {headers:?}");
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn http_dates_in_all_three_forms() {
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
+        }
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_http_date(&http_date(secs)), Some(secs));
+        }
+        for bad in [
+            "",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nox 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun, 06 Nov 99999999999999999999 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pages_carry_the_csp_and_the_bare_prefix_moves_for_good() {
+        let (dir, f) = fixture();
+        for path in ["/im/www/v1/", "/im/www/v1/chat.html", "/im/www/v1/css/a.css"] {
+            let r = get(&f, path);
+            assert_eq!(
+                (r.status, header(&r, "Content-Security-Policy")),
+                (200, Some(CSP)),
+                "{path}"
+            );
+            assert_eq!(f.serve_hot(&conditional(path, &[])).expect("hot").headers, r.headers);
+        }
+        for path in ["/im/www/v1", "/im/www/v1?x=1"] {
+            let r = get(&f, path);
+            assert_eq!((r.status, header(&r, "Location")), (301, Some("/im/www/v1/")), "{path}");
         }
         let _ = fs::remove_dir_all(dir);
     }
