@@ -32,8 +32,8 @@ pub struct Config {
     pub workers: usize,
     /// Open connections beyond this are closed at once after accept. Default 20,000.
     pub max_connections: usize,
-    /// Open connections per client IP; 0 = no cap. Default 256: with no cap one address
-    /// could hold every slot of `max_connections` and lock everyone else out.
+    /// Open connections per client IP (an IPv6 client: its /64); 0 = no cap. Default 256:
+    /// with no cap one address could hold every slot of `max_connections`.
     pub connections_per_ip: usize,
     /// Largest request head (request line + headers), else 431. Default 16 KiB.
     pub head_bytes: usize,

@@ -291,6 +291,19 @@ fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Er
     Ok(l)
 }
 
+/// Who `connections_per_ip` counts: an IPv4 address (also when mapped into IPv6), or
+/// an IPv6 /64. One IPv6 host is handed a whole /64 and can connect from any address
+/// in it: counted per address, it could still take every slot.
+fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+    }
+}
+
 /// An `accept` error that concerns one pending connection only (it was aborted, or
 /// Linux passed on its network error, see accept(2)): the next may be fine. Any other
 /// error is retried on a timer, so no error leaves the queue unserved.
@@ -361,6 +374,7 @@ struct State {
     /// Connections with frames queued in this batch of commands.
     dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Open connections per client ([`client`]).
     per_ip: HashMap<IpAddr, usize>,
     /// When to call `accept` again after it failed with the backlog still waiting.
     accept_retry: Option<Instant>,
@@ -397,7 +411,7 @@ impl State {
             };
             self.accept_failing = false;
             cx.stats.accepted_total.fetch_add(1, Relaxed);
-            let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let per_ip = self.per_ip.get(&client(peer.ip())).copied().unwrap_or(0);
             let cap = cx.config.connections_per_ip;
             if cx.shutting_down
                 || self.conns.live >= cx.config.max_connections
@@ -417,7 +431,7 @@ impl State {
             let _ = sock.set_nodelay(true);
             let counter = if tls.is_some() { &cx.stats.open_tls } else { &cx.stats.open_plain };
             counter.fetch_add(1, Relaxed);
-            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+            *self.per_ip.entry(client(peer.ip())).or_insert(0) += 1;
             log::info!(
                 "connection {peer} ({}) opened",
                 if tls.is_some() { "Tls" } else { "Plain" }
@@ -463,7 +477,7 @@ impl State {
 
     fn drop_socket(&mut self, i: usize, registry: &Registry, cx: &mut Cx<'_>) {
         let Some(conn) = self.conns.get_mut(i) else { return };
-        let peer = conn.peer.ip();
+        let peer = client(conn.peer.ip());
         if let Some(sock) = conn.socket() {
             let _ = registry.deregister(sock);
             log::info!("connection {} ({:?}) closed", conn.peer, conn.listener);
@@ -545,5 +559,20 @@ impl State {
             }
             self.conns.remove(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(client(ip("2001:db8:1:2::1")), client(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(client(ip("2001:db8:1:2::1")), client(ip("2001:db8:1:3::1")));
     }
 }
