@@ -291,10 +291,11 @@ fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Er
     Ok(l)
 }
 
-/// Who `connections_per_ip` counts: an IPv4 address (also when mapped into IPv6), or
-/// an IPv6 /64. One IPv6 host is handed a whole /64 and can connect from any address
-/// in it: counted per address, it could still take every slot.
-fn client(ip: IpAddr) -> IpAddr {
+/// Who a per-client limit counts (`connections_per_ip`, and the daemon's rate limits):
+/// an IPv4 address (also when mapped into IPv6), or an IPv6 /64. One IPv6 host is handed
+/// a whole /64 and can connect from any address in it: counted per address, it would
+/// escape every such limit.
+pub fn client(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
