@@ -331,10 +331,11 @@ fn not_modified(entry: &Cached, req: &Request) -> bool {
     if let Some(tags) = req.header("If-None-Match") {
         return tags.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*");
     }
+    let Some(since) = req.header("If-Modified-Since").and_then(parse_http_date) else {
+        return false;
+    };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    req.header("If-Modified-Since")
-        .and_then(parse_http_date)
-        .is_some_and(|since| since <= now && entry.mtime <= since)
+    since <= now && entry.mtime <= since
 }
 
 fn not_found() -> Response {
