@@ -36,6 +36,8 @@ const WS_READ_BUFFER: usize = 4 * 1024;
 /// (or as soon as a connection closes). The listeners are edge-triggered: without the
 /// retry, clients queued meanwhile would wait until yet another client connects.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one log line per this long about `accept` failing.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
@@ -115,7 +117,7 @@ impl Server {
             timers: BinaryHeap::new(),
             per_ip: HashMap::new(),
             accept_retry: None,
-            accept_failing: false,
+            accept_warned: None,
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
@@ -379,8 +381,9 @@ struct State {
     per_ip: HashMap<IpAddr, usize>,
     /// When to call `accept` again after it failed with the backlog still waiting.
     accept_retry: Option<Instant>,
-    /// `accept` failed last time: log the first failure of a run, not every retry.
-    accept_failing: bool,
+    /// When a failed `accept` was last logged: a server that hovers at its descriptor
+    /// limit fails at every retry, and says so once a minute.
+    accept_warned: Option<Instant>,
 }
 
 impl State {
@@ -394,23 +397,19 @@ impl State {
         loop {
             let (sock, peer) = match listener.accept() {
                 Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_failing = false;
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if accept_again_now(&e) => continue,
                 Err(e) => {
                     // Out of descriptors or memory: the queue stays in the kernel until
                     // a connection closes or the retry comes.
-                    if !self.accept_failing {
+                    if self.accept_warned.is_none_or(|at| cx.now >= at + ACCEPT_WARN_EVERY) {
+                        self.accept_warned = Some(cx.now);
                         log::warn!("accept failed: {e}; retrying as connections close");
                     }
-                    self.accept_failing = true;
                     self.accept_retry = Some(cx.now + ACCEPT_RETRY);
                     return;
                 }
             };
-            self.accept_failing = false;
             cx.stats.accepted_total.fetch_add(1, Relaxed);
             let per_ip = self.per_ip.get(&client(peer.ip())).copied().unwrap_or(0);
             let cap = cx.config.connections_per_ip;
