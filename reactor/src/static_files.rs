@@ -6,8 +6,8 @@
 //! worker. Everything else (the first request, a stale entry, a miss, an error) goes to
 //! a worker through [`StaticFiles::serve`], which touches the disk.
 //!
-//! The cache is keyed by the resolved file, never by the URL a client chose: `//x`,
-//! `/./x` and `x` are one entry, and the whole cache has a byte budget. Only the plain
+//! The cache is keyed by the resolved file, never by the URL a client chose: `x`, `//x`
+//! and `%78` are one entry, and the whole cache has a byte budget. Only the plain
 //! spelling of a cached file's URL is hot; any other goes through resolution.
 
 use std::collections::HashMap;
