@@ -120,8 +120,9 @@ impl App {
         let directory = Directory::load(listed.into_iter().map(Listing::from))
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         log::info!("{} users listed for search", directory.len());
-        let static_files =
-            StaticFiles::new(&config.web_root, WEB_PREFIX).map(Arc::new).map_err(|e| {
+        let static_files = StaticFiles::new(&config.web_root, WEB_PREFIX)
+            .map(|f| Arc::new(f.with_cache_bytes(config.static_cache_bytes)))
+            .map_err(|e| {
                 crate::Error::Config(format!(
                     "[server] web_root {}: {e}",
                     config.web_root.display()
@@ -178,6 +179,10 @@ impl App {
         let path = req.path();
         if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
             return (Route::Static, self.static_files.serve(req));
+        }
+        if path == "/" {
+            // PROTOCOL.md §7: the site's root leads to the web client.
+            return (Route::Static, self.static_files.redirect_to_index(req, 302));
         }
         let route = Route::of(path);
         let outcome = match route {

@@ -16,6 +16,8 @@ pub struct Config {
     pub transport: reactor::Config,
     /// Directory served at `/im/www/v1/`.
     pub web_root: PathBuf,
+    /// Memory the web root's file cache may hold, in bytes.
+    pub static_cache_bytes: usize,
     /// SQLite database file and its durability.
     pub store: StoreConfig,
     /// argon2id cost parameters.
@@ -101,6 +103,7 @@ impl Default for Config {
         Config {
             transport,
             web_root: PathBuf::from("www"),
+            static_cache_bytes: reactor::StaticFiles::DEFAULT_CACHE_BYTES,
             store: StoreConfig {
                 path: PathBuf::from("data/imd.sqlite3"),
                 synchronous: store::Synchronous::Full,
@@ -209,6 +212,7 @@ impl Doc<'_> {
             t.workers = reactor::Config::default().workers;
         }
         self.path("server", "web_root", &mut c.web_root)?;
+        self.count("server", "static_cache_bytes", 0, 1 << 34, &mut c.static_cache_bytes)?;
         self.count("server", "max_connections", 1, 10_000_000, &mut t.max_connections)?;
         self.secs("server", "shutdown_deadline_s", &mut t.shutdown_deadline)?;
 
@@ -450,6 +454,7 @@ mod tests {
         assert_eq!(c.transport.tls, Some(TlsSource::SelfSigned));
         assert_eq!(c.password.m_kib, 19456);
         assert!(!c.session.offline_messages);
+        assert_eq!(c.transport.connections_per_ip, 256);
     }
 
     #[test]
@@ -462,6 +467,8 @@ mod tests {
         assert_eq!(c.fields.payload, 64 * 1024);
         assert_eq!(c.requests.login_requests, 100);
         assert_eq!(c.requests.pending_per_user, 1000);
+        assert_eq!(c.transport.connections_per_ip, 256);
+        assert_eq!(c.static_cache_bytes, 16 << 20);
     }
 
     #[test]

@@ -123,6 +123,7 @@ fn closed_connections(remote: &Remote) -> u64 {
 pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
+    crate::fd_limit::prepare(&config);
     let daemon = Daemon::bind(config)?;
     if let Some(a) = daemon.local_addr() {
         log::info!("listening on http://{a} (web client: http://{a}/im/www/v1/chat.html)");

@@ -23,6 +23,7 @@
 //! - `metrics`    — counters, `/im/health` and `/im/metrics`.
 //! - `daemon`     — start, signals, housekeeping and graceful stop.
 //! - `memory`     — freed memory back to the system after connections close.
+//! - `fd_limit`   — the descriptor limit raised at start and checked against the config.
 //! - `loopback_tls` — a TLS client that trusts our own self-signed server (load generator, tests).
 // One call into the C library (`memory`) is allowed where it stands; nothing else.
 #![deny(unsafe_code)]
@@ -33,6 +34,7 @@ mod config;
 mod daemon;
 mod db;
 mod directory;
+mod fd_limit;
 mod friend_cache;
 mod friends;
 mod hasher;

@@ -76,7 +76,7 @@ impl Rate {
     }
 }
 
-/// Buckets keyed by client IP.
+/// Buckets keyed by client ([`reactor::client`]: an IPv4 address or an IPv6 /64).
 pub struct PerIp {
     rate: Rate,
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
@@ -91,7 +91,7 @@ impl PerIp {
     fn with<R>(&self, ip: IpAddr, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = map.entry(ip).or_insert_with(|| self.rate.bucket(now));
+        let b = map.entry(reactor::client(ip)).or_insert_with(|| self.rate.bucket(now));
         f(self.rate, b, now)
     }
 
@@ -159,5 +159,15 @@ mod tests {
         assert!(t.take(b));
         t.prune();
         assert_eq!(t.len(), 2, "spent buckets are kept");
+    }
+
+    #[test]
+    fn an_ipv6_host_has_one_budget_across_its_64() {
+        let t = PerIp::new(Rate::per_min(2));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(t.take(ip("2001:db8:0:1::1")) && t.take(ip("2001:db8:0:1::2")));
+        assert!(!t.take(ip("2001:db8:0:1:ffff::3")), "another address of the same /64");
+        assert!(t.take(ip("2001:db8:0:2::1")), "another /64");
+        assert_eq!(t.len(), 2);
     }
 }

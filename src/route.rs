@@ -33,7 +33,7 @@ pub enum Route {
     Health,
     /// `GET /im/metrics`
     Metrics,
-    /// `/im/www/v1/…`
+    /// `/im/www/v1/…`, and `/` and `/im/www/v1` that redirect there.
     Static,
     /// Anything else.
     NotFound,
@@ -79,7 +79,7 @@ impl Route {
             "/im/friends/requests" => Route::Requests,
             "/im/health" => Route::Health,
             "/im/metrics" => Route::Metrics,
-            p if p.starts_with("/im/www/v1/") || p == "/im/www/v1" => Route::Static,
+            p if p.starts_with("/im/www/v1/") || p == "/im/www/v1" || p == "/" => Route::Static,
             _ => Route::NotFound,
         }
     }

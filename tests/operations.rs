@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+
 use common::*;
 use serde_json::json;
 
@@ -22,6 +24,101 @@ fn web_client_is_served_on_both_listeners() {
             "/im/www/v1/..%2f..%2fCargo.toml",
         ] {
             assert_eq!(http(&s, via, "GET", evil, "").status, 404, "{evil}");
+        }
+    }
+}
+
+const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
+const HSTS: &str = "max-age=31536000";
+
+/// The status line and headers of the first response to `raw`, sent on a new connection.
+fn head_of(s: &TestServer, via: Via, raw: &str) -> String {
+    let mut c = connect(s, via);
+    c.write_all(raw.as_bytes()).expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && c.read(&mut byte).expect("read") == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).expect("utf8")
+}
+
+#[test]
+fn pages_carry_a_csp_and_every_tls_response_hsts() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        let hsts = |r: &HttpReply| r.header("Strict-Transport-Security").map(str::to_string);
+        let want = (via == Via::Tls).then(|| HSTS.to_string());
+        for page in ["/im/www/v1/", "/im/www/v1/chat.html", "/im/www/v1/js/app.js"] {
+            // Twice: a worker answers the first, the event loop the second.
+            for _ in 0..2 {
+                let r = http(&s, via, "GET", page, "");
+                assert_eq!(r.status, 200, "{page}");
+                assert_eq!(r.header("Content-Security-Policy"), Some(CSP), "{page}");
+                assert_eq!(hsts(&r), want, "{page} {via:?}");
+            }
+        }
+        for (method, path) in [("GET", "/im/health"), ("GET", "/nowhere"), ("POST", "/im/query")] {
+            assert_eq!(hsts(&http(&s, via, method, path, "")), want, "{path} {via:?}");
+        }
+        // The reactor's own refusals, redirects and the WebSocket upgrade too.
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        for (raw, status) in [
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_string(), "400"),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_string(), "302"),
+            (
+                format!(
+                    "GET /im/login HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n"
+                ),
+                "101",
+            ),
+        ] {
+            let head = head_of(&s, via, &raw);
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            let has = head.contains(&format!("\r\nStrict-Transport-Security: {HSTS}\r\n"));
+            assert_eq!(has, via == Via::Tls, "{via:?}: {head}");
+        }
+    }
+}
+
+#[test]
+fn the_root_and_the_bare_prefix_redirect_to_the_web_client() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        for (path, status) in [("/", 302), ("/im/www/v1", 301), ("/im/www/v1?lang=en", 301)] {
+            let r = http(&s, via, "GET", path, "");
+            assert_eq!((r.status, r.header("Location")), (status, Some("/im/www/v1/")), "{path}");
+        }
+        assert_eq!(http(&s, via, "POST", "/im/www/v1", "").status, 405);
+        let index = http(&s, via, "GET", "/im/www/v1/", "");
+        assert_eq!(index.status, 200);
+        assert_eq!(
+            index.body,
+            std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/www/chat.html")).expect("page")
+        );
+    }
+}
+
+#[test]
+fn if_modified_since_gets_304_unless_if_none_match_is_sent() {
+    let s = TestServer::start();
+    for via in [Via::Plain, Via::Tls] {
+        let page = http(&s, via, "GET", "/im/www/v1/chat.html", "");
+        let modified = page.header("Last-Modified").expect("Last-Modified").to_string();
+        for (extra, status) in [
+            (format!("If-Modified-Since: {modified}\r\n"), "304"),
+            (format!("If-Modified-Since: {modified}\r\nIf-None-Match: \"stale\"\r\n"), "200"),
+            ("If-Modified-Since: Thu, 01 Jan 1970 00:00:00 GMT\r\n".to_string(), "200"),
+        ] {
+            // Twice: a worker answers the first, the event loop the second.
+            for _ in 0..2 {
+                let raw = format!(
+                    "GET /im/www/v1/chat.html HTTP/1.1\r\nHost: a\r\n{extra}Connection: close\r\n\r\n"
+                );
+                let head = head_of(&s, via, &raw);
+                assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{extra}: {head}");
+            }
         }
     }
 }

@@ -116,6 +116,78 @@ fn max_connections_and_per_ip_cap() {
 }
 
 #[test]
+fn one_address_cannot_hold_every_slot_by_default() {
+    // The test configuration leaves connections_per_ip at its default.
+    let s = TestServer::start();
+    let held: Vec<TcpStream> =
+        (0..256).map(|_| TcpStream::connect(s.plain).expect("connect")).collect();
+    let mut extra = TcpStream::connect(s.plain).expect("connect");
+    extra.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = [0u8; 16];
+    let closed = match extra.read(&mut buf) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the 257th from one address is closed, not kept waiting");
+    // Another address still gets in.
+    let other =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    other.bind(&"127.0.0.2:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+    other.connect(&s.plain.into()).expect("connect from 127.0.0.2");
+    let mut other = TcpStream::from(other);
+    other.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    other
+        .write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut reply = Vec::new();
+    let _ = other.read_to_end(&mut reply);
+    assert_eq!(statuses(&reply), [404]);
+    drop(held);
+}
+
+/// A request on a new connection to the child, and whether a reply came within `wait`.
+fn ask(d: &ChildDaemon, wait: Duration) -> (TcpStream, bool) {
+    let mut c = TcpStream::connect(d.plain).expect("connect");
+    c.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let answered = replied(&mut c, wait);
+    (c, answered)
+}
+
+fn replied(c: &mut TcpStream, wait: Duration) -> bool {
+    c.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = [0u8; 256];
+    matches!(c.read(&mut buf), Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 404"))
+}
+
+#[test]
+fn clients_queued_while_descriptors_ran_out_are_served_when_some_close() {
+    let d = ChildDaemon::spawn_with_fd_limit(&temp_dir(), "", 64);
+    assert!(
+        d.log_line("the descriptor limit is 64", Duration::from_secs(5)).is_some(),
+        "a limit below max_connections is warned about: {:?}",
+        d.log()
+    );
+    let mut served = Vec::new();
+    loop {
+        let (c, answered) = ask(&d, Duration::from_millis(500));
+        if !answered {
+            break;
+        }
+        served.push(c);
+        assert!(served.len() < 64, "the limit never bit");
+    }
+    let mut queued: Vec<TcpStream> = (0..4).map(|_| ask(&d, Duration::from_millis(10)).0).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // Descriptors come free; no client connects after this.
+    served.truncate(served.len().saturating_sub(8));
+    for (i, c) in queued.iter_mut().enumerate() {
+        assert!(replied(c, Duration::from_secs(10)), "queued client {i} was never served");
+    }
+    drop(queued);
+    assert!(d.log_line("accept failed", Duration::from_secs(1)).is_some(), "{:?}", d.log());
+}
+
+#[test]
 fn a_peer_that_never_reads_is_closed_and_slows_no_one() {
     let s = TestServer::start_with("[limits]\noutput_cap_bytes = 65536\n");
     let (ua, ub) = (User::new("reader"), User::new("sleeper"));
@@ -248,6 +320,29 @@ fn static_files_types_head_etag_and_traversal() {
             "/im/www/v1/nope.html",
         ] {
             assert_eq!(http(&s, via, "GET", evil, "").status, 404, "{evil}");
+        }
+    }
+}
+
+#[test]
+fn dotfiles_are_404_and_other_spellings_serve_the_same_file() {
+    let web = temp_dir();
+    std::fs::write(web.join("chat.html"), "<p>chat</p>").expect("page");
+    std::fs::write(web.join(".env"), "SECRET=1").expect("dotfile");
+    std::fs::create_dir_all(web.join(".git")).expect("dot dir");
+    std::fs::write(web.join(".git/config"), "secret").expect("dot dir file");
+    let s = TestServer::start_with(&format!(
+        "[server]\nweb_root = \"{}\"\nstatic_cache_bytes = 65536\n",
+        web.display()
+    ));
+    for via in [Via::Plain, Via::Tls] {
+        for hidden in ["/im/www/v1/.env", "/im/www/v1/%2eenv", "/im/www/v1/.git/config"] {
+            assert_eq!(http(&s, via, "GET", hidden, "").status, 404, "{hidden}");
+        }
+        for spelling in ["/im/www/v1/chat.html", "/im/www/v1///chat.html", "/im/www/v1/ch%61t.html"]
+        {
+            let r = http(&s, via, "GET", spelling, "");
+            assert_eq!((r.status, r.body.as_slice()), (200, &b"<p>chat</p>"[..]), "{spelling}");
         }
     }
 }

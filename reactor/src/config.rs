@@ -32,7 +32,8 @@ pub struct Config {
     pub workers: usize,
     /// Open connections beyond this are closed at once after accept. Default 20,000.
     pub max_connections: usize,
-    /// Open connections per client IP; 0 = no cap. Default 0.
+    /// Open connections per client IP (an IPv6 client: its /64); 0 = no cap. Default 256:
+    /// with no cap one address could hold every slot of `max_connections`.
     pub connections_per_ip: usize,
     /// Largest request head (request line + headers), else 431. Default 16 KiB.
     pub head_bytes: usize,
@@ -66,7 +67,7 @@ impl Default for Config {
             tls: None,
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_connections: 20_000,
-            connections_per_ip: 0,
+            connections_per_ip: 256,
             head_bytes: 16 * 1024,
             max_headers: 100,
             body_bytes: 1024 * 1024,

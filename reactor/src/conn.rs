@@ -19,7 +19,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig, WebSocketContext}
 use tungstenite::Message;
 
 use crate::buffer::Buffer;
-use crate::http::{error_response, parse_head, write_response, HeadLimits};
+use crate::http::{error_response, parse_head, write_response, HeadLimits, HSTS};
 use crate::remote::{Command, Stats};
 use crate::stream::{Pipe, Stream};
 use crate::worker::Job;
@@ -372,7 +372,13 @@ impl Conn {
         if head.ws_key.is_none() {
             if let Some(resp) = cx.static_files.and_then(|files| files.serve_hot(&req)) {
                 let close = !head.keep_alive || resp.close || cx.shutting_down;
-                write_response(self.output.vec(), &resp, req.method == "HEAD", close);
+                write_response(
+                    self.output.vec(),
+                    &resp,
+                    req.method == "HEAD",
+                    close,
+                    self.listener,
+                );
                 // Kept alive or closing, a peer that never reads is cut off like an idle one.
                 self.deadline = Some(cx.now + cx.config.keepalive_timeout);
                 if close {
@@ -484,7 +490,7 @@ impl Conn {
     /// Writes a response and closes once it is out, or at the keep-alive timeout if the
     /// peer does not take it.
     fn respond_and_close(&mut self, resp: &Response, cx: &Cx<'_>) {
-        write_response(self.output.vec(), resp, false, true);
+        write_response(self.output.vec(), resp, false, true, self.listener);
         self.phase = Phase::Closing { ws: None };
         self.eof = true;
         self.deadline = Some(cx.now + cx.config.keepalive_timeout);
@@ -500,7 +506,7 @@ impl Conn {
             return self.next(cx);
         };
         let close = !keep_alive || resp.close || cx.shutting_down;
-        write_response(self.output.vec(), &resp, head_only, close);
+        write_response(self.output.vec(), &resp, head_only, close, self.listener);
         // Kept alive or closing, a peer that never reads is cut off like an idle one.
         self.deadline = Some(cx.now + cx.config.keepalive_timeout);
         if close {
@@ -530,10 +536,11 @@ impl Conn {
             }
             Upgrade::Accept => {
                 let accept = tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+                let hsts = if self.listener == Listener::Tls { HSTS } else { "" };
                 let _ = write!(
                     self.output.vec(),
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                     Sec-WebSocket-Accept: {accept}\r\n\r\n"
+                     Sec-WebSocket-Accept: {accept}\r\n{hsts}\r\n"
                 );
                 let leftover = self.input.take();
                 let ctx = WebSocketContext::from_partially_read(

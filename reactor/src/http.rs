@@ -1,6 +1,7 @@
 //! HTTP/1.1 request framing with httparse: a resumable parse that returns `Ok(None)`
 //! until a whole head is buffered, and refuses anything that could be framed two ways.
 
+use crate::request::Listener;
 use crate::response::{reason, Response};
 
 /// Limits the parser enforces.
@@ -144,12 +145,26 @@ fn valid_ws_key(key: &str) -> bool {
         && k[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
-/// Appends `resp` to `out`. A `HEAD` response keeps `Content-Length` but no body.
-pub fn write_response(out: &mut Vec<u8>, resp: &Response, head_only: bool, close: bool) {
+/// What every response on the TLS listener carries: browsers that have been here once
+/// never try plain HTTP (and a stripping proxy) for this host again.
+pub const HSTS: &str = "Strict-Transport-Security: max-age=31536000\r\n";
+
+/// Appends `resp` to `out`, as sent on `listener`. A `HEAD` response keeps
+/// `Content-Length` but no body.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    resp: &Response,
+    head_only: bool,
+    close: bool,
+    listener: Listener,
+) {
     use std::io::Write;
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, reason(resp.status));
     for (name, value) in &resp.headers {
         let _ = write!(out, "{name}: {value}\r\n");
+    }
+    if listener == Listener::Tls {
+        out.extend_from_slice(HSTS.as_bytes());
     }
     if !matches!(resp.status, 101 | 204 | 304) {
         let _ = write!(out, "Content-Length: {}\r\n", resp.body.len());
@@ -243,10 +258,17 @@ mod tests {
     #[test]
     fn responses() {
         let mut out = Vec::new();
-        write_response(&mut out, &Response::new(200, "text/plain", "hi"), true, true);
+        let hi = Response::new(200, "text/plain", "hi");
+        write_response(&mut out, &hi, true, true, Listener::Plain);
         assert_eq!(
             out,
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n"
+        );
+        out.clear();
+        write_response(&mut out, &hi, false, false, Listener::Tls);
+        assert_eq!(
+            out,
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nStrict-Transport-Security: max-age=31536000\r\nContent-Length: 2\r\n\r\nhi"
         );
     }
 }

@@ -9,7 +9,8 @@
 //! - `config`       — [`Config`]: every limit and timeout, with defaults.
 //! - `handler`      — the seam: [`Handler`], [`Flow`], [`ConnId`], [`WsMessage`], [`Upgrade`], [`CloseReason`].
 //! - `request`, `response` — the HTTP types that cross the seam.
-//! - `server`       — [`Server`]: the event loop, the connection slab, timers, accept.
+//! - `server`       — [`Server`]: the event loop, the connection slab, timers, accept;
+//!   [`client`]: who a per-client limit counts (an IPv4 address, an IPv6 /64).
 //! - `conn`         — one connection: its phase enum, buffers, TLS and WebSocket state.
 //! - `stream`       — the bytes under a connection: a mio socket, or an in-memory pipe.
 //! - `http`         — resumable request framing (httparse) and response writing.
@@ -47,7 +48,7 @@ pub use handler::{CloseReason, ConnId, Flow, Handler, Upgrade, WsMessage};
 pub use remote::{Remote, Stats};
 pub use request::{Listener, Request};
 pub use response::{reason, Response};
-pub use server::Server;
+pub use server::{client, Server};
 pub use static_files::StaticFiles;
 
 /// Internals exposed for the criterion benches, fuzz targets and tests only; not an API.

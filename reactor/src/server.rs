@@ -32,6 +32,12 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 const EVENTS_PER_HANDOFF: usize = 64;
 /// tungstenite's read buffer per WebSocket: small, idle connections must stay small.
 const WS_READ_BUFFER: usize = 4 * 1024;
+/// After `accept` fails for want of descriptors or memory, it is tried again this soon
+/// (or as soon as a connection closes). The listeners are edge-triggered: without the
+/// retry, clients queued meanwhile would wait until yet another client connects.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// At most one log line per this long about `accept` failing.
+const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
@@ -110,6 +116,8 @@ impl Server {
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
             per_ip: HashMap::new(),
+            accept_retry: None,
+            accept_warned: None,
         };
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(WS_READ_BUFFER)
@@ -125,7 +133,7 @@ impl Server {
                 .timers
                 .peek()
                 .map_or(MAX_SLEEP, |Reverse((t, _))| t.saturating_duration_since(now));
-            if let Some(at) = shutdown_at {
+            if let Some(at) = shutdown_at.into_iter().chain(state.accept_retry).min() {
                 sleep = sleep.min(at.saturating_duration_since(now));
             }
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(MAX_SLEEP))) {
@@ -195,6 +203,15 @@ impl Server {
                 serve_commands(&commands, &remote, &mut state, &mut listeners, registry, &mut cx);
             }
             state.expire(registry, &mut cx);
+            if state.accept_retry.is_some_and(|at| at <= cx.now) {
+                state.accept_retry = None;
+                if let Some(l) = &plain {
+                    state.accept(l, None, registry, &mut cx);
+                }
+                if let Some((l, c)) = &tls {
+                    state.accept(l, Some(c), registry, &mut cx);
+                }
+            }
             idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {
@@ -276,6 +293,36 @@ fn listen(poll: &Poll, addr: SocketAddr, token: Token) -> Result<TcpListener, Er
     Ok(l)
 }
 
+/// Who a per-client limit counts (`connections_per_ip`, and the daemon's rate limits):
+/// an IPv4 address (also when mapped into IPv6), or an IPv6 /64. One IPv6 host is handed
+/// a whole /64 and can connect from any address in it: counted per address, it would
+/// escape every such limit.
+pub fn client(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !(u128::MAX >> 64)).into()),
+        },
+    }
+}
+
+/// An `accept` error that concerns one pending connection only (it was aborted, or
+/// Linux passed on its network error, see accept(2)): the next may be fine. Any other
+/// error is retried on a timer, so no error leaves the queue unserved.
+fn accept_again_now(e: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | ConnectionAborted
+            | ConnectionReset
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
+    )
+}
+
 /// Connections by slot, each slot with a generation so an old [`ConnId`] never
 /// reaches a newer connection in the same slot.
 #[derive(Default)]
@@ -330,7 +377,13 @@ struct State {
     /// Connections with frames queued in this batch of commands.
     dirty: Vec<usize>,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Open connections per client ([`client`]).
     per_ip: HashMap<IpAddr, usize>,
+    /// When to call `accept` again after it failed with the backlog still waiting.
+    accept_retry: Option<Instant>,
+    /// When a failed `accept` was last logged: a server that hovers at its descriptor
+    /// limit fails at every retry, and says so once a minute.
+    accept_warned: Option<Instant>,
 }
 
 impl State {
@@ -345,14 +398,20 @@ impl State {
             let (sock, peer) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if accept_again_now(&e) => continue,
                 Err(e) => {
-                    log::warn!("accept failed: {e}");
+                    // Out of descriptors or memory: the queue stays in the kernel until
+                    // a connection closes or the retry comes.
+                    if self.accept_warned.is_none_or(|at| cx.now >= at + ACCEPT_WARN_EVERY) {
+                        self.accept_warned = Some(cx.now);
+                        log::warn!("accept failed: {e}; retrying as connections close");
+                    }
+                    self.accept_retry = Some(cx.now + ACCEPT_RETRY);
                     return;
                 }
             };
             cx.stats.accepted_total.fetch_add(1, Relaxed);
-            let per_ip = self.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+            let per_ip = self.per_ip.get(&client(peer.ip())).copied().unwrap_or(0);
             let cap = cx.config.connections_per_ip;
             if cx.shutting_down
                 || self.conns.live >= cx.config.max_connections
@@ -372,7 +431,7 @@ impl State {
             let _ = sock.set_nodelay(true);
             let counter = if tls.is_some() { &cx.stats.open_tls } else { &cx.stats.open_plain };
             counter.fetch_add(1, Relaxed);
-            *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+            *self.per_ip.entry(client(peer.ip())).or_insert(0) += 1;
             log::debug!(
                 "connection {peer} ({}) opened",
                 if tls.is_some() { "Tls" } else { "Plain" }
@@ -418,7 +477,7 @@ impl State {
 
     fn drop_socket(&mut self, i: usize, registry: &Registry, cx: &mut Cx<'_>) {
         let Some(conn) = self.conns.get_mut(i) else { return };
-        let peer = conn.peer.ip();
+        let peer = client(conn.peer.ip());
         if let Some(sock) = conn.socket() {
             let _ = registry.deregister(sock);
             log::debug!("connection {} ({:?}) closed", conn.peer, conn.listener);
@@ -430,6 +489,10 @@ impl State {
             }
         }
         conn.drop_socket(cx.stats);
+        if let Some(at) = &mut self.accept_retry {
+            // A descriptor is free: the waiting clients need not wait for the timer.
+            *at = cx.now;
+        }
         if conn.settle(cx) {
             self.conns.remove(i);
         }
@@ -496,5 +559,20 @@ impl State {
             }
             self.conns.remove(i);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_host_is_counted_by_its_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(client(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(client(ip("2001:db8:1:2::1")), client(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(client(ip("2001:db8:1:2::1")), client(ip("2001:db8:1:3::1")));
     }
 }

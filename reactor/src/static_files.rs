@@ -5,6 +5,10 @@
 //! answered by the event loop itself ([`StaticFiles::serve_hot`]): no syscall, no
 //! worker. Everything else (the first request, a stale entry, a miss, an error) goes to
 //! a worker through [`StaticFiles::serve`], which touches the disk.
+//!
+//! The cache is keyed by the resolved file, never by the URL a client chose: `x`, `//x`
+//! and `%78` are one entry, and the whole cache has a byte budget. Only the plain
+//! spelling of a cached file's URL is hot; any other goes through resolution.
 
 use std::collections::HashMap;
 use std::fs;
@@ -19,9 +23,14 @@ use crate::{Request, Response};
 const REVALIDATE: Duration = Duration::from_secs(1);
 /// Files larger than this are read per request instead of cached.
 const CACHE_FILE_LIMIT: u64 = 1 << 20;
-/// At most this many URL paths are cached (a web root is small; this bounds memory
-/// against requests for many distinct names).
-const CACHE_ENTRIES: usize = 1024;
+/// What an entry costs beside its body and path: its map slots, headers and strings.
+const ENTRY_OVERHEAD: usize = 512;
+/// The page `/im/www/v1/` serves.
+const INDEX: &str = "chat.html";
+/// The web client loads its scripts, styles and pages from here only, shows pictures
+/// only from here or `data:` URLs, and is never framed: text a user injects can run
+/// nothing, and no other site can overlay the page (clickjacking).
+pub const CSP: &str = "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'";
 
 /// Serves files below one directory at one URL prefix.
 pub struct StaticFiles {
@@ -29,14 +38,61 @@ pub struct StaticFiles {
     prefix: String,
     /// What cache entries' check times count from.
     epoch: Instant,
-    /// URL path → what it served, so a hot file costs neither path resolution nor a
-    /// read per request.
-    cache: RwLock<HashMap<String, Arc<Cached>>>,
+    /// Most bytes the cache holds, bodies and bookkeeping together.
+    cache_bytes: usize,
+    cache: RwLock<Cache>,
+}
+
+/// Files as last read, so a hot file costs neither path resolution nor a read.
+#[derive(Default)]
+struct Cache {
+    /// Resolved file → its entry.
+    files: HashMap<PathBuf, Arc<Cached>>,
+    /// The plain URL path of each cached file that has one → its entry: what the event
+    /// loop looks up. Its keys come from the files, so requests cannot add to it.
+    urls: HashMap<String, Arc<Cached>>,
+    /// What the entries cost ([`Cached::cost`]).
+    bytes: usize,
+}
+
+impl Cache {
+    fn remove(&mut self, file: &Path) {
+        if let Some(old) = self.files.remove(file) {
+            self.bytes -= old.cost();
+            if let Some(url) = &old.url {
+                self.urls.remove(url);
+            }
+        }
+    }
+
+    /// Keeps `entry` within `budget` bytes, evicting the entries checked longest ago.
+    fn insert(&mut self, entry: Arc<Cached>, budget: usize) {
+        self.remove(&entry.file);
+        let cost = entry.cost();
+        if cost > budget {
+            return;
+        }
+        while self.bytes + cost > budget {
+            let Some(oldest) =
+                self.files.values().min_by_key(|e| e.checked_ms.load(Relaxed)).cloned()
+            else {
+                break;
+            };
+            self.remove(&oldest.file);
+        }
+        self.bytes += cost;
+        if let Some(url) = &entry.url {
+            self.urls.insert(url.clone(), entry.clone());
+        }
+        self.files.insert(entry.file.clone(), entry);
+    }
 }
 
 /// A file as last read from disk.
 struct Cached {
     file: PathBuf,
+    /// The plain spelling of its URL path, when it has one.
+    url: Option<String>,
     body: Vec<u8>,
     len: u64,
     mtime: u64,
@@ -48,7 +104,7 @@ struct Cached {
 }
 
 impl Cached {
-    fn load(file: PathBuf, now_ms: u64) -> Option<Cached> {
+    fn load(file: PathBuf, url: Option<String>, now_ms: u64) -> Option<Cached> {
         let meta = fs::metadata(&file).ok()?;
         let mtime = mtime_secs(&meta);
         let body = if meta.len() <= CACHE_FILE_LIMIT { fs::read(&file).ok()? } else { Vec::new() };
@@ -60,8 +116,19 @@ impl Cached {
             mtime,
             body,
             file,
+            url,
             checked_ms: AtomicU64::new(now_ms),
         })
+    }
+
+    /// Bytes it holds, counted against the cache's budget.
+    fn cost(&self) -> usize {
+        ENTRY_OVERHEAD
+            + self.body.len()
+            + self.file.as_os_str().len()
+            + self.url.as_ref().map_or(0, String::len)
+            + self.etag.len()
+            + self.last_modified.len()
     }
 
     /// Checked against the disk less than [`REVALIDATE`] ago.
@@ -88,6 +155,9 @@ fn mtime_secs(meta: &fs::Metadata) -> u64 {
 }
 
 impl StaticFiles {
+    /// The cache's byte budget unless [`with_cache_bytes`](Self::with_cache_bytes) sets one.
+    pub const DEFAULT_CACHE_BYTES: usize = 16 << 20;
+
     /// `root` must exist; it is canonicalized once so every file can be checked
     /// against it after symlinks are resolved.
     pub fn new(root: impl Into<PathBuf>, prefix: &str) -> std::io::Result<StaticFiles> {
@@ -99,36 +169,76 @@ impl StaticFiles {
             root,
             prefix: prefix.to_string(),
             epoch: Instant::now(),
-            cache: RwLock::new(HashMap::new()),
+            cache_bytes: StaticFiles::DEFAULT_CACHE_BYTES,
+            cache: RwLock::new(Cache::default()),
         })
+    }
+
+    /// Caps the memory of the cache (bodies and bookkeeping); 0 caches nothing.
+    pub fn with_cache_bytes(mut self, bytes: usize) -> StaticFiles {
+        self.cache_bytes = bytes;
+        self
     }
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn cached(&self, path: &str) -> Option<Arc<Cached>> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).get(path).cloned()
+    fn cache(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry whose plain URL is `path` (the prefix alone stands for the index).
+    fn cached_url(&self, path: &str) -> Option<Arc<Cached>> {
+        let cache = self.cache();
+        if path == self.prefix {
+            return cache.urls.get(&format!("{}{INDEX}", self.prefix)).cloned();
+        }
+        cache.urls.get(path).cloned()
     }
 
     /// The cached entry for a URL path, loading or refreshing it as needed.
     fn lookup(&self, path: &str) -> Option<Arc<Cached>> {
         let now_ms = self.now_ms();
-        if let Some(entry) = self.cached(path).filter(|e| e.fresh(now_ms)) {
+        if let Some(entry) = self.cached_url(path).filter(|e| e.fresh(now_ms)) {
             return Some(entry);
         }
         // Resolve again: the file may have moved, or become a link out of the root.
-        let entry = Arc::new(Cached::load(self.resolve(path)?, now_ms)?);
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES {
-            cache.clear();
+        let file = self.resolve(path)?;
+        let known = self.cache().files.get(&file).cloned();
+        if let Some(entry) = known.filter(|e| e.fresh(now_ms)) {
+            return Some(entry);
         }
-        cache.insert(path.to_string(), entry.clone());
+        let url = self.plain_url(&file);
+        let entry = Arc::new(Cached::load(file, url, now_ms)?);
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        cache.insert(entry.clone(), self.cache_bytes);
         Some(entry)
     }
 
-    /// Answers a request for a path under the prefix.
+    /// The URL path that names `file` with nothing to decode and nothing to collapse.
+    fn plain_url(&self, file: &Path) -> Option<String> {
+        let mut url = self.prefix.clone();
+        for (i, part) in file.strip_prefix(&self.root).ok()?.iter().enumerate() {
+            let part = part.to_str()?;
+            let plain = part.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !plain || part.starts_with('.') {
+                return None;
+            }
+            if i > 0 {
+                url.push('/');
+            }
+            url.push_str(part);
+        }
+        Some(url)
+    }
+
+    /// Answers a request for a path under the prefix; the prefix without its final
+    /// slash is moved there for good (301), so the page's relative links resolve.
     pub fn serve(&self, req: &Request) -> Response {
+        if req.path() == self.prefix.trim_end_matches('/') {
+            return self.redirect_to_index(req, 301);
+        }
         if req.method != "GET" && req.method != "HEAD" {
             return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
         }
@@ -149,27 +259,35 @@ impl StaticFiles {
         if req.method != "GET" && req.method != "HEAD" {
             return None;
         }
-        let entry = self.cached(req.path())?;
+        let entry = self.cached_url(req.path())?;
         if entry.len > CACHE_FILE_LIMIT || !entry.recently_checked(self.now_ms()) {
             return None;
         }
         Some(respond(&entry, req, || Some(entry.body.clone())))
     }
 
+    /// Sends a GET or HEAD to the prefix, which serves the index page, with `status`
+    /// (301 or 302); 405 for other methods.
+    pub fn redirect_to_index(&self, req: &Request, status: u16) -> Response {
+        if req.method != "GET" && req.method != "HEAD" {
+            return text(405, "Method Not Allowed\n").with_header("Allow", "GET, HEAD");
+        }
+        Response::empty(status).with_header("Location", self.prefix.clone())
+    }
+
     /// The file a URL path names, or `None` when it is not a regular file inside root.
     pub fn resolve(&self, path: &str) -> Option<PathBuf> {
-        let rest = path
-            .strip_prefix(self.prefix.as_str())
-            .or_else(|| (path == self.prefix.trim_end_matches('/')).then_some(""))?;
+        let rest = path.strip_prefix(self.prefix.as_str())?;
         let decoded = percent_decode(rest)?;
-        let relative = if decoded.is_empty() { "chat.html".to_string() } else { decoded };
+        let relative = if decoded.is_empty() { INDEX.to_string() } else { decoded };
         let mut candidate = self.root.clone();
         for part in relative.split('/') {
             if part.is_empty() {
                 continue;
             }
-            // Encoded separators, dots segments, NUL and backslashes never name a file.
-            if part == "." || part == ".." || part.contains(['\\', '\0', '%']) {
+            // Encoded separators, dot segments, dotfiles (`.git`, `.env`), NUL and
+            // backslashes never name a file.
+            if part.starts_with('.') || part.contains(['\\', '\0', '%']) {
                 return None;
             }
             let comp = Path::new(part).components().next()?;
@@ -179,20 +297,24 @@ impl StaticFiles {
             candidate.push(part);
         }
         let real = fs::canonicalize(&candidate).ok()?;
-        (real.starts_with(&self.root) && real.is_file()).then_some(real)
+        // A link inside the root may still lead to a dotfile.
+        let hidden = real
+            .strip_prefix(&self.root)
+            .ok()?
+            .iter()
+            .any(|part| part.as_encoded_bytes().starts_with(b"."));
+        (!hidden && real.is_file()).then_some(real)
     }
 }
 
 /// 304 when the client holds the current version; else 200 with the body, which is only
 /// then copied or read (404 when it can no longer be read).
 fn respond(entry: &Cached, req: &Request, body: impl FnOnce() -> Option<Vec<u8>>) -> Response {
-    let matches = req
-        .header("If-None-Match")
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*"));
-    if matches {
+    if not_modified(entry, req) {
         return Response::empty(304)
             .with_header("ETag", entry.etag.clone())
-            .with_header("Last-Modified", entry.last_modified.clone());
+            .with_header("Last-Modified", entry.last_modified.clone())
+            .with_header("Content-Security-Policy", CSP);
     }
     let Some(body) = body() else { return not_found() };
     Response::new(200, entry.content_type, body)
@@ -200,6 +322,20 @@ fn respond(entry: &Cached, req: &Request, body: impl FnOnce() -> Option<Vec<u8>>
         .with_header("Last-Modified", entry.last_modified.clone())
         .with_header("Cache-Control", "no-cache")
         .with_header("X-Content-Type-Options", "nosniff")
+        .with_header("Content-Security-Policy", CSP)
+}
+
+/// Whether the client's copy is current (RFC 9110 §13.2.2): `If-None-Match` decides
+/// when sent; otherwise `If-Modified-Since`, when it is a valid date not in the future.
+fn not_modified(entry: &Cached, req: &Request) -> bool {
+    if let Some(tags) = req.header("If-None-Match") {
+        return tags.split(',').any(|t| t.trim() == entry.etag || t.trim() == "*");
+    }
+    let Some(since) = req.header("If-Modified-Since").and_then(parse_http_date) else {
+        return false;
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    since <= now && entry.mtime <= since
 }
 
 fn not_found() -> Response {
@@ -283,6 +419,41 @@ fn http_date(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Unix seconds from an HTTP-date in any of its three forms (RFC 9110 §5.6.7):
+/// `Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT` or
+/// `Sun Nov  6 08:49:37 1994`; `None` for anything else or a date before 1970.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let (day, month, year, time) = match parts.as_slice() {
+        [_, d, m, y, t, "GMT"] => (*d, *m, y.parse::<i64>().ok()?, *t),
+        [_, dmy, t, "GMT"] => {
+            let mut it = dmy.split('-');
+            let (d, m, y) = (it.next()?, it.next()?, it.next()?);
+            let yy: i64 = y.parse().ok().filter(|_| y.len() == 2)?;
+            (d, m, if yy < 70 { 2000 + yy } else { 1900 + yy }, *t)
+        }
+        [_, m, d, t, y] => (*d, *m, y.parse::<i64>().ok()?, *t),
+        _ => return None,
+    };
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
+    let day: i64 = day.parse().ok().filter(|d| (1..=31).contains(d))?;
+    let mut hms = time.split(':').map(|p| p.parse::<i64>().ok().filter(|_| p.len() == 2));
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if hms.next().is_some() || h > 23 || m > 59 || sec > 60 || year < 1970 {
+        return None;
+    }
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + h * 3600 + m * 60 + sec).ok()
 }
 
 /// The current time as an HTTP date (used by tests).
@@ -388,6 +559,156 @@ mod tests {
         assert_eq!(f.serve(&req("/im/www/v1/css/a.css", None)).body, b"body{color:red}");
         let hot = f.serve_hot(&req("/im/www/v1/css/a.css", None)).expect("hot again");
         assert_eq!(hot.body, b"body{color:red}");
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_thousand_spellings_of_one_file_are_one_entry() {
+        let (dir, f) = fixture();
+        fs::write(dir.join("www/css/a.css"), vec![b'a'; 100_000]).unwrap();
+        let mut spellings: Vec<String> =
+            (0..1000).map(|n| format!("/im/www/v1/{}css/a.css", "/".repeat(n))).collect();
+        spellings.push("/im/www/v1/c%73s//a%2Ecss".into());
+        for path in &spellings {
+            assert_eq!(get(&f, path).body.len(), 100_000, "{path}");
+        }
+        let cache = f.cache();
+        assert_eq!((cache.files.len(), cache.urls.len()), (1, 1));
+        assert!(cache.bytes < 100_000 + 2 * ENTRY_OVERHEAD, "{}", cache.bytes);
+        assert!(cache.urls.contains_key("/im/www/v1/css/a.css"));
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_cache_keeps_to_its_byte_budget() {
+        let (dir, f) = fixture();
+        let f = f.with_cache_bytes(25_000);
+        for i in 0..10 {
+            fs::write(dir.join(format!("www/f{i}.txt")), vec![b'0' + i; 10_000]).unwrap();
+        }
+        for round in 0..3 {
+            for i in 0..10u8 {
+                let r = get(&f, &format!("/im/www/v1/f{i}.txt"));
+                assert_eq!(r.body, vec![b'0' + i; 10_000], "round {round}");
+                let bytes = f.cache().bytes;
+                assert!(bytes <= 25_000, "{bytes}");
+            }
+        }
+        assert_eq!(f.cache().files.len(), 2);
+        // Nothing cached at all: every file is still served.
+        let none = StaticFiles::new(dir.join("www"), "/im/www/v1/").unwrap().with_cache_bytes(0);
+        assert_eq!(get(&none, "/im/www/v1/css/a.css").body, b"body{}");
+        assert!(none.cache().files.is_empty());
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn dotfiles_are_never_served() {
+        let (dir, f) = fixture();
+        fs::create_dir_all(dir.join("www/.git")).unwrap();
+        fs::write(dir.join("www/.git/config"), "secret").unwrap();
+        fs::write(dir.join("www/.env"), "secret").unwrap();
+        fs::write(dir.join("www/css/.hidden.css"), "secret").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.join("www/.env"), dir.join("www/env.txt")).unwrap();
+        for hidden in [
+            "/im/www/v1/.env",
+            "/im/www/v1/%2eenv",
+            "/im/www/v1/%2Eenv",
+            "/im/www/v1/.git/config",
+            "/im/www/v1/%2egit/config",
+            "/im/www/v1/css/.hidden.css",
+            "/im/www/v1/css/%2Ehidden.css",
+            "/im/www/v1/env.txt",
+        ] {
+            assert!(f.resolve(hidden).is_none(), "{hidden}");
+            assert_eq!(get(&f, hidden).status, 404, "{hidden}");
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    fn conditional(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            target: path.into(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            body: Vec::new(),
+            peer: "127.0.0.1:1".parse().unwrap(),
+            listener: crate::Listener::Plain,
+        }
+    }
+
+    fn header<'a>(r: &'a Response, name: &str) -> Option<&'a str> {
+        r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn if_modified_since_counts_only_without_if_none_match() {
+        let (dir, f) = fixture();
+        let page = "/im/www/v1/css/a.css";
+        let r = f.serve(&conditional(page, &[]));
+        let (etag, modified) = (header(&r, "ETag").unwrap(), header(&r, "Last-Modified").unwrap());
+        let mtime = parse_http_date(modified).unwrap();
+        let earlier = http_date(mtime - 1);
+        let future = http_date(mtime + 10 * 365 * 86_400);
+        for (headers, status) in [
+            (vec![("If-Modified-Since", modified)], 304),
+            (vec![("If-Modified-Since", "Thu, 01 Jan 2099 00:00:00 GMT")], 200),
+            (vec![("If-Modified-Since", future.as_str())], 200),
+            (vec![("If-Modified-Since", earlier.as_str())], 200),
+            (vec![("If-Modified-Since", "yesterday")], 200),
+            (vec![("If-None-Match", "\"other\""), ("If-Modified-Since", modified)], 200),
+            (vec![("If-None-Match", etag), ("If-Modified-Since", earlier.as_str())], 304),
+        ] {
+            let req = conditional(page, &headers);
+            assert_eq!(f.serve(&req).status, status, "{headers:?}");
+            assert_eq!(f.serve_hot(&req).expect("hot").status, status, "hot: {headers:?}");
+        }
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn http_dates_in_all_three_forms() {
+        for form in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert_eq!(parse_http_date(form), Some(784_111_777), "{form}");
+        }
+        for secs in [0, 951_782_400, 1_700_000_000, 4_102_444_800] {
+            assert_eq!(parse_http_date(&http_date(secs)), Some(secs));
+        }
+        for bad in [
+            "",
+            "Sun, 06 Nov 1994 08:49:37 UTC",
+            "Sun, 32 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nox 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 24:00:00 GMT",
+            "Sun, 06 Nov 1994 8:49:37 GMT",
+            "Sun, 06 Nov 1969 08:49:37 GMT",
+            "Sun, 06 Nov 99999999999999999999 08:49:37 GMT",
+        ] {
+            assert_eq!(parse_http_date(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pages_carry_the_csp_and_the_bare_prefix_moves_for_good() {
+        let (dir, f) = fixture();
+        for path in ["/im/www/v1/", "/im/www/v1/chat.html", "/im/www/v1/css/a.css"] {
+            let r = get(&f, path);
+            assert_eq!(
+                (r.status, header(&r, "Content-Security-Policy")),
+                (200, Some(CSP)),
+                "{path}"
+            );
+            assert_eq!(f.serve_hot(&conditional(path, &[])).expect("hot").headers, r.headers);
+        }
+        for path in ["/im/www/v1", "/im/www/v1?x=1"] {
+            let r = get(&f, path);
+            assert_eq!((r.status, header(&r, "Location")), (301, Some("/im/www/v1/")), "{path}");
+        }
         let _ = fs::remove_dir_all(dir);
     }
 

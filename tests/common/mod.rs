@@ -164,9 +164,23 @@ impl ChildDaemon {
     /// once both listeners are announced in its log.
     #[track_caller]
     pub fn spawn(dir: &Path, extra: &str) -> ChildDaemon {
+        ChildDaemon::spawn_by(Command::new(env!("CARGO_BIN_EXE_imd")), dir, extra)
+    }
+
+    /// [`spawn`](Self::spawn) under `prlimit`, with `nofile` as both the soft and the hard
+    /// descriptor limit.
+    #[track_caller]
+    pub fn spawn_with_fd_limit(dir: &Path, extra: &str, nofile: u64) -> ChildDaemon {
+        let mut prlimit = Command::new("prlimit");
+        prlimit.arg(format!("--nofile={nofile}:{nofile}")).arg(env!("CARGO_BIN_EXE_imd"));
+        ChildDaemon::spawn_by(prlimit, dir, extra)
+    }
+
+    #[track_caller]
+    fn spawn_by(mut command: Command, dir: &Path, extra: &str) -> ChildDaemon {
         let conf = dir.join("imd.conf");
         std::fs::write(&conf, config_text(dir, extra)).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imd"))
+        let mut child = command
             .arg("--config")
             .arg(&conf)
             .env("RUST_LOG", "info")
