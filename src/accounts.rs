@@ -1,10 +1,12 @@
 //! Accounts (PROTOCOL.md §3): register, query, erase, profile update.
 
+use std::net::IpAddr;
+
 use proto::{Code, Field};
 use reactor::{Remote, Request};
 use store::{NewUser, ProfileUpdate};
 
-use crate::app::{App, Fail, Outcome};
+use crate::app::{App, Deferrable, Fail, Later, Outcome};
 use crate::directory::{Change, Listing};
 use crate::input::Input;
 use crate::token::new_user_id;
@@ -18,12 +20,9 @@ const PROFILE: [(&str, Field); 5] = [
     ("mail", Field::Mail),
 ];
 
-/// `POST /im/register`.
-pub fn register(app: &App, req: &Request) -> Outcome {
-    if !app.register_limit.take(req.peer.ip()) {
-        app.metrics.rate_limited("register");
-        return Err(Code::TooManyRequests.into());
-    }
+/// `POST /im/register` (its rate limit is checked by the router, first of all). The
+/// hash is made on the hasher pool, which answers.
+pub fn register(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&["account", "password", "name", "picture", "sex", "birthday", "sign", "mail"])?;
     let account = input.text("account")?;
@@ -48,16 +47,14 @@ pub fn register(app: &App, req: &Request) -> Outcome {
     limits.check(Field::Picture, picture)?;
     proto::check_account(account)?;
 
-    // Hash before touching the store: the unique index decides who wins a race.
-    let hash = app.passwords.hash(password).map_err(|_| Fail::Hash)?;
     let name = match input.text("name")? {
         "" => account,
         n => n,
     };
-    let user = NewUser {
+    let mut user = NewUser {
         id: new_user_id(),
         account: account.to_string(),
-        password_hash: hash,
+        password_hash: String::new(),
         name: name.to_string(),
         picture: picture.to_string(),
         sex: input.text("sex")?.to_string(),
@@ -65,21 +62,22 @@ pub fn register(app: &App, req: &Request) -> Outcome {
         sign: input.text("sign")?.to_string(),
         mail: mail.to_string(),
     };
-    let listing = Listing::from(&user);
-    app.directory.write(|| {
-        app.store(|s| s.create_user(&user))?;
-        Ok::<_, Fail>(((), Change::Added(listing)))
-    })?;
-    log::info!("registered a user from {}", req.peer.ip());
-    Ok(proto::status(Code::Success))
+    let (ip, password) = (req.peer.ip(), password.to_string());
+    app.answer_later(later, move |app, _| {
+        // Hash before touching the store: the unique index decides who wins a race.
+        user.password_hash = app.passwords.hash(&password).map_err(|_| Fail::Hash)?;
+        let listing = Listing::from(&user);
+        app.directory.write(|| {
+            app.store(|s| s.create_user(&user))?;
+            Ok::<_, Fail>(((), Change::Added(listing)))
+        })?;
+        log::info!("registered a user from {ip}");
+        Ok(proto::status(Code::Success))
+    })
 }
 
-/// `GET /im/query?account=…`.
+/// `GET /im/query?account=…` (its rate limit is checked by the router, first of all).
 pub fn query(app: &App, req: &Request) -> Outcome {
-    if !app.query_limit.take(req.peer.ip()) {
-        app.metrics.rate_limited("query");
-        return Err(Code::TooManyRequests.into());
-    }
     let input = Input::of(req)?;
     input.known(&["account"])?;
     let account = input.text("account")?;
@@ -87,12 +85,13 @@ pub fn query(app: &App, req: &Request) -> Outcome {
         return Err(Code::AccountEmpty.into());
     }
     app.config.fields.check(Field::Account, account)?;
+    proto::check_account(account)?;
     let exists = app.store(|s| s.account_exists(account))?;
     Ok(proto::query_reply(exists))
 }
 
-/// `POST /im/erase`.
-pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
+/// `POST /im/erase`: the password is checked on the hasher pool, which answers.
+pub fn erase(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&["id", "token", "password"])?;
     let me = authenticate(app, &input)?;
@@ -101,18 +100,20 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::PasswordEmpty.into());
     }
     app.config.fields.check(Field::Password, password)?;
-    let user = app.store(|s| s.user_by_id(&me))?;
-    let stored = user.as_ref().map(|u| u.password_hash.as_str());
-    if !app.passwords.verify(password, stored) {
-        return Err(Code::AccountPasswordWrong.into());
-    }
+    let password = password.to_string();
+    with_password(app, later, req.peer.ip(), me, password, |app, remote, me| {
+        erase_user(app, me, remote)
+    })
+}
+
+fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     let former_friends = app.directory.write(|| {
-        let former_friends = app.store(|s| s.delete_user(&me))?;
-        Ok::<_, Fail>((former_friends, Change::Removed(me.clone())))
+        let former_friends = app.store(|s| s.delete_user(me))?;
+        Ok::<_, Fail>((former_friends, Change::Removed(me.to_string())))
     })?;
-    app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me.as_str()]));
-    let push = proto::push_id(Code::FriendRemoved, &me);
-    let (conn, ()) = app.sessions.end_user(&me, |online| {
+    app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
+    let push = proto::push_id(Code::FriendRemoved, me);
+    let (conn, ()) = app.sessions.end_user(me, |online| {
         for friend in &former_friends {
             if let Some(c) = online.conn(friend) {
                 remote.send_text(c, push.clone());
@@ -127,8 +128,43 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     Ok(proto::status(Code::Success))
 }
 
+/// Checks the password of `me` on the hasher pool, then `then` answers. A wrong one
+/// counts against the failed-login budget of `ip` like a failed login: the failure is
+/// charged before the check and refunded when the password was right, and a spent
+/// budget answers 524 without a check.
+fn with_password(
+    app: &App,
+    later: Later<'_>,
+    ip: IpAddr,
+    me: String,
+    password: String,
+    then: impl FnOnce(&App, &Remote, &str) -> Outcome + Send + 'static,
+) -> Deferrable {
+    if !app.login_fail_limit.take(ip) {
+        app.metrics.rate_limited("login");
+        log::info!("password check from {ip} refused: too many failures");
+        return Err(Code::TooManyRequests.into());
+    }
+    let answered = app.answer_later(later, move |app, remote| {
+        let user = app.store(|s| s.user_by_id(&me)).inspect_err(|_| {
+            app.login_fail_limit.refund(ip);
+        })?;
+        let stored = user.as_ref().map(|u| u.password_hash.as_str());
+        if !app.passwords.verify(&password, stored).ok {
+            log::info!("wrong password from {ip}");
+            return Err(Code::AccountPasswordWrong.into());
+        }
+        app.login_fail_limit.refund(ip);
+        then(app, remote, &me)
+    });
+    if answered.is_err() {
+        app.login_fail_limit.refund(ip);
+    }
+    answered
+}
+
 /// `POST /im/profile/update`.
-pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
+pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&[
         "id",
@@ -172,19 +208,24 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !picture.is_empty() {
         update.picture = Some(picture.to_string());
     }
-    if password_change {
-        limits.check(Field::Password, old)?;
-        limits.check(Field::Password, new)?;
-        let user = app.store(|s| s.user_by_id(&me))?;
-        if !app.passwords.verify(old, user.as_ref().map(|u| u.password_hash.as_str())) {
-            return Err(Code::AccountPasswordWrong.into());
-        }
-        update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
+    if !password_change {
+        return apply_update(app, &me, &update, later.remote).map(Some);
     }
+    limits.check(Field::Password, old)?;
+    limits.check(Field::Password, new)?;
+    let (old, new) = (old.to_string(), new.to_string());
+    with_password(app, later, req.peer.ip(), me, old, move |app, remote, me| {
+        update.password_hash = Some(app.passwords.hash(&new).map_err(|_| Fail::Hash)?);
+        apply_update(app, me, &update, remote)
+    })
+}
+
+/// Stores a checked update, then pushes 301 to every online friend.
+fn apply_update(app: &App, me: &str, update: &ProfileUpdate, remote: &Remote) -> Outcome {
     let profile = app.directory.write(|| {
         let profile = app.store(|s| {
-            s.update_profile(&me, &update)?;
-            s.user_by_id(&me)
+            s.update_profile(me, update)?;
+            s.user_by_id(me)
         })?;
         let change = profile.as_ref().map_or(Change::Unchanged, |p| Change::Updated(p.into()));
         Ok::<_, Fail>((profile, change))
@@ -192,12 +233,12 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
 
     // Each friend sees the change under the alias they gave me.
     if let Some(p) = profile {
-        let watchers = app.store(|s| s.aliases_for(&me))?;
+        let watchers = app.store(|s| s.aliases_for(me))?;
         app.sessions.with_online(|online| {
             for (friend, alias) in &watchers {
                 if let Some(c) = online.conn(friend) {
                     let push =
-                        proto::profile_push(&me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
+                        proto::profile_push(me, alias, &p.picture, &p.sex, &p.birthday, &p.sign);
                     remote.send_text(c, push);
                     app.metrics.pushed(Code::RefreshProfile);
                 }

@@ -25,6 +25,10 @@ use crate::{accounts, friends, tunnel};
 /// Where the web client is served.
 pub const WEB_PREFIX: &str = "/im/www/v1/";
 
+/// Password checks that may wait per hasher thread. At tens of milliseconds a check,
+/// a full queue is about a second of waiting: past that a check is refused with 524.
+const HASHER_QUEUE_PER_THREAD: usize = 32;
+
 /// Shared state of the daemon; every worker holds an `Arc` of it.
 pub struct App {
     pub(crate) config: Config,
@@ -100,6 +104,18 @@ impl Fail {
 /// What an operation answers: the JSON text of its reply.
 pub type Outcome = Result<String, Fail>;
 
+/// What an operation that checks a password answers: its reply now, or `None` when a
+/// job on the hasher pool answers later ([`App::answer_later`]).
+pub type Deferrable = Result<Option<String>, Fail>;
+
+/// Where a deferred HTTP answer goes.
+#[derive(Clone, Copy)]
+pub struct Later<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) remote: &'a Remote,
+    pub(crate) route: Route,
+}
+
 impl App {
     /// Builds the application; opens (and migrates) the database once to fail early.
     pub fn new(config: Config) -> Result<Arc<App>, crate::Error> {
@@ -118,7 +134,8 @@ impl App {
                     config.web_root.display()
                 ))
             })?;
-        let hasher = Hasher::new(config.password.threads)
+        let threads = config.password.threads;
+        let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;
         let app = App {
@@ -165,22 +182,60 @@ impl App {
             .map_err(Fail::Store)
     }
 
-    fn route(&self, req: &Request, remote: &Remote) -> (Route, Response) {
+    /// Runs `job` on the hasher pool; its outcome answers the request of `later.conn`.
+    /// 524 at once when the pool's queue is full.
+    pub(crate) fn answer_later(
+        &self,
+        later: Later<'_>,
+        job: impl FnOnce(&App, &Remote) -> Outcome + Send + 'static,
+    ) -> Deferrable {
+        let Some(app) = self.me.upgrade() else { return Err(Fail::Hash) };
+        let route = later.route;
+        let queued = self.hasher.answer_for(later.conn, later.remote, move |remote| {
+            let body = job(&app, remote).unwrap_or_else(|f| proto::status(f.code()));
+            app.metrics.http(route, reply_code(&body));
+            api_response(body)
+        });
+        if !queued {
+            self.metrics.rate_limited("hasher");
+            return Err(Code::TooManyRequests.into());
+        }
+        Ok(None)
+    }
+
+    /// The per-IP limit of a route that has one: checked before anything else (§2).
+    fn limit_first(&self, route: Route, req: &Request) -> Result<(), Fail> {
+        let (limit, name) = match route {
+            Route::Register => (&self.register_limit, "register"),
+            Route::Query => (&self.query_limit, "query"),
+            _ => return Ok(()),
+        };
+        if !limit.take(req.peer.ip()) {
+            self.metrics.rate_limited(name);
+            return Err(Code::TooManyRequests.into());
+        }
+        Ok(())
+    }
+
+    /// The response to `req`, or `None` when a hasher job sends it later.
+    fn route(&self, conn: ConnId, req: &Request, remote: &Remote) -> Option<Response> {
         let path = req.path();
         if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
-            return (Route::Static, self.static_files.serve(req));
+            return Some(self.static_files.serve(req));
         }
         let route = Route::of(path);
+        let later = Later { conn, remote, route };
         let outcome = match route {
-            Route::Health => return (route, self.metrics.health(remote)),
-            Route::Metrics => return (route, self.metrics.render(self, remote)),
-            Route::NotFound => return (route, not_found()),
+            Route::Health => return Some(self.metrics.health(remote)),
+            Route::Metrics => return Some(self.metrics.render(self, remote)),
+            Route::NotFound => return Some(not_found()),
             Route::Login => Err(Fail::Code(Code::ProtocolError)),
+            _ if self.limit_first(route, req).is_err() => Err(Code::TooManyRequests.into()),
             _ if !route.allows(&req.method) => Err(Fail::Code(Code::ProtocolError)),
-            Route::Register => accounts::register(self, req),
+            Route::Register => accounts::register(self, req, later).transpose()?,
             Route::Query => accounts::query(self, req),
-            Route::Erase => accounts::erase(self, req, remote),
-            Route::ProfileUpdate => accounts::update_profile(self, req, remote),
+            Route::Erase => accounts::erase(self, req, later).transpose()?,
+            Route::ProfileUpdate => accounts::update_profile(self, req, later).transpose()?,
             Route::Logoff => tunnel::logoff(self, req, remote),
             Route::Found => friends::found(self, req),
             Route::Request => friends::request(self, req, remote),
@@ -193,7 +248,7 @@ impl App {
         };
         let body = outcome.unwrap_or_else(|f| proto::status(f.code()));
         self.metrics.http(route, reply_code(&body));
-        (route, api_response(body))
+        Some(api_response(body))
     }
 }
 
@@ -215,8 +270,13 @@ fn not_found() -> Response {
 }
 
 impl Handler for App {
-    fn request(&self, req: Request, remote: &Remote) -> Response {
-        self.route(&req, remote).1
+    fn request(&self, _req: Request, _remote: &Remote) -> Response {
+        // Every request comes through `request_on`, which knows its connection.
+        api_response(proto::status(Code::InternalError))
+    }
+
+    fn request_on(&self, conn: ConnId, req: Request, remote: &Remote) -> Option<Response> {
+        self.route(conn, &req, remote)
     }
 
     fn upgrade(&self, req: &Request, _conn: ConnId, _remote: &Remote) -> Upgrade {

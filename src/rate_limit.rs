@@ -61,13 +61,12 @@ impl Rate {
         }
     }
 
-    /// Whether a token is there, without taking it.
-    pub fn peek(self, b: &mut Bucket, now: Instant) -> bool {
-        if self.is_off() {
-            return true;
+    /// Puts back a token taken for something that did not happen.
+    pub fn give_back(self, b: &mut Bucket, now: Instant) {
+        if !self.is_off() {
+            self.refill(b, now);
+            b.tokens = (b.tokens + 1.0).min(self.burst);
         }
-        self.refill(b, now);
-        b.tokens >= 1.0
     }
 
     /// When a bucket that is left alone is full again (so it can be forgotten).
@@ -100,9 +99,12 @@ impl PerIp {
         self.rate.is_off() || self.with(ip, |r, b, now| r.take(b, now))
     }
 
-    /// Whether `ip` has budget left, without spending it.
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.rate.is_off() || self.with(ip, |r, b, now| r.peek(b, now))
+    /// Gives back a token taken for `ip`: a budget reserved before a password check is
+    /// refunded when the check succeeds (or never ran).
+    pub fn refund(&self, ip: IpAddr) {
+        if !self.rate.is_off() {
+            self.with(ip, |r, b, now| r.give_back(b, now));
+        }
     }
 
     /// Forgets buckets that have refilled, so the table only holds recent clients.
@@ -149,12 +151,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_puts_one_token_back_and_never_overfills() {
+        let t = PerIp::new(Rate::per_min(2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(t.take(a) && t.take(a) && !t.take(a));
+        t.refund(a);
+        assert!(t.take(a));
+        assert!(!t.take(a));
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        t.refund(b);
+        t.refund(b);
+        assert!(t.take(b) && t.take(b) && !t.take(b), "the burst is the ceiling");
+    }
+
+    #[test]
     fn per_ip_is_per_ip_and_prunes() {
         let t = PerIp::new(Rate::per_min(2));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         assert!(t.take(a) && t.take(a));
-        assert!(!t.allows(a));
         assert!(!t.take(a));
         assert!(t.take(b));
         t.prune();
