@@ -142,6 +142,7 @@ impl App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
                 Rate::per_min(r.heartbeat_per_min),
+                Rate::per_min(r.search_per_min),
             ),
             passwords,
             db,

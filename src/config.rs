@@ -76,6 +76,8 @@ pub struct RateLimits {
     pub send_burst: u32,
     /// JSON heartbeats per minute per session.
     pub heartbeat_per_min: u32,
+    /// Searches (`/im/friends/found`) per minute per session.
+    pub search_per_min: u32,
 }
 
 impl Default for Config {
@@ -111,6 +113,7 @@ impl Default for Config {
                 send_per_s: 20,
                 send_burst: 40,
                 heartbeat_per_min: 12,
+                search_per_min: 30,
             },
             fields: proto::Limits::default(),
         }
@@ -278,6 +281,7 @@ impl Doc<'_> {
         self.count("rate_limit", "send_per_s", 0, 1_000_000, &mut r.send_per_s)?;
         self.count("rate_limit", "send_burst", 0, 1_000_000, &mut r.send_burst)?;
         self.count("rate_limit", "heartbeat_per_min", 0, 1_000_000, &mut r.heartbeat_per_min)?;
+        self.count("rate_limit", "search_per_min", 0, 1_000_000, &mut r.search_per_min)?;
         Ok(())
     }
 

@@ -18,6 +18,12 @@ pub fn found(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token", "name"])?;
     let me = authenticate(app, &input)?;
+    // Search confirms accounts by exact match: without a budget a session could
+    // enumerate them where /im/query already answers 524.
+    if !app.sessions.take_search(&me) {
+        app.metrics.rate_limited("search");
+        return Err(Code::TooManyRequests.into());
+    }
     let name = input.text("name")?;
     if name.is_empty() {
         return Err(Code::NameEmpty.into());

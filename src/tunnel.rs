@@ -223,6 +223,7 @@ fn check_login(
     if account.is_empty()
         || proto::is_blank(password)
         || limits.check(Field::Account, account).is_err()
+        || proto::check_account(account).is_err()
         || limits.check(Field::Password, password).is_err()
     {
         return Ok(None);

@@ -49,7 +49,8 @@ fn register_codes_in_order() {
             &json!({"account": acct, "password": "p", "mail": "m", "sign": "s".repeat(257)}),
         );
         assert_code(&v, 527, "Field Too Long");
-        for bad in ["a b", "a\u{7}b", "a\tb"] {
+        for bad in ["a b", "a\u{7}b", "a\tb", "a\u{200B}b", "a\u{202E}b", "\u{3164}", "a\u{E0041}"]
+        {
             let v = post(
                 s,
                 via,
@@ -112,6 +113,45 @@ fn rate_limits_answer_524() {
     let u = User::new("rl3");
     let body = json!({"account": u.account, "password": "p", "mail": "m"});
     assert_code(&post(&s, Via::Plain, "/im/register", &body), 524, "Too Many Requests");
+}
+
+#[test]
+fn invisible_characters_are_refused_wherever_an_account_is_taken() {
+    let s = TestServer::start();
+    let u = User::new("visible");
+    u.register(&s);
+    // Each of these looks like `u.account` (or like nothing at all) on a screen.
+    let lookalikes = [
+        format!("{}\u{200B}", u.account),
+        format!("\u{FEFF}{}", u.account),
+        format!("{}\u{200D}", u.account),
+        format!("\u{202E}{}", u.account),
+        format!("{}\u{AD}", u.account),
+        format!("{}\u{FE0F}", u.account),
+        format!("{}\u{E0020}", u.account),
+        "\u{3164}".to_string(),
+        "\u{115F}\u{1160}".to_string(),
+    ];
+    for account in &lookalikes {
+        let body = json!({"account": account, "password": "p", "mail": "m"});
+        assert_code(&post(&s, Via::Plain, "/im/register", &body), 528, "Field Invalid");
+        let v = get(&s, Via::Plain, &format!("/im/query?account={}", enc(account)));
+        assert_code(&v, 528, "Field Invalid");
+        let mut ws = Ws::open(&s, Via::Plain, "/im/login");
+        ws.send_json(&json!({"account": account, "password": u.password}));
+        assert_code(&ws.recv(), 505, "Account & Password Wrong");
+    }
+}
+
+#[test]
+fn rate_limits_come_before_the_method_check() {
+    let s = TestServer::start_with("[rate_limit]\nregister_per_min = 1\nquery_per_min = 1\n");
+    User::new("first").register(&s);
+    // PROTOCOL.md §2: where an operation does not place 524, it is checked first.
+    assert_code(&get(&s, Via::Plain, "/im/register"), 524, "Too Many Requests");
+    assert_code(&get(&s, Via::Plain, "/im/query?account=x"), 200, "Success");
+    let r = http(&s, Via::Plain, "PUT", "/im/query?account=x", "");
+    assert_code(&r.json(), 524, "Too Many Requests");
 }
 
 #[test]
