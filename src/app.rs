@@ -108,10 +108,12 @@ pub type Outcome = Result<String, Fail>;
 /// job on the hasher pool answers later ([`App::answer_later`]).
 pub type Deferrable = Result<Option<String>, Fail>;
 
-/// Where a deferred HTTP answer goes.
+/// Where a deferred HTTP answer goes. Without a connection (a caller of
+/// [`Handler::request`], such as a fuzz target) the job runs at once on the caller's
+/// thread instead.
 #[derive(Clone, Copy)]
 pub struct Later<'a> {
-    pub(crate) conn: ConnId,
+    pub(crate) conn: Option<ConnId>,
     pub(crate) remote: &'a Remote,
     pub(crate) route: Route,
 }
@@ -190,9 +192,10 @@ impl App {
         later: Later<'_>,
         job: impl FnOnce(&App, &Remote) -> Outcome + Send + 'static,
     ) -> Deferrable {
+        let Some(conn) = later.conn else { return job(self, later.remote).map(Some) };
         let Some(app) = self.me.upgrade() else { return Err(Fail::Hash) };
         let route = later.route;
-        let queued = self.hasher.answer_for(later.conn, later.remote, move |remote| {
+        let queued = self.hasher.answer_for(conn, later.remote, move |remote| {
             let body = job(&app, remote).unwrap_or_else(|f| proto::status(f.code()));
             app.metrics.http(route, reply_code(&body));
             api_response(body)
@@ -219,7 +222,7 @@ impl App {
     }
 
     /// The response to `req`, or `None` when a hasher job sends it later.
-    fn route(&self, conn: ConnId, req: &Request, remote: &Remote) -> Option<Response> {
+    fn route(&self, conn: Option<ConnId>, req: &Request, remote: &Remote) -> Option<Response> {
         let path = req.path();
         if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
             return Some(self.static_files.serve(req));
@@ -271,13 +274,15 @@ fn not_found() -> Response {
 }
 
 impl Handler for App {
-    fn request(&self, _req: Request, _remote: &Remote) -> Response {
-        // Every request comes through `request_on`, which knows its connection.
-        api_response(proto::status(Code::InternalError))
+    /// Without a connection to answer later, password checks run on this thread.
+    fn request(&self, req: Request, remote: &Remote) -> Response {
+        let resp = self.route(None, &req, remote);
+        // Only a deferred answer is `None`, and without a connection nothing defers.
+        resp.unwrap_or_else(|| api_response(proto::status(Code::InternalError)))
     }
 
     fn request_on(&self, conn: ConnId, req: Request, remote: &Remote) -> Option<Response> {
-        self.route(conn, &req, remote)
+        self.route(Some(conn), &req, remote)
     }
 
     fn upgrade(&self, req: &Request, _conn: ConnId, _remote: &Remote) -> Upgrade {

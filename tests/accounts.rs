@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn both(test: impl Fn(&TestServer, Via)) {
     let server = TestServer::start();
@@ -264,4 +264,36 @@ fn profile_update_checks_and_pushes_301() {
         assert_eq!(a2.login["profile"]["name"], "pa");
         assert_eq!(a2.login["profile"]["sign"], "a new sign");
     });
+}
+
+/// A request through `Handler::request`, with no connection to answer later: what the
+/// fuzz targets do.
+fn inline(app: &imd::App, remote: &reactor::Remote, target: &str, body: &Value) -> Value {
+    use reactor::Handler;
+    let req = reactor::Request {
+        method: "POST".to_string(),
+        target: target.to_string(),
+        headers: vec![("Host".to_string(), b"localhost".to_vec())],
+        body: body.to_string().into_bytes(),
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        listener: reactor::Listener::Plain,
+    };
+    serde_json::from_slice(&app.request(req, remote).body).expect("JSON reply")
+}
+
+#[test]
+fn without_a_connection_password_work_answers_on_the_calling_thread() {
+    let dir = temp_dir();
+    let app = imd::App::new(config(&dir, "")).expect("app");
+    let detached = reactor::internals::DetachedRemote::new().expect("remote");
+    let body = json!({"account": "inline", "password": "p", "mail": "m"});
+    assert_code(&inline(&app, detached.remote(), "/im/register", &body), 200, "Success");
+    assert_code(
+        &inline(&app, detached.remote(), "/im/register", &body),
+        504,
+        "Account Already Exists",
+    );
+    let body = json!({"id": "f".repeat(32), "token": "f".repeat(32), "password": "p"});
+    assert_code(&inline(&app, detached.remote(), "/im/erase", &body), 515, "Auth Illegal");
+    let _ = std::fs::remove_dir_all(dir);
 }
