@@ -48,7 +48,7 @@ pub struct PasswordConfig {
     pub t: u32,
     /// Parallelism.
     pub p: u32,
-    /// Threads that check passwords at login, apart from the workers.
+    /// Threads that check and hash passwords, apart from the workers.
     pub threads: usize,
 }
 
