@@ -17,7 +17,7 @@ use crate::friend_cache::FriendCache;
 use crate::hasher::Hasher;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
-use crate::rate_limit::{PerIp, Rate};
+use crate::rate_limit::{PerIp, PerUser, Rate};
 use crate::route::Route;
 use crate::sessions::Sessions;
 use crate::{accounts, friends, tunnel};
@@ -38,6 +38,8 @@ pub struct App {
     pub(crate) register_limit: PerIp,
     pub(crate) query_limit: PerIp,
     pub(crate) login_fail_limit: PerIp,
+    /// Searches per user: exact account matches confirm accounts.
+    pub(crate) search_limit: PerUser,
     pub(crate) metrics: Metrics,
     /// Friend sets of live senders.
     pub(crate) friend_cache: FriendCache,
@@ -144,13 +146,13 @@ impl App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
                 Rate::per_min(r.heartbeat_per_min),
-                Rate::per_min(r.search_per_min),
             ),
             passwords,
             db,
             register_limit: PerIp::new(Rate::per_min(r.register_per_min)),
             query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
             login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
+            search_limit: PerUser::new(Rate::per_min(r.search_per_min)),
             metrics: Metrics::default(),
             friend_cache: FriendCache::default(),
             directory,

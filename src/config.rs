@@ -76,7 +76,7 @@ pub struct RateLimits {
     pub send_burst: u32,
     /// JSON heartbeats per minute per session.
     pub heartbeat_per_min: u32,
-    /// Searches (`/im/friends/found`) per minute per session.
+    /// Searches (`/im/friends/found`) per minute per user.
     pub search_per_min: u32,
 }
 

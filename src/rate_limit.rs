@@ -1,7 +1,8 @@
-//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins)
-//! and per session (send, heartbeat).
+//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins),
+//! per user (search) and per session (send, heartbeat).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -76,18 +77,24 @@ impl Rate {
 }
 
 /// Buckets keyed by client IP.
-pub struct PerIp {
+pub type PerIp = PerKey<IpAddr>;
+
+/// Buckets keyed by user id: a budget that a new login does not refill.
+pub type PerUser = PerKey<String>;
+
+/// Buckets keyed by `K`.
+pub struct PerKey<K> {
     rate: Rate,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
-impl PerIp {
+impl<K: Hash + Eq> PerKey<K> {
     /// An empty table for `rate`.
-    pub fn new(rate: Rate) -> PerIp {
-        PerIp { rate, buckets: Mutex::new(HashMap::new()) }
+    pub fn new(rate: Rate) -> PerKey<K> {
+        PerKey { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
-    fn with<R>(&self, ip: IpAddr, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
+    fn with<R>(&self, ip: K, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let b = map.entry(ip).or_insert_with(|| self.rate.bucket(now));
@@ -95,19 +102,19 @@ impl PerIp {
     }
 
     /// Takes a token for `ip`; false when its budget is spent.
-    pub fn take(&self, ip: IpAddr) -> bool {
+    pub fn take(&self, ip: K) -> bool {
         self.rate.is_off() || self.with(ip, |r, b, now| r.take(b, now))
     }
 
     /// Gives back a token taken for `ip`: a budget reserved before a password check is
     /// refunded when the check succeeds (or never ran).
-    pub fn refund(&self, ip: IpAddr) {
+    pub fn refund(&self, ip: K) {
         if !self.rate.is_off() {
             self.with(ip, |r, b, now| r.give_back(b, now));
         }
     }
 
-    /// Forgets buckets that have refilled, so the table only holds recent clients.
+    /// Forgets buckets that have refilled, so the table only holds recent keys.
     pub fn prune(&self) {
         if self.rate.is_off() {
             return;

@@ -42,7 +42,6 @@ struct ConnEntry {
     phase: Phase,
     send: Bucket,
     heartbeat: Bucket,
-    search: Bucket,
 }
 
 /// The session registry.
@@ -51,7 +50,6 @@ pub struct Sessions {
     conns: Mutex<HashMap<ConnId, ConnEntry>>,
     send_rate: Rate,
     heartbeat_rate: Rate,
-    search_rate: Rate,
 }
 
 /// A view of who is online, given to code that runs under the registry lock.
@@ -78,14 +76,13 @@ pub enum Ended {
 }
 
 impl Sessions {
-    /// An empty registry with per-session send, heartbeat and search limits.
-    pub fn new(send_rate: Rate, heartbeat_rate: Rate, search_rate: Rate) -> Sessions {
+    /// An empty registry with per-session send and heartbeat limits.
+    pub fn new(send_rate: Rate, heartbeat_rate: Rate) -> Sessions {
         Sessions {
             users: RwLock::new(HashMap::new()),
             conns: Mutex::new(HashMap::new()),
             send_rate,
             heartbeat_rate,
-            search_rate,
         }
     }
 
@@ -109,7 +106,6 @@ impl Sessions {
             phase: Phase::AwaitingLogin { since: now },
             send: self.send_rate.bucket(now),
             heartbeat: self.heartbeat_rate.bucket(now),
-            search: self.search_rate.bucket(now),
         };
         self.conns().insert(conn, entry);
     }
@@ -253,17 +249,6 @@ impl Sessions {
                 .is_some_and(|e| rate.take(&mut e.heartbeat, Instant::now()))
     }
 
-    /// Spends a search token of `user`'s session; false when over the limit (or the
-    /// session is gone).
-    pub fn take_search(&self, user: &str) -> bool {
-        let rate = self.search_rate;
-        if rate.is_off() {
-            return true;
-        }
-        let Some(conn) = self.conn_of(user) else { return false };
-        self.conns().get_mut(&conn).is_some_and(|e| rate.take(&mut e.search, Instant::now()))
-    }
-
     /// Live sessions (for metrics).
     pub fn live(&self) -> usize {
         self.users_read().len()
@@ -275,7 +260,7 @@ mod tests {
     use super::*;
 
     fn registry() -> Sessions {
-        Sessions::new(Rate::per_sec(2, 2), Rate::per_min(0), Rate::per_min(0))
+        Sessions::new(Rate::per_sec(2, 2), Rate::per_min(0))
     }
 
     const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);

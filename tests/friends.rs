@@ -278,9 +278,14 @@ fn requests_survive_an_offline_target_and_show_at_login() {
 }
 
 #[test]
-fn search_has_a_budget_per_session_after_the_auth_checks() {
+fn search_has_a_budget_per_user_after_the_auth_checks() {
     let s = TestServer::start_with("[rate_limit]\nsearch_per_min = 3\nquery_per_min = 2\n");
-    let (a, b, _) = trio(&s, Via::Plain, "budget");
+    let users: Vec<User> = ["a", "b"].iter().map(|n| User::new(&format!("budget{n}"))).collect();
+    for u in &users {
+        u.register(&s);
+    }
+    let a = Session::login(&s, Via::Plain, &users[0]);
+    let b = Session::login(&s, Via::Plain, &users[1]);
     let target = b.login["profile"]["name"].as_str().expect("name").to_string();
     let found = |who: &Session, name: &str| {
         get(&s, Via::Plain, &format!("/im/friends/found?{}&name={}", who.auth(), enc(name)))
@@ -298,7 +303,10 @@ fn search_has_a_budget_per_session_after_the_auth_checks() {
     // After the auth checks: a stranger still learns only that the auth failed.
     let path = format!("/im/friends/found?id={}&token={}&name=x", a.id, b.token);
     assert_code(&get(&s, Via::Plain, &path), 515, "Auth Illegal");
-    // Before the name checks, and per session: another session still searches.
+    // Before the name checks, and per user: another user still searches.
     assert_code(&found(&a, ""), 524, "Too Many Requests");
     assert_code(&found(&b, ""), 516, "Name Empty");
+    // Logging in again does not refill it.
+    let again = Session::login(&s, Via::Plain, &users[0]);
+    assert_code(&found(&again, &target), 524, "Too Many Requests");
 }
