@@ -455,3 +455,16 @@ fn writers_on_many_connections_do_not_fail_busy() {
     let s = db.open();
     assert_eq!(s.pending_messages("a", 1000).unwrap().len(), 400);
 }
+
+#[test]
+fn a_rehash_replaces_only_the_hash_it_was_made_from() {
+    let (_db, mut s) = abc();
+    assert!(s.rehash_password("a", "hash-of-alice", "stronger").unwrap());
+    assert_eq!(s.user_by_id("a").unwrap().unwrap().password_hash, "stronger");
+    // A password change got there first: the login's rehash of the old one loses.
+    let change = ProfileUpdate { password_hash: Some("changed".into()), ..Default::default() };
+    s.update_profile("b", &change).unwrap();
+    assert!(!s.rehash_password("b", "hash-of-bob", "rehash of the old").unwrap());
+    assert_eq!(s.user_by_id("b").unwrap().unwrap().password_hash, "changed");
+    assert!(!s.rehash_password("nobody", "x", "y").unwrap());
+}
