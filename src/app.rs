@@ -231,6 +231,7 @@ impl App {
         }
         let route = Route::of(path);
         let later = Later { conn, remote, route };
+        // `transpose()?` returns `None` for an answer a hasher job sends (and counts).
         let outcome = match route {
             Route::Health => return Some(self.metrics.health(remote)),
             Route::Metrics => return Some(self.metrics.render(self, remote)),
