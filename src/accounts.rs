@@ -1,10 +1,12 @@
 //! Accounts (PROTOCOL.md §3): register, query, erase, profile update.
 
+use std::net::IpAddr;
+
 use proto::{Code, Field};
 use reactor::{Remote, Request};
 use store::{NewUser, ProfileUpdate, StoreError};
 
-use crate::app::{App, Fail, Outcome};
+use crate::app::{App, Deferrable, Fail, Later, Outcome};
 use crate::directory::{Change, Listing};
 use crate::input::Input;
 use crate::token::new_user_id;
@@ -21,12 +23,9 @@ const PROFILE: [(&str, Field); 5] = [
 /// The fields `"clear"` may empty (PROTOCOL.md §3.4 ext); `name` goes back to the account.
 const CLEARABLE: [&str; 5] = ["name", "picture", "sex", "birthday", "sign"];
 
-/// `POST /im/register`.
-pub fn register(app: &App, req: &Request) -> Outcome {
-    if !app.register_limit.take(req.peer.ip()) {
-        app.metrics.rate_limited("register");
-        return Err(Code::TooManyRequests.into());
-    }
+/// `POST /im/register` (its rate limit is checked by the router, first of all). The
+/// hash is made on the hasher pool, which answers.
+pub fn register(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&["account", "password", "name", "picture", "sex", "birthday", "sign", "mail"])?;
     let account = input.text("account")?;
@@ -51,16 +50,14 @@ pub fn register(app: &App, req: &Request) -> Outcome {
     limits.check(Field::Picture, picture)?;
     proto::check_account(account)?;
 
-    // Hash before touching the store: the unique index decides who wins a race.
-    let hash = app.passwords.hash(password).map_err(|_| Fail::Hash)?;
     let name = match input.text("name")? {
         "" => account,
         n => n,
     };
-    let user = NewUser {
+    let mut user = NewUser {
         id: new_user_id(),
         account: account.to_string(),
-        password_hash: hash,
+        password_hash: String::new(),
         name: name.to_string(),
         picture: picture.to_string(),
         sex: input.text("sex")?.to_string(),
@@ -68,21 +65,22 @@ pub fn register(app: &App, req: &Request) -> Outcome {
         sign: input.text("sign")?.to_string(),
         mail: mail.to_string(),
     };
-    let listing = Listing::from(&user);
-    app.directory.write(|| {
-        app.store(|s| s.create_user(&user))?;
-        Ok::<_, Fail>(((), Change::Added(listing)))
-    })?;
-    log::debug!("registered a user from {}", req.peer.ip());
-    Ok(proto::status(Code::Success))
+    let (ip, password) = (req.peer.ip(), password.to_string());
+    app.answer_later(later, move |app, _| {
+        // Hash before touching the store: the unique index decides who wins a race.
+        user.password_hash = app.passwords.hash(&password).map_err(|_| Fail::Hash)?;
+        let listing = Listing::from(&user);
+        app.directory.write(|| {
+            app.store(|s| s.create_user(&user))?;
+            Ok::<_, Fail>(((), Change::Added(listing)))
+        })?;
+        log::debug!("registered a user from {ip}");
+        Ok(proto::status(Code::Success))
+    })
 }
 
-/// `GET /im/query?account=…`.
+/// `GET /im/query?account=…` (its rate limit is checked by the router, first of all).
 pub fn query(app: &App, req: &Request) -> Outcome {
-    if !app.query_limit.take(req.peer.ip()) {
-        app.metrics.rate_limited("query");
-        return Err(Code::TooManyRequests.into());
-    }
     let input = Input::of(req)?;
     input.known(&["account"])?;
     let account = input.text("account")?;
@@ -90,12 +88,13 @@ pub fn query(app: &App, req: &Request) -> Outcome {
         return Err(Code::AccountEmpty.into());
     }
     app.config.fields.check(Field::Account, account)?;
+    proto::check_account(account)?;
     let exists = app.store(|s| s.account_exists(account))?;
     Ok(proto::query_reply(exists))
 }
 
-/// `POST /im/erase`.
-pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
+/// `POST /im/erase`: the password is checked on the hasher pool, which answers.
+pub fn erase(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&["id", "token", "password"])?;
     let me = authenticate(app, &input)?;
@@ -104,19 +103,20 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::PasswordEmpty.into());
     }
     app.config.fields.check(Field::Password, password)?;
-    // An account erased since the session was checked (a racing erase) answers as
-    // its session does now: 515.
-    let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
-    if !app.passwords.verify(password, Some(&user.password_hash)) {
-        return Err(Code::AccountPasswordWrong.into());
-    }
+    let password = password.to_string();
+    with_password(app, later, req.peer.ip(), me, password, |app, remote, me| {
+        erase_user(app, me, remote)
+    })
+}
+
+fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     let former_friends = app.directory.write(|| {
-        let former_friends = app.store(|s| s.delete_user(&me))?;
-        Ok::<_, Fail>((former_friends, Change::Removed(me.clone())))
+        let former_friends = app.store(|s| s.delete_user(me))?;
+        Ok::<_, Fail>((former_friends, Change::Removed(me.to_string())))
     })?;
-    app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me.as_str()]));
-    let push = proto::push_id(Code::FriendRemoved, &me);
-    let (conn, ()) = app.sessions.end_user(&me, |online| {
+    app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
+    let push = proto::push_id(Code::FriendRemoved, me);
+    let (conn, ()) = app.sessions.end_user(me, |online| {
         for friend in &former_friends {
             if let Some(c) = online.conn(friend) {
                 remote.send_text(c, push.clone());
@@ -131,8 +131,48 @@ pub fn erase(app: &App, req: &Request, remote: &Remote) -> Outcome {
     Ok(proto::status(Code::Success))
 }
 
+/// Checks the password of `me` on the hasher pool, then `then` answers. A wrong one
+/// counts against the failed-login budget of `ip` like a failed login: the failure is
+/// charged before the check and refunded when the password was right, and a spent
+/// budget answers 524 without a check.
+fn with_password(
+    app: &App,
+    later: Later<'_>,
+    ip: IpAddr,
+    me: String,
+    password: String,
+    then: impl FnOnce(&App, &Remote, &str) -> Outcome + Send + 'static,
+) -> Deferrable {
+    if !app.login_fail_limit.take(ip) {
+        app.metrics.rate_limited("login");
+        log::debug!("password check from {ip} refused: too many failures");
+        return Err(Code::TooManyRequests.into());
+    }
+    let answered = app.answer_later(later, move |app, remote| {
+        let user = app.store(|s| s.user_by_id(&me)).inspect_err(|_| {
+            app.login_fail_limit.refund(ip);
+        })?;
+        // An account erased since the session was checked (a racing erase) answers as
+        // its session does now: 515.
+        let Some(user) = user else {
+            app.login_fail_limit.refund(ip);
+            return Err(StoreError::UserGone.into());
+        };
+        if !app.passwords.verify(&password, Some(&user.password_hash)).ok {
+            log::debug!("wrong password from {ip}");
+            return Err(Code::AccountPasswordWrong.into());
+        }
+        app.login_fail_limit.refund(ip);
+        then(app, remote, &me)
+    });
+    if answered.is_err() {
+        app.login_fail_limit.refund(ip);
+    }
+    answered
+}
+
 /// `POST /im/profile/update`.
-pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
+pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
     let input = Input::json(req)?;
     input.known(&[
         "id",
@@ -187,33 +227,38 @@ pub fn update_profile(app: &App, req: &Request, remote: &Remote) -> Outcome {
         };
         *slot = Some(String::new());
     }
-    if password_change {
-        limits.check(Field::Password, old)?;
-        limits.check(Field::Password, new)?;
-        let user = app.store(|s| s.user_by_id(&me))?.ok_or(StoreError::UserGone)?;
-        if !app.passwords.verify(old, Some(&user.password_hash)) {
-            return Err(Code::AccountPasswordWrong.into());
-        }
-        update.password_hash = Some(app.passwords.hash(new).map_err(|_| Fail::Hash)?);
+    if !password_change {
+        return apply_update(app, &me, update, later.remote).map(Some);
     }
+    limits.check(Field::Password, old)?;
+    limits.check(Field::Password, new)?;
+    let (old, new) = (old.to_string(), new.to_string());
+    with_password(app, later, req.peer.ip(), me, old, move |app, remote, me| {
+        update.password_hash = Some(app.passwords.hash(&new).map_err(|_| Fail::Hash)?);
+        apply_update(app, me, update, remote)
+    })
+}
+
+/// Stores a checked update, then pushes 301 to every online friend.
+fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote) -> Outcome {
     if update.name.as_deref() == Some("") {
-        let user = app.store(|s| s.user_by_id(&me))?;
+        let user = app.store(|s| s.user_by_id(me))?;
         update.name = user.map(|u| u.account);
     }
     let profile = app.directory.write(|| {
         // Written and read back in one transaction: an erase racing it answers 515.
-        let p = app.store(|s| s.update_profile(&me, &update))?;
+        let p = app.store(|s| s.update_profile(me, &update))?;
         let change = Change::Updated((&p).into());
         Ok::<_, Fail>((p, change))
     })?;
 
     // Each friend sees the change under the alias they gave me.
-    let watchers = app.store(|s| s.aliases_for(&me))?;
+    let watchers = app.store(|s| s.aliases_for(me))?;
     app.sessions.with_online(|online| {
         for (friend, alias) in &watchers {
             if let Some(c) = online.conn(friend) {
                 let push = proto::profile_push(
-                    &me,
+                    me,
                     alias,
                     &profile.picture,
                     &profile.sex,

@@ -17,13 +17,17 @@ use crate::friend_cache::FriendCache;
 use crate::hasher::Hasher;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
-use crate::rate_limit::{PerIp, Rate};
+use crate::rate_limit::{PerIp, PerUser, Rate};
 use crate::route::Route;
 use crate::sessions::Sessions;
 use crate::{accounts, friends, tunnel};
 
 /// Where the web client is served.
 pub const WEB_PREFIX: &str = "/im/www/v1/";
+
+/// Password checks that may wait per hasher thread. At tens of milliseconds a check,
+/// a full queue is about a second of waiting: past that a check is refused with 524.
+const HASHER_QUEUE_PER_THREAD: usize = 32;
 
 /// Shared state of the daemon; every worker holds an `Arc` of it.
 pub struct App {
@@ -34,6 +38,8 @@ pub struct App {
     pub(crate) register_limit: PerIp,
     pub(crate) query_limit: PerIp,
     pub(crate) login_fail_limit: PerIp,
+    /// Searches per user: exact account matches confirm accounts.
+    pub(crate) search_limit: PerUser,
     pub(crate) metrics: Metrics,
     /// Friend sets of live senders.
     pub(crate) friend_cache: FriendCache,
@@ -109,6 +115,20 @@ impl Fail {
 /// What an operation answers: the JSON text of its reply.
 pub type Outcome = Result<String, Fail>;
 
+/// What an operation that checks a password answers: its reply now, or `None` when a
+/// job on the hasher pool answers later ([`App::answer_later`]).
+pub type Deferrable = Result<Option<String>, Fail>;
+
+/// Where a deferred HTTP answer goes. Without a connection (a caller of
+/// [`Handler::request`], such as a fuzz target) the job runs at once on the caller's
+/// thread instead.
+#[derive(Clone, Copy)]
+pub struct Later<'a> {
+    pub(crate) conn: Option<ConnId>,
+    pub(crate) remote: &'a Remote,
+    pub(crate) route: Route,
+}
+
 impl App {
     /// Builds the application; opens (and migrates) the database once to fail early.
     pub fn new(config: Config) -> Result<Arc<App>, crate::Error> {
@@ -128,7 +148,8 @@ impl App {
                     config.web_root.display()
                 ))
             })?;
-        let hasher = Hasher::new(config.password.threads)
+        let threads = config.password.threads;
+        let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;
         let app = App {
@@ -141,6 +162,7 @@ impl App {
             register_limit: PerIp::new(Rate::per_min(r.register_per_min)),
             query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
             login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
+            search_limit: PerUser::new(Rate::per_min(r.search_per_min)),
             metrics: Metrics::default(),
             friend_cache: FriendCache::default(),
             directory,
@@ -175,26 +197,66 @@ impl App {
             .map_err(Fail::Store)
     }
 
-    fn route(&self, req: &Request, remote: &Remote) -> (Route, Response) {
+    /// Runs `job` on the hasher pool; its outcome answers the request of `later.conn`.
+    /// 524 at once when the pool's queue is full.
+    pub(crate) fn answer_later(
+        &self,
+        later: Later<'_>,
+        job: impl FnOnce(&App, &Remote) -> Outcome + Send + 'static,
+    ) -> Deferrable {
+        let Some(conn) = later.conn else { return job(self, later.remote).map(Some) };
+        let Some(app) = self.me.upgrade() else { return Err(Fail::Hash) };
+        let route = later.route;
+        let queued = self.hasher.answer_for(conn, later.remote, move |remote| {
+            let body = job(&app, remote).unwrap_or_else(|f| proto::status(f.code()));
+            app.metrics.http(route, reply_code(&body));
+            api_response(body)
+        });
+        if !queued {
+            self.metrics.rate_limited("hasher");
+            return Err(Code::TooManyRequests.into());
+        }
+        Ok(None)
+    }
+
+    /// The per-IP limit of a route that has one: checked before anything else (§2).
+    fn limit_first(&self, route: Route, req: &Request) -> Result<(), Fail> {
+        let (limit, name) = match route {
+            Route::Register => (&self.register_limit, "register"),
+            Route::Query => (&self.query_limit, "query"),
+            _ => return Ok(()),
+        };
+        if !limit.take(req.peer.ip()) {
+            self.metrics.rate_limited(name);
+            return Err(Code::TooManyRequests.into());
+        }
+        Ok(())
+    }
+
+    /// The response to `req`, or `None` when a hasher job sends it later.
+    fn route(&self, conn: Option<ConnId>, req: &Request, remote: &Remote) -> Option<Response> {
         let path = req.path();
         if path.starts_with(WEB_PREFIX) || path == "/im/www/v1" {
-            return (Route::Static, self.static_files.serve(req));
+            return Some(self.static_files.serve(req));
         }
         if path == "/" {
             // PROTOCOL.md §7: the site's root leads to the web client.
-            return (Route::Static, self.static_files.redirect_to_index(req, 302));
+            return Some(self.static_files.redirect_to_index(req, 302));
         }
         let route = Route::of(path);
+        let later = Later { conn, remote, route };
+        // `transpose()?` returns `None` for an answer a hasher job sends (and counts).
         let outcome = match route {
-            Route::Health => return (route, self.metrics.health(remote, self.db.is_replaced())),
-            Route::Metrics => return (route, self.metrics.render(self, remote)),
-            Route::NotFound => return (route, not_found()),
+            Route::Health => return Some(self.metrics.health(remote, self.db.is_replaced())),
+            Route::Metrics => return Some(self.metrics.render(self, remote)),
+            Route::NotFound => return Some(not_found()),
             Route::Login => Err(Fail::Code(Code::ProtocolError)),
+            _ if self.limit_first(route, req).is_err() => Err(Code::TooManyRequests.into()),
             _ if !route.allows(&req.method) => Err(Fail::Code(Code::ProtocolError)),
-            Route::Register => accounts::register(self, req),
+            Route::Register => accounts::register(self, req, later).transpose()?,
             Route::Query => accounts::query(self, req),
-            Route::Erase => accounts::erase(self, req, remote),
-            Route::ProfileUpdate => accounts::update_profile(self, req, remote),
+            Route::Erase => accounts::erase(self, req, later).transpose()?,
+            Route::ProfileUpdate => accounts::update_profile(self, req, later).transpose()?,
             Route::Logoff => tunnel::logoff(self, req, remote),
             Route::Found => friends::found(self, req),
             Route::Request => friends::request(self, req, remote),
@@ -207,7 +269,7 @@ impl App {
         };
         let body = outcome.unwrap_or_else(|f| proto::status(f.code()));
         self.metrics.http(route, reply_code(&body));
-        (route, api_response(body))
+        Some(api_response(body))
     }
 }
 
@@ -229,8 +291,15 @@ fn not_found() -> Response {
 }
 
 impl Handler for App {
+    /// Without a connection to answer later, password checks run on this thread.
     fn request(&self, req: Request, remote: &Remote) -> Response {
-        self.route(&req, remote).1
+        let resp = self.route(None, &req, remote);
+        // Only a deferred answer is `None`, and without a connection nothing defers.
+        resp.unwrap_or_else(|| api_response(proto::status(Code::InternalError)))
+    }
+
+    fn request_on(&self, conn: ConnId, req: Request, remote: &Remote) -> Option<Response> {
+        self.route(Some(conn), &req, remote)
     }
 
     fn upgrade(&self, req: &Request, _conn: ConnId, _remote: &Remote) -> Upgrade {

@@ -62,7 +62,7 @@ pub struct PasswordConfig {
     pub t: u32,
     /// Parallelism.
     pub p: u32,
-    /// Threads that check passwords at login, apart from the workers.
+    /// Threads that check and hash passwords, apart from the workers.
     pub threads: usize,
 }
 
@@ -90,6 +90,8 @@ pub struct RateLimits {
     pub send_burst: u32,
     /// JSON heartbeats per minute per session.
     pub heartbeat_per_min: u32,
+    /// Searches (`/im/friends/found`) per minute per user.
+    pub search_per_min: u32,
 }
 
 impl Default for Config {
@@ -126,6 +128,7 @@ impl Default for Config {
                 send_per_s: 20,
                 send_burst: 40,
                 heartbeat_per_min: 12,
+                search_per_min: 30,
             },
             fields: proto::Limits::default(),
             requests: RequestLimits { login_requests: 100, pending_per_user: 1000 },
@@ -298,6 +301,7 @@ impl Doc<'_> {
         self.count("rate_limit", "send_per_s", 0, 1_000_000, &mut r.send_per_s)?;
         self.count("rate_limit", "send_burst", 0, 1_000_000, &mut r.send_burst)?;
         self.count("rate_limit", "heartbeat_per_min", 0, 1_000_000, &mut r.heartbeat_per_min)?;
+        self.count("rate_limit", "search_per_min", 0, 1_000_000, &mut r.search_per_min)?;
         Ok(())
     }
 

@@ -108,6 +108,7 @@ fn housekeeping(app: &App, remote: &Remote) {
             app.register_limit.prune();
             app.query_limit.prune();
             app.login_fail_limit.prune();
+            app.search_limit.prune();
         }
     }
 }

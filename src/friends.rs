@@ -18,6 +18,13 @@ pub fn found(app: &App, req: &Request) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token", "name"])?;
     let me = authenticate(app, &input)?;
+    // Search confirms accounts by exact match: without a budget a user could
+    // enumerate them where /im/query already answers 524. Per user, not per
+    // connection, so logging in again does not refill it.
+    if !app.search_limit.take(me.clone()) {
+        app.metrics.rate_limited("search");
+        return Err(Code::TooManyRequests.into());
+    }
     let name = input.text("name")?;
     if name.is_empty() {
         return Err(Code::NameEmpty.into());

@@ -82,7 +82,8 @@ impl Histogram {
 }
 
 /// Rate limiters, in the order they are reported.
-const LIMITERS: [&str; 5] = ["register", "query", "login", "send", "heartbeat"];
+/// "hasher" counts checks refused because the password pool's queue was full.
+const LIMITERS: [&str; 7] = ["register", "query", "login", "send", "heartbeat", "search", "hasher"];
 
 /// The daemon's counters.
 pub struct Metrics {
@@ -234,6 +235,14 @@ impl Metrics {
             "imd_login_failures_total",
             "Failed logins.",
             self.logins_failed.load(Relaxed),
+        );
+        let (current, other) = app.passwords.runs();
+        let _ = writeln!(
+            out,
+            "# HELP imd_argon2_runs_total Argon2 runs, at the configured parameters or at a \
+             stored hash's older ones.\n# TYPE imd_argon2_runs_total counter\n\
+             imd_argon2_runs_total{{params=\"current\"}} {current}\n\
+             imd_argon2_runs_total{{params=\"other\"}} {other}"
         );
         counter(
             &mut out,

@@ -1,7 +1,8 @@
-//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins)
-//! and per session (send, heartbeat).
+//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins),
+//! per user (search) and per session (send, heartbeat).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -61,13 +62,12 @@ impl Rate {
         }
     }
 
-    /// Whether a token is there, without taking it.
-    pub fn peek(self, b: &mut Bucket, now: Instant) -> bool {
-        if self.is_off() {
-            return true;
+    /// Puts back a token taken for something that did not happen.
+    pub fn give_back(self, b: &mut Bucket, now: Instant) {
+        if !self.is_off() {
+            self.refill(b, now);
+            b.tokens = (b.tokens + 1.0).min(self.burst);
         }
-        self.refill(b, now);
-        b.tokens >= 1.0
     }
 
     /// When a bucket that is left alone is full again (so it can be forgotten).
@@ -77,35 +77,63 @@ impl Rate {
 }
 
 /// Buckets keyed by client ([`reactor::client`]: an IPv4 address or an IPv6 /64).
-pub struct PerIp {
-    rate: Rate,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+pub type PerIp = PerKey<IpAddr>;
+
+/// Buckets keyed by user id: a budget that a new login does not refill.
+pub type PerUser = PerKey<String>;
+
+/// What a table is keyed by, as the table keeps it.
+pub trait Key: Hash + Eq {
+    /// The key whose bucket this one spends: one host may hold many IPv6 addresses, so
+    /// an address counts as its client (its /64), or rotating addresses would escape.
+    fn bucket_key(self) -> Self;
 }
 
-impl PerIp {
+impl Key for IpAddr {
+    fn bucket_key(self) -> IpAddr {
+        reactor::client(self)
+    }
+}
+
+impl Key for String {
+    fn bucket_key(self) -> String {
+        self
+    }
+}
+
+/// Buckets keyed by `K`.
+pub struct PerKey<K> {
+    rate: Rate,
+    buckets: Mutex<HashMap<K, Bucket>>,
+}
+
+impl<K: Key> PerKey<K> {
     /// An empty table for `rate`.
-    pub fn new(rate: Rate) -> PerIp {
-        PerIp { rate, buckets: Mutex::new(HashMap::new()) }
+    pub fn new(rate: Rate) -> PerKey<K> {
+        PerKey { rate, buckets: Mutex::new(HashMap::new()) }
     }
 
-    fn with<R>(&self, ip: IpAddr, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
+    fn with<R>(&self, key: K, f: impl FnOnce(Rate, &mut Bucket, Instant) -> R) -> R {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let b = map.entry(reactor::client(ip)).or_insert_with(|| self.rate.bucket(now));
+        let b = map.entry(key.bucket_key()).or_insert_with(|| self.rate.bucket(now));
         f(self.rate, b, now)
     }
 
     /// Takes a token for `ip`; false when its budget is spent.
-    pub fn take(&self, ip: IpAddr) -> bool {
+    pub fn take(&self, ip: K) -> bool {
         self.rate.is_off() || self.with(ip, |r, b, now| r.take(b, now))
     }
 
-    /// Whether `ip` has budget left, without spending it.
-    pub fn allows(&self, ip: IpAddr) -> bool {
-        self.rate.is_off() || self.with(ip, |r, b, now| r.peek(b, now))
+    /// Gives back a token taken for `ip`: a budget reserved before a password check is
+    /// refunded when the check succeeds (or never ran).
+    pub fn refund(&self, ip: K) {
+        if !self.rate.is_off() {
+            self.with(ip, |r, b, now| r.give_back(b, now));
+        }
     }
 
-    /// Forgets buckets that have refilled, so the table only holds recent clients.
+    /// Forgets buckets that have refilled, so the table only holds recent keys.
     pub fn prune(&self) {
         if self.rate.is_off() {
             return;
@@ -149,12 +177,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_puts_one_token_back_and_never_overfills() {
+        let t = PerIp::new(Rate::per_min(2));
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(t.take(a) && t.take(a) && !t.take(a));
+        t.refund(a);
+        assert!(t.take(a));
+        assert!(!t.take(a));
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        t.refund(b);
+        t.refund(b);
+        assert!(t.take(b) && t.take(b) && !t.take(b), "the burst is the ceiling");
+    }
+
+    #[test]
     fn per_ip_is_per_ip_and_prunes() {
         let t = PerIp::new(Rate::per_min(2));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         assert!(t.take(a) && t.take(a));
-        assert!(!t.allows(a));
         assert!(!t.take(a));
         assert!(t.take(b));
         t.prune();

@@ -134,23 +134,34 @@ fn now_ms() -> i64 {
 
 /// Checks credentials on the hasher pool and starts the session there, or answers
 /// 505/524 and closes. The connection's next frame waits for the outcome.
+///
+/// The failure is charged to the IP's budget before the check and refunded when the
+/// password was right, so however many attempts arrive at once, at most the budget's
+/// worth is ever checked.
 fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote) -> Flow {
     if !app.sessions.begin_login(conn) {
         return Flow::Done;
     }
     let Some(ip) = app.sessions.peer(conn) else { return Flow::Done };
-    if !app.login_fail_limit.allows(ip) {
+    if !app.login_fail_limit.take(ip) {
         app.metrics.rate_limited("login");
         log::debug!("login from {ip} refused: too many failures");
         refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
         return Flow::Done;
     }
-    let Some(app) = app.me.upgrade() else { return Flow::Done };
+    let Some(pool) = app.me.upgrade() else { return Flow::Done };
     let (account, password) = (account.trim().to_string(), password.to_string());
-    let (pool, job_remote) = (app.clone(), remote.clone());
-    pool.hasher.run_for(conn, remote, move || {
-        finish_login(&app, conn, ip, &account, &password, &job_remote);
+    let job_remote = remote.clone();
+    let queued = app.hasher.run_for(conn, remote, move || {
+        finish_login(&pool, conn, ip, &account, &password, &job_remote);
     });
+    if !queued {
+        app.login_fail_limit.refund(ip);
+        app.metrics.rate_limited("hasher");
+        log::info!("login from {ip} refused: the password checks are busy");
+        refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
+        return Flow::Done;
+    }
     Flow::Deferred
 }
 
@@ -163,14 +174,35 @@ fn finish_login(
     remote: &Remote,
 ) {
     match check_login(app, account, password) {
-        Ok(Some(user)) => start(app, conn, user, remote),
+        Ok(Some((user, rehash))) => {
+            app.login_fail_limit.refund(ip);
+            if rehash {
+                rehash_password(app, &user, password);
+            }
+            start(app, conn, user, remote);
+        }
         Ok(None) => {
-            app.login_fail_limit.take(ip);
             app.metrics.login(false);
             log::debug!("failed login from {ip}");
             refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
         }
-        Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
+        Err(f) => {
+            // Not a wrong password: the reserved failure is given back.
+            app.login_fail_limit.refund(ip);
+            refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
+        }
+    }
+}
+
+/// Stores the password hashed with the configured parameters, replacing one made with
+/// older ones. A failure only leaves the old hash, which still verifies.
+fn rehash_password(app: &App, user: &store::UserRow, password: &str) {
+    let Ok(new) = app.passwords.hash(password) else {
+        return Fail::Hash.log();
+    };
+    match app.store(|s| s.rehash_password(&user.id, &user.password_hash, &new)) {
+        Ok(_) => log::info!("a password hash was upgraded to the configured parameters"),
+        Err(f) => f.log(),
     }
 }
 
@@ -179,9 +211,15 @@ fn refuse(app: &App, remote: &Remote, conn: ConnId, code: Code, close: u16) {
     remote.close(conn, close, "");
 }
 
-/// The user whose account and password these are. An unknown account costs one
-/// dummy verification, as much as a wrong password.
-fn check_login(app: &App, account: &str, password: &str) -> Result<Option<store::UserRow>, Fail> {
+/// The user whose account and password these are, and whether the stored hash wants
+/// the configured parameters. An unknown account costs one dummy verification, as much
+/// as a wrong password. Accounts are not checked for invisible characters here: none
+/// can be registered any more, and one made before that rule can still log in.
+fn check_login(
+    app: &App,
+    account: &str,
+    password: &str,
+) -> Result<Option<(store::UserRow, bool)>, Fail> {
     let limits = &app.config.fields;
     if account.is_empty()
         || proto::is_blank(password)
@@ -191,8 +229,8 @@ fn check_login(app: &App, account: &str, password: &str) -> Result<Option<store:
         return Ok(None);
     }
     let user = app.store(|s| s.user_by_account(account))?;
-    let ok = app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str()));
-    Ok(user.filter(|_| ok))
+    let verdict = app.passwords.verify(password, user.as_ref().map(|u| u.password_hash.as_str()));
+    Ok(user.filter(|_| verdict.ok).map(|u| (u, verdict.rehash)))
 }
 
 /// A successful login: register the session, answer, tell online friends, replace an

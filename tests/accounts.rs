@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn both(test: impl Fn(&TestServer, Via)) {
     let server = TestServer::start();
@@ -49,7 +49,8 @@ fn register_codes_in_order() {
             &json!({"account": acct, "password": "p", "mail": "m", "sign": "s".repeat(257)}),
         );
         assert_code(&v, 527, "Field Too Long");
-        for bad in ["a b", "a\u{7}b", "a\tb"] {
+        for bad in ["a b", "a\u{7}b", "a\tb", "a\u{200B}b", "a\u{202E}b", "\u{3164}", "a\u{E0041}"]
+        {
             let v = post(
                 s,
                 via,
@@ -112,6 +113,45 @@ fn rate_limits_answer_524() {
     let u = User::new("rl3");
     let body = json!({"account": u.account, "password": "p", "mail": "m"});
     assert_code(&post(&s, Via::Plain, "/im/register", &body), 524, "Too Many Requests");
+}
+
+#[test]
+fn invisible_characters_are_refused_wherever_an_account_is_taken() {
+    let s = TestServer::start();
+    let u = User::new("visible");
+    u.register(&s);
+    // Each of these looks like `u.account` (or like nothing at all) on a screen.
+    let lookalikes = [
+        format!("{}\u{200B}", u.account),
+        format!("\u{FEFF}{}", u.account),
+        format!("{}\u{200D}", u.account),
+        format!("\u{202E}{}", u.account),
+        format!("{}\u{AD}", u.account),
+        format!("{}\u{FE0F}", u.account),
+        format!("{}\u{E0020}", u.account),
+        "\u{3164}".to_string(),
+        "\u{115F}\u{1160}".to_string(),
+    ];
+    for account in &lookalikes {
+        let body = json!({"account": account, "password": "p", "mail": "m"});
+        assert_code(&post(&s, Via::Plain, "/im/register", &body), 528, "Field Invalid");
+        let v = get(&s, Via::Plain, &format!("/im/query?account={}", enc(account)));
+        assert_code(&v, 528, "Field Invalid");
+        let mut ws = Ws::open(&s, Via::Plain, "/im/login");
+        ws.send_json(&json!({"account": account, "password": u.password}));
+        assert_code(&ws.recv(), 505, "Account & Password Wrong");
+    }
+}
+
+#[test]
+fn rate_limits_come_before_the_method_check() {
+    let s = TestServer::start_with("[rate_limit]\nregister_per_min = 1\nquery_per_min = 1\n");
+    User::new("first").register(&s);
+    // PROTOCOL.md §2: where an operation does not place 524, it is checked first.
+    assert_code(&get(&s, Via::Plain, "/im/register"), 524, "Too Many Requests");
+    assert_code(&get(&s, Via::Plain, "/im/query?account=x"), 200, "Success");
+    let r = http(&s, Via::Plain, "PUT", "/im/query?account=x", "");
+    assert_code(&r.json(), 524, "Too Many Requests");
 }
 
 #[test]
@@ -304,4 +344,36 @@ fn own_mail_is_in_the_login_profile_and_never_reaches_friends() {
     drop(a);
     let a2 = Session::login(&s, Via::Plain, &ua);
     assert_eq!(a2.login["profile"]["mail"], "new@example.com");
+}
+
+/// A request through `Handler::request`, with no connection to answer later: what the
+/// fuzz targets do.
+fn inline(app: &imd::App, remote: &reactor::Remote, target: &str, body: &Value) -> Value {
+    use reactor::Handler;
+    let req = reactor::Request {
+        method: "POST".to_string(),
+        target: target.to_string(),
+        headers: vec![("Host".to_string(), b"localhost".to_vec())],
+        body: body.to_string().into_bytes(),
+        peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        listener: reactor::Listener::Plain,
+    };
+    serde_json::from_slice(&app.request(req, remote).body).expect("JSON reply")
+}
+
+#[test]
+fn without_a_connection_password_work_answers_on_the_calling_thread() {
+    let dir = temp_dir();
+    let app = imd::App::new(config(&dir, "")).expect("app");
+    let detached = reactor::internals::DetachedRemote::new().expect("remote");
+    let body = json!({"account": "inline", "password": "p", "mail": "m"});
+    assert_code(&inline(&app, detached.remote(), "/im/register", &body), 200, "Success");
+    assert_code(
+        &inline(&app, detached.remote(), "/im/register", &body),
+        504,
+        "Account Already Exists",
+    );
+    let body = json!({"id": "f".repeat(32), "token": "f".repeat(32), "password": "p"});
+    assert_code(&inline(&app, detached.remote(), "/im/erase", &body), 515, "Auth Illegal");
+    let _ = std::fs::remove_dir_all(dir);
 }

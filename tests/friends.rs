@@ -276,3 +276,37 @@ fn requests_survive_an_offline_target_and_show_at_login() {
         json!([{"id": a.id, "name": a.login["profile"]["name"], "to": b_id, "note": "later"}])
     );
 }
+
+#[test]
+fn search_has_a_budget_per_user_after_the_auth_checks() {
+    let s = TestServer::start_with("[rate_limit]\nsearch_per_min = 3\nquery_per_min = 2\n");
+    let users: Vec<User> = ["a", "b"].iter().map(|n| User::new(&format!("budget{n}"))).collect();
+    for u in &users {
+        u.register(&s);
+    }
+    let a = Session::login(&s, Via::Plain, &users[0]);
+    let b = Session::login(&s, Via::Plain, &users[1]);
+    let target = b.login["profile"]["name"].as_str().expect("name").to_string();
+    let found = |who: &Session, name: &str| {
+        get(&s, Via::Plain, &format!("/im/friends/found?{}&name={}", who.auth(), enc(name)))
+    };
+    // /im/query is spent…
+    for _ in 0..2 {
+        assert_code(&get(&s, Via::Plain, "/im/query?account=x"), 200, "Success");
+    }
+    assert_code(&get(&s, Via::Plain, "/im/query?account=x"), 524, "Too Many Requests");
+    // …and search, which confirms an exact account, stops at its own budget.
+    for _ in 0..3 {
+        assert_code(&found(&a, &target), 200, "Success");
+    }
+    assert_code(&found(&a, &target), 524, "Too Many Requests");
+    // After the auth checks: a stranger still learns only that the auth failed.
+    let path = format!("/im/friends/found?id={}&token={}&name=x", a.id, b.token);
+    assert_code(&get(&s, Via::Plain, &path), 515, "Auth Illegal");
+    // Before the name checks, and per user: another user still searches.
+    assert_code(&found(&a, ""), 524, "Too Many Requests");
+    assert_code(&found(&b, ""), 516, "Name Empty");
+    // Logging in again does not refill it.
+    let again = Session::login(&s, Via::Plain, &users[0]);
+    assert_code(&found(&again, &target), 524, "Too Many Requests");
+}

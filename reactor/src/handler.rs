@@ -63,6 +63,14 @@ pub trait Handler: Send + Sync + 'static {
     /// A complete HTTP request that is not a WebSocket upgrade.
     fn request(&self, req: Request, remote: &Remote) -> Response;
 
+    /// A complete HTTP request on `conn`. `None` when the handler answers later, from
+    /// another thread, with [`Remote::respond`]: the connection reads no further request
+    /// until then. The default answers at once with [`Handler::request`].
+    fn request_on(&self, conn: ConnId, req: Request, remote: &Remote) -> Option<Response> {
+        let _ = conn;
+        Some(self.request(req, remote))
+    }
+
     /// A valid WebSocket upgrade request (the reactor already checked the handshake
     /// headers). The default accepts every upgrade.
     fn upgrade(&self, req: &Request, conn: ConnId, remote: &Remote) -> Upgrade {

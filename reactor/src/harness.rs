@@ -207,7 +207,7 @@ impl MemoryConn {
         self.remote.remote().stats().queue_depth.fetch_sub(1, Relaxed);
         let (h, remote) = (self.handler.as_ref(), self.remote.remote());
         let reply = match job {
-            Job::Http(c, req) => Some(Command::Http(c, h.request(req, remote))),
+            Job::Http(c, req) => h.request_on(c, req, remote).map(|r| Command::Http(c, r)),
             Job::Upgrade(c, req) => Some(Command::Upgrade(c, h.upgrade(&req, c, remote))),
             Job::Opened(c, req) => {
                 let deferred = h.opened(c, req, remote) == Flow::Deferred;

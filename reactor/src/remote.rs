@@ -204,6 +204,12 @@ impl Remote {
         self.command(Command::Done(conn));
     }
 
+    /// Answers the HTTP request of `conn` that a handler left for later
+    /// ([`Handler::request_on`](crate::Handler::request_on) returned `None`).
+    pub fn respond(&self, conn: ConnId, resp: Response) {
+        self.command(Command::Http(conn, resp));
+    }
+
     /// Begins a graceful shutdown.
     pub fn shutdown(&self) {
         self.shared.shutting_down.store(true, Ordering::Release);

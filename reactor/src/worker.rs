@@ -124,9 +124,12 @@ fn run(jobs: &Receiver<Job>, idle: &Idle, handler: &dyn Handler, remote: &Remote
         remote.shared.stats.queue_depth.fetch_sub(1, Ordering::Relaxed);
         let reply = match job {
             Job::Http(conn, req) => {
-                let resp = catch_unwind(AssertUnwindSafe(|| handler.request(req, remote)))
-                    .unwrap_or_else(|_| panicked(500));
-                Command::Http(conn, resp)
+                match catch_unwind(AssertUnwindSafe(|| handler.request_on(conn, req, remote))) {
+                    Ok(Some(resp)) => Command::Http(conn, resp),
+                    // The handler answers through `Remote::respond` when it is done.
+                    Ok(None) => continue,
+                    Err(_) => Command::Http(conn, panicked(500)),
+                }
             }
             Job::Upgrade(conn, req) => {
                 let up = catch_unwind(AssertUnwindSafe(|| handler.upgrade(&req, conn, remote)))

@@ -222,6 +222,18 @@ impl Store {
         Ok(row)
     }
 
+    /// Replaces the password hash of `id` with `new` if it is still `old` (a login's
+    /// rehash to the current parameters loses to a password change made meanwhile).
+    pub fn rehash_password(&mut self, id: &str, old: &str, new: &str) -> Result<bool> {
+        let tx = self.write()?;
+        let n = tx.execute(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            params![id, old, new],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
     /// Deletes the user `id` with its friendships (both sides), its requests (both
     /// ways) and the undelivered messages it sent or was sent, in one transaction.
     /// Returns the ids of its former friends; [`StoreError::UserGone`] when there is no

@@ -698,3 +698,16 @@ fn a_copy_holds_what_the_open_file_held_even_once_deleted() {
     assert_eq!(c.directory(64).unwrap().len(), 3);
     assert!(c.integrity_check().unwrap());
 }
+
+#[test]
+fn a_rehash_replaces_only_the_hash_it_was_made_from() {
+    let (_db, mut s) = abc();
+    assert!(s.rehash_password("a", "hash-of-alice", "stronger").unwrap());
+    assert_eq!(s.user_by_id("a").unwrap().unwrap().password_hash, "stronger");
+    // A password change got there first: the login's rehash of the old one loses.
+    let change = ProfileUpdate { password_hash: Some("changed".into()), ..Default::default() };
+    s.update_profile("b", &change).unwrap();
+    assert!(!s.rehash_password("b", "hash-of-bob", "rehash of the old").unwrap());
+    assert_eq!(s.user_by_id("b").unwrap().unwrap().password_hash, "changed");
+    assert!(!s.rehash_password("nobody", "x", "y").unwrap());
+}

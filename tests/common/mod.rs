@@ -75,6 +75,7 @@ query_per_min = 0
 login_fail_per_min = 0
 send_per_s = 0
 heartbeat_per_min = 0
+search_per_min = 0
 "#,
         db = dir.join("imd.sqlite3").display()
     );
@@ -114,7 +115,12 @@ impl TestServer {
     /// Starts a server with the test configuration plus `extra` TOML.
     #[track_caller]
     pub fn start_with(extra: &str) -> TestServer {
-        let dir = temp_dir();
+        TestServer::start_in(temp_dir(), extra)
+    }
+
+    /// Starts a server on the database in `dir` (e.g. one a stopped server left).
+    #[track_caller]
+    pub fn start_in(dir: PathBuf, extra: &str) -> TestServer {
         let daemon = Daemon::bind(config(&dir, extra)).expect("daemon binds");
         let plain = daemon.local_addr().expect("plain listener");
         let tls = daemon.tls_local_addr().expect("tls listener");
@@ -134,6 +140,14 @@ impl TestServer {
         self.thread.take().expect("running").join().expect("server thread")
     }
 
+    /// Stops the server and keeps its directory, for [`TestServer::start_in`].
+    pub fn stop_keeping_data(mut self) -> PathBuf {
+        let dir = std::mem::take(&mut self.dir);
+        self.remote.shutdown();
+        let _ = self.thread.take().expect("running").join();
+        dir
+    }
+
     pub fn remote(&self) -> &reactor::Remote {
         &self.remote
     }
@@ -145,7 +159,9 @@ impl Drop for TestServer {
             self.remote.shutdown();
             let _ = t.join();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -290,7 +306,9 @@ impl Drop for ChildDaemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
