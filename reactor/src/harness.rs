@@ -125,6 +125,12 @@ impl MemoryConn {
         self.conn.as_mut().and_then(Conn::pipe).is_some()
     }
 
+    /// Whether the server shut down its sending side (it lingers, reading and
+    /// discarding until the client hangs up).
+    pub fn output_ended(&mut self) -> bool {
+        self.conn.as_mut().and_then(Conn::pipe).is_some_and(|p| p.outgoing_closed)
+    }
+
     /// Whether the connection is gone entirely (socket dropped, handler told).
     pub fn is_freed(&self) -> bool {
         self.conn.is_none()
@@ -145,6 +151,7 @@ impl MemoryConn {
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
             static_files: None,
+            over_budget: false,
         }
     }
 
@@ -366,6 +373,8 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
         assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
         assert!(out.contains("Connection: close"));
+        assert!(c.output_ended(), "written out, then our side shut");
+        c.close_input();
         assert!(c.is_freed());
     }
 
@@ -375,6 +384,8 @@ mod tests {
         c.send(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
         let out = text(&c.take_output());
         assert!(out.ends_with("Connection: close\r\n\r\nGET /close 0"), "{out}");
+        assert!(c.output_ended());
+        c.close_input();
         assert!(c.is_freed());
     }
 
@@ -404,6 +415,9 @@ mod tests {
         c.send(&client_frame(1, b"close"));
         assert_eq!(&c.take_output()[..4], b"\x88\x05\x03\xe8", "close 1000");
         c.send(&client_frame(8, &[0x03, 0xe8]));
+        assert!(c.output_ended(), "the server ends the TCP connection first");
+        assert_eq!(h.closed.load(Relaxed), 1, "the handler hears of the close at once");
+        c.close_input();
         assert!(c.is_freed());
         assert_eq!(
             (h.opened.load(Relaxed), h.messages.load(Relaxed), h.closed.load(Relaxed)),
