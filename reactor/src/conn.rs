@@ -922,10 +922,11 @@ impl Conn {
 
     /// All is written: shut our sending side and discard what the peer still sends, so
     /// it reads the answer before it sees the close (nginx's lingering close). A peer
-    /// that has ended its own side has nothing more to send.
+    /// that has ended its own side has nothing more to send; a shutdown closes idle
+    /// connections at once, and waits for no one's goodbye.
     fn linger(&mut self, cx: &mut Cx<'_>) {
         let Some(io) = self.io.as_mut() else { return self.io_done() };
-        if self.peer_eof || cx.config.linger_bytes == 0 {
+        if self.peer_eof || cx.config.linger_bytes == 0 || cx.shutting_down {
             return self.io_done();
         }
         if let Some(tls) = io.tls.as_deref_mut() {

@@ -547,6 +547,17 @@ mod tests {
         assert!(c.is_freed());
     }
 
+    /// A graceful shutdown closes an idle keep-alive connection at once: it does not
+    /// linger waiting for the client to hang up.
+    #[test]
+    fn a_shutdown_closes_idle_connections_without_lingering() {
+        let (mut c, _) = conn(Config::default());
+        c.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(text(&c.take_output()).ends_with("GET /one 0"));
+        c.shutdown();
+        assert!(c.is_freed());
+    }
+
     #[test]
     fn an_idle_websocket_is_pinged_then_closed() {
         let (mut c, h) = conn(Config::default());
