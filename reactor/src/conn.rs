@@ -280,7 +280,7 @@ impl Conn {
             Phase::WebSocket(ws) => {
                 self.inbox.len() < INBOX_LIMIT
                     && ws.failing.is_none()
-                    && !(cx.over_budget && !self.output.is_empty())
+                    && (self.output.is_empty() || !cx.over_budget)
             }
             Phase::Lingering { .. } | Phase::Dead => false,
         }
