@@ -907,9 +907,10 @@ impl Conn {
         self.io_done();
     }
 
-    /// Output pending for this connection, for the loop's budget.
-    pub fn output_len(&self) -> usize {
-        self.output.len()
+    /// Output this peer left undrained, then output pending: who goes first when the
+    /// loop is over its budget.
+    pub fn output_weight(&self) -> (usize, usize) {
+        (self.owed, self.output.len())
     }
 
     /// The loop is over its output budget and this connection holds the most.

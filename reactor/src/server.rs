@@ -487,21 +487,22 @@ impl State {
         }
     }
 
-    /// Over the output budget: closes the connections holding the most output until
-    /// the rest fit in it. The scan over every connection happens only under abuse.
+    /// Over the output budget: closes the connections that left the most undrained,
+    /// then those holding the most, until the rest fit in it. The scan over every
+    /// connection happens only under abuse.
     fn shed(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
-        let mut holders: Vec<(usize, usize)> = self
+        let mut holders: Vec<((usize, usize), usize)> = self
             .conns
             .slots
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, c))| c.as_ref().map(|c| (c.output_len(), i)))
-            .filter(|(len, _)| *len > 0)
+            .filter_map(|(i, (_, c))| c.as_ref().map(|c| (c.output_weight(), i)))
+            .filter(|((_, len), _)| *len > 0)
             .collect();
         holders.sort_unstable_by(|a, b| b.cmp(a));
         let mut total = cx.stats.output_bytes() as u64;
         let budget = cx.config.output_budget_bytes as u64;
-        for (len, i) in holders {
+        for ((_, len), i) in holders {
             if total <= budget {
                 break;
             }
