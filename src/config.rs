@@ -240,6 +240,15 @@ impl Doc<'_> {
         self.secs("limits", "head_timeout_s", &mut t.head_timeout)?;
         self.secs("limits", "keepalive_timeout_s", &mut t.keepalive_timeout)?;
         self.count("limits", "output_cap_bytes", 64 * 1024, 1 << 30, &mut t.output_cap_bytes)?;
+        self.count(
+            "limits",
+            "output_budget_bytes",
+            64 * 1024,
+            1 << 40,
+            &mut t.output_budget_bytes,
+        )?;
+        self.secs("limits", "linger_timeout_s", &mut t.linger_timeout)?;
+        self.count("limits", "linger_bytes", 0, 1 << 30, &mut t.linger_bytes)?;
         self.count("limits", "connections_per_ip", 0, 10_000_000, &mut t.connections_per_ip)?;
         let f = &mut c.fields;
         self.count("limits", "account_chars", 1, 4096, &mut f.account)?;

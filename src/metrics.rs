@@ -202,6 +202,12 @@ impl Metrics {
             "Jobs waiting for a worker.",
             stats.queue_depth().to_string(),
         );
+        gauge(
+            &mut out,
+            "imd_output_pending_bytes",
+            "Output queued for all connections, not yet taken by their sockets.",
+            stats.output_bytes().to_string(),
+        );
         let _ = writeln!(
             out,
             "# HELP imd_http_requests_total HTTP API requests by route and reply code.\n\

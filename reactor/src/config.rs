@@ -47,8 +47,20 @@ pub struct Config {
     pub keepalive_timeout: Duration,
     /// The TLS handshake must finish within this, else close. Default 10 s.
     pub tls_handshake_timeout: Duration,
-    /// Pending output per connection; a peer that lets more pile up is closed. Default 4 MiB.
+    /// Output a peer may leave undrained: bytes queued while its socket took no more,
+    /// less what it has taken since. A peer past it is closed (it stopped reading); a
+    /// burst the server makes while the peer keeps reading is not counted. Default 4 MiB.
     pub output_cap_bytes: usize,
+    /// Pending output across all connections. Past it, connections with output pending
+    /// are not read, and those with the most are closed until it holds: a crowd of peers
+    /// that never read cannot take the memory of the host. Default 256 MiB.
+    pub output_budget_bytes: usize,
+    /// After an answer that closes while the client may still be sending (413, 431, a
+    /// 1009 close), the server stops writing and reads and discards what comes for at
+    /// most this long, so the client reads the answer instead of a reset. Default 5 s.
+    pub linger_timeout: Duration,
+    /// ... and at most this many bytes. Default 1 MiB.
+    pub linger_bytes: usize,
     /// The server pings every WebSocket this often. Default 30 s.
     pub ws_ping_interval: Duration,
     /// A WebSocket with no frame from its client for this long is closed. Default 90 s.
@@ -75,6 +87,9 @@ impl Default for Config {
             keepalive_timeout: Duration::from_secs(60),
             tls_handshake_timeout: Duration::from_secs(10),
             output_cap_bytes: 4 * 1024 * 1024,
+            output_budget_bytes: 256 * 1024 * 1024,
+            linger_timeout: Duration::from_secs(5),
+            linger_bytes: 1024 * 1024,
             ws_ping_interval: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(90),
             ws_max_message_bytes: 1024 * 1024,

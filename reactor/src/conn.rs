@@ -33,6 +33,8 @@ const INBOX_LIMIT: usize = 16;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Output the loop writes out before it answers the next pipelined request itself.
 const OUTPUT_CHUNK: usize = 64 * 1024;
+/// Input read ahead of the request being answered.
+const INPUT_AHEAD: usize = 64 * 1024;
 /// Plaintext rustls may hold beyond our own output buffer.
 const TLS_BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -47,6 +49,9 @@ pub(crate) struct Cx<'a> {
     pub shutting_down: bool,
     /// Files the loop may answer from memory without a worker.
     pub static_files: Option<&'a StaticFiles>,
+    /// Pending output of all connections is past `output_budget_bytes`: a connection
+    /// with output pending reads and parses nothing more.
+    pub over_budget: bool,
 }
 
 impl Cx<'_> {
@@ -68,6 +73,10 @@ enum Phase {
     WebSocket(Box<Ws>),
     /// Writing what is left, then closing. `await_close` waits for the peer's close frame.
     Closing { ws: Option<Box<Ws>> },
+    /// Everything is written and our sending side is shut: what the peer still sends
+    /// is read and discarded (`left` bytes more at most, until the deadline), so its
+    /// kernel does not answer our close with a reset that destroys the answer unread.
+    Lingering { left: usize },
     /// The socket is gone; a worker still owes this connection a reply.
     Dead,
 }
@@ -137,6 +146,19 @@ pub(crate) struct Conn {
     /// The poller reported the peer's sending side closed (or an error): reads go on to
     /// end of file, since no later event would report what a short read left behind.
     peer_closing: bool,
+    /// A read returned end of file (`eof` also stands for input we stopped wanting).
+    peer_eof: bool,
+    /// Reading paused for back-pressure: the kernel may hold input that no event will
+    /// report again.
+    unread: bool,
+    /// The last flush left output the socket would not take.
+    blocked: bool,
+    /// Output length when the last flush ended.
+    flushed_len: usize,
+    /// Output the peer left undrained: queued while blocked, less what it took since.
+    owed: usize,
+    /// Output length last added to the `output_bytes` gauge.
+    accounted: usize,
 }
 
 impl Conn {
@@ -179,6 +201,12 @@ impl Conn {
             dirty: false,
             stalled: false,
             peer_closing: false,
+            peer_eof: false,
+            unread: false,
+            blocked: false,
+            flushed_len: 0,
+            owed: 0,
+            accounted: 0,
         }
     }
 
@@ -210,6 +238,12 @@ impl Conn {
 
     /// Readiness reported by the poller.
     pub fn ready(&mut self, cx: &mut Cx<'_>) -> Next {
+        if let Phase::Lingering { left } = &mut self.phase {
+            if !discard_input(self.io.as_mut(), cx.scratch, left) {
+                self.io_done();
+            }
+            return self.next(cx);
+        }
         self.pump(cx);
         self.next(cx)
     }
@@ -219,11 +253,13 @@ impl Conn {
         if self.flush().is_err() {
             return self.fail(CloseReason::Error);
         }
-        if self.wants_input() {
+        if self.wants_input(cx) {
             if let Err(e) = self.read_socket(cx) {
                 log::debug!("connection {}: read failed: {e}", self.peer);
                 return self.fail(CloseReason::Error);
             }
+        } else if !self.eof {
+            self.unread = true;
         }
         self.advance(cx);
         if self.flush().is_err() {
@@ -232,26 +268,43 @@ impl Conn {
     }
 
     /// Whether this connection should read now (backpressure pauses it).
-    fn wants_input(&self) -> bool {
+    fn wants_input(&self, cx: &Cx<'_>) -> bool {
         if self.eof || self.io.is_none() {
             return false;
         }
         match &self.phase {
             Phase::Handshake | Phase::Closing { .. } => true,
-            Phase::Http { pending, .. } => pending.is_none() || self.input.len() < 64 * 1024,
-            Phase::WebSocket(ws) => self.inbox.len() < INBOX_LIMIT && ws.failing.is_none(),
-            Phase::Dead => false,
+            Phase::Http { pending, .. } => {
+                (pending.is_none() && !self.output_backlogged(cx)) || self.input.len() < INPUT_AHEAD
+            }
+            Phase::WebSocket(ws) => {
+                self.inbox.len() < INBOX_LIMIT
+                    && ws.failing.is_none()
+                    && (self.output.is_empty() || !cx.over_budget)
+            }
+            Phase::Lingering { .. } | Phase::Dead => false,
         }
+    }
+
+    /// Output is waiting that the next request's answer would pile onto: the socket
+    /// took less than a chunk, or every connection together is over the budget.
+    fn output_backlogged(&self, cx: &Cx<'_>) -> bool {
+        self.output.len() >= OUTPUT_CHUNK || (cx.over_budget && !self.output.is_empty())
     }
 
     /// Drains the socket into the input buffer until it would block.
     fn read_socket(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
         let Some(io) = self.io.as_mut() else { return Ok(()) };
         let mut sock = Reads { sock: &mut io.sock, to_the_end: self.peer_closing, short: false };
+        let mut eof = false;
         let got_any = match io.tls.as_deref_mut() {
-            None => read_plain(&mut sock, cx.scratch, &mut self.input, &mut self.eof)?,
-            Some(tls) => read_tls(&mut sock, tls, cx.scratch, &mut self.input, &mut self.eof)?,
+            None => read_plain(&mut sock, cx.scratch, &mut self.input, &mut eof)?,
+            Some(tls) => read_tls(&mut sock, tls, cx.scratch, &mut self.input, &mut eof)?,
         };
+        if eof {
+            self.eof = true;
+            self.peer_eof = true;
+        }
         if got_any {
             if let Phase::WebSocket(ws) = &mut self.phase {
                 ws.last_rx = cx.now;
@@ -304,20 +357,25 @@ impl Conn {
                     self.input.clear();
                 }
             }
-            Phase::Handshake | Phase::Dead => {}
+            Phase::Handshake | Phase::Lingering { .. } | Phase::Dead => {}
         }
     }
 
     fn advance_http(&mut self, cx: &mut Cx<'_>) {
         // A request answered here (a hot static file) lets the next one be parsed at
-        // once. The answers are written as they pile up, so a pipelining client that
-        // reads them is never taken for one that does not; one that does not is cut off
-        // at the output cap, as after a worker's answer.
-        while self.next_request(cx) {
-            if self.output.len() >= OUTPUT_CHUNK && self.flush().is_err() {
-                return self.fail(CloseReason::Error);
+        // once. The next one waits while a chunk of earlier answers is unwritten: a
+        // pipelining client that does not read makes the server hold one chunk, not an
+        // answer for every request it sent. Writing readiness resumes parsing.
+        loop {
+            if self.output_backlogged(cx) {
+                if self.flush().is_err() {
+                    return self.fail(CloseReason::Error);
+                }
+                if self.output_backlogged(cx) {
+                    return;
+                }
             }
-            if self.output.len() > cx.config.output_cap_bytes {
+            if !self.next_request(cx) {
                 return;
             }
         }
@@ -481,8 +539,10 @@ impl Conn {
             // session costs one worker round trip per batch, not one per message.
             self.in_flight = true;
             cx.dispatch(Job::Messages(self.id, self.inbox.drain(..).collect()));
-        } else if matches!(self.phase, Phase::Dead) && self.opened {
+        } else if matches!(self.phase, Phase::Dead | Phase::Lingering { .. }) && self.opened {
+            // A lingering socket only waits for the peer to hang up: the WebSocket is over.
             self.opened = false;
+            cx.stats.open_websockets.fetch_sub(1, Relaxed);
             cx.dispatch(Job::Closed(self.id, self.close_reason));
         }
     }
@@ -512,16 +572,32 @@ impl Conn {
         if close {
             self.phase = Phase::Closing { ws: None };
         } else {
-            if !self.eof && self.io.is_some() && self.input.is_empty() {
-                // Pipelined requests may be waiting in the kernel while we paused.
-                let _ = self.read_socket(cx);
+            if self.input.is_empty() || self.unread {
+                self.read_paused(cx);
             }
             self.advance(cx);
+            if self.unread {
+                // The answer may have let the buffer fall under its read-ahead.
+                self.read_paused(cx);
+                self.advance(cx);
+            }
             if self.eof && matches!(self.phase, Phase::Http { pending: None, .. }) {
                 self.phase = Phase::Closing { ws: None };
             }
         }
         self.finish_write(cx)
+    }
+
+    /// Reads what a pause for back-pressure may have left in the kernel: no readiness
+    /// event will report it again.
+    fn read_paused(&mut self, cx: &mut Cx<'_>) {
+        if self.wants_input(cx) {
+            self.unread = false;
+            if let Err(e) = self.read_socket(cx) {
+                log::debug!("connection {}: read failed: {e}", self.peer);
+                self.fail(CloseReason::Error);
+            }
+        }
     }
 
     /// A worker decided about an upgrade.
@@ -666,6 +742,7 @@ impl Conn {
                 self.phase = Phase::Http { pending: Some(p), head_started };
             }
             Phase::Dead => self.phase = Phase::Dead,
+            lingering @ Phase::Lingering { .. } => self.phase = lingering,
             _ => {
                 self.phase = Phase::Closing { ws: None };
                 self.eof = true;
@@ -699,6 +776,10 @@ impl Conn {
                 self.finish_write(cx)
             }
             Phase::Http { pending: Some(_), .. } => self.next(cx),
+            Phase::Lingering { .. } => {
+                self.io_done();
+                self.next(cx)
+            }
             _ => {
                 cx.stats.closed_timeout.fetch_add(1, Relaxed);
                 self.close_reason = CloseReason::Idle;
@@ -715,20 +796,45 @@ impl Conn {
         self.next(cx)
     }
 
-    /// Writes pending output until the socket would block.
+    /// Writes pending output until the socket would block, and keeps the account of
+    /// what the peer leaves undrained: bytes queued while the socket took no more, less
+    /// what it has taken since. A burst queued while the socket was taking everything
+    /// is not owed, so a reader that keeps draining is never taken for one that stopped.
     fn flush(&mut self) -> io::Result<()> {
-        let Some(io) = self.io.as_mut() else { return Ok(()) };
+        if self.io.is_none() {
+            return Ok(());
+        }
+        let before = self.output.len();
+        if self.blocked {
+            self.owed += before.saturating_sub(self.flushed_len);
+        }
+        let blocked = self.write_out()?;
+        let written = before - self.output.len();
+        self.owed = self.owed.saturating_sub(written);
+        self.blocked = blocked && !self.output.is_empty();
+        if self.output.is_empty() {
+            self.owed = 0;
+        }
+        self.output.compact();
+        self.flushed_len = self.output.len();
+        Ok(())
+    }
+
+    /// Writes until the socket would block; true when it would.
+    fn write_out(&mut self) -> io::Result<bool> {
+        let Some(io) = self.io.as_mut() else { return Ok(false) };
         match io.tls.as_deref_mut() {
             None => {
                 while !self.output.is_empty() {
                     match io.sock.write(self.output.as_slice()) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(n) => self.output.consume(n),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
                 }
+                Ok(false)
             }
             Some(tls) => loop {
                 let mut progress = false;
@@ -741,18 +847,16 @@ impl Conn {
                     match tls.write_tls(&mut io.sock) {
                         Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                         Ok(_) => progress = true,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }
                 }
                 if !progress || self.output.is_empty() {
-                    break;
+                    return Ok(false);
                 }
             },
         }
-        self.output.compact();
-        Ok(())
     }
 
     fn pending_output(&self) -> bool {
@@ -777,15 +881,13 @@ impl Conn {
 
     /// What the loop should do now.
     fn next(&mut self, cx: &mut Cx<'_>) -> Next {
-        if self.io.is_some() && self.output.len() > cx.config.output_cap_bytes {
-            log::debug!("connection {}: closed, it does not read its output", self.peer);
-            cx.stats.closed_slow_reader.fetch_add(1, Relaxed);
-            self.close_reason = CloseReason::SlowReader;
-            self.io_done();
+        if self.io.is_some() && self.owed > cx.config.output_cap_bytes {
+            self.cut_off(cx);
         }
         if matches!(self.phase, Phase::Closing { ws: None }) && !self.pending_output() {
-            self.io_done();
+            self.linger(cx);
         }
+        self.account(cx.stats);
         if matches!(self.phase, Phase::Dead) {
             if self.io.is_some() {
                 return Next::DropSocket;
@@ -804,6 +906,65 @@ impl Conn {
         Next::Keep(interest)
     }
 
+    /// Closes a peer that does not read its output.
+    fn cut_off(&mut self, cx: &Cx<'_>) {
+        log::debug!("connection {}: closed, it does not read its output", self.peer);
+        cx.stats.closed_slow_reader.fetch_add(1, Relaxed);
+        self.close_reason = CloseReason::SlowReader;
+        self.io_done();
+    }
+
+    /// Output this peer left undrained, then output pending: who goes first when the
+    /// loop is over its budget.
+    pub fn output_weight(&self) -> (usize, usize) {
+        (self.owed, self.output.len())
+    }
+
+    /// The loop is over its output budget and this connection holds the most.
+    pub fn shed(&mut self, cx: &mut Cx<'_>) -> Next {
+        if self.io.is_some() {
+            self.cut_off(cx);
+        }
+        self.next(cx)
+    }
+
+    /// All is written: shut our sending side and discard what the peer still sends, so
+    /// it reads the answer before it sees the close (nginx's lingering close). A peer
+    /// that has ended its own side has nothing more to send; a shutdown closes idle
+    /// connections at once, and waits for no one's goodbye.
+    fn linger(&mut self, cx: &mut Cx<'_>) {
+        let Some(io) = self.io.as_mut() else { return self.io_done() };
+        if self.peer_eof || cx.config.linger_bytes == 0 || cx.shutting_down {
+            return self.io_done();
+        }
+        if let Some(tls) = io.tls.as_deref_mut() {
+            tls.send_close_notify();
+            let _ = tls.write_tls(&mut io.sock);
+        }
+        if io.sock.shutdown_write().is_err() {
+            return self.io_done();
+        }
+        self.input.clear();
+        self.eof = true;
+        self.phase = Phase::Lingering { left: cx.config.linger_bytes };
+        self.deadline = Some(cx.now + cx.config.linger_timeout);
+        self.dispatch_next(cx);
+        // What arrived before the shutdown raised no event we will see again.
+        let Phase::Lingering { left } = &mut self.phase else { return };
+        if !discard_input(self.io.as_mut(), cx.scratch, left) {
+            self.io_done();
+        }
+    }
+
+    /// Brings the `output_bytes` gauge up to date with this connection's output.
+    fn account(&mut self, stats: &Stats) {
+        let len = self.output.len();
+        if len != self.accounted {
+            stats.output_bytes.fetch_add(len as i64 - self.accounted as i64, Relaxed);
+            self.accounted = len;
+        }
+    }
+
     /// Called by the loop once the socket is deregistered: forget it.
     pub fn drop_socket(&mut self, stats: &Stats) -> bool {
         if let Some(mut io) = self.io.take() {
@@ -815,14 +976,12 @@ impl Conn {
             }
             let counter = if io.tls.is_some() { &stats.open_tls } else { &stats.open_plain };
             counter.fetch_sub(1, Relaxed);
-            if self.opened {
-                stats.open_websockets.fetch_sub(1, Relaxed);
-            }
             drop(io);
         }
         self.phase = Phase::Dead;
         self.input = Buffer::default();
         self.output = Buffer::default();
+        self.account(stats);
         self.deadline = None;
         self.in_flight || !self.inbox.is_empty() || self.opened
     }
@@ -837,6 +996,7 @@ impl Conn {
     pub fn abandon(&mut self, cx: &mut Cx<'_>) {
         if self.opened {
             self.opened = false;
+            cx.stats.open_websockets.fetch_sub(1, Relaxed);
             cx.dispatch(Job::Closed(self.id, CloseReason::Shutdown));
         }
     }
@@ -944,6 +1104,22 @@ fn read_tls(
     }
 }
 
+/// Reads and throws away what a lingering peer sends. False when lingering is over: end
+/// of file, an error, or `left` used up.
+fn discard_input(io: Option<&mut Io>, scratch: &mut [u8], left: &mut usize) -> bool {
+    let Some(io) = io else { return false };
+    loop {
+        match io.sock.read(scratch) {
+            Ok(0) => return false,
+            Ok(n) if n >= *left => return false,
+            Ok(n) => *left -= n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+}
+
 /// tungstenite's view of the connection: reads from the input buffer, writes to the
 /// output buffer. It never touches the socket, so it never blocks.
 struct Adapter<'a> {
@@ -986,14 +1162,15 @@ mod tests {
         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
-    /// A client that does not read sends a request whose answer alone is over the
-    /// output cap, then `next`, pipelined.
+    /// A client that does not read sends two requests whose answers are each over the
+    /// output cap, then `next`, pipelined: the second answer is queued while the socket
+    /// takes nothing, so it is owed.
     fn cut_off_with_in_flight(next: &[u8]) -> MemoryConn {
         let config = Config { output_cap_bytes: 1024, ..Config::default() };
         let mut c = MemoryConn::new(config, Arc::new(EchoHandler::default())).expect("conn");
         c.set_room(0);
-        let mut input =
-            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1100)).into_bytes();
+        let big = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(1100));
+        let mut input = big.repeat(2).into_bytes();
         input.extend_from_slice(next);
         c.send(&input);
         assert!(!c.is_open(), "cut off at the output cap");
@@ -1049,6 +1226,7 @@ mod tests {
         let out = c.take_output();
         assert!(out.starts_with(b"HTTP/1.1 101 "));
         assert!(out.ends_with(b"\x88\x05\x03\xe8bye"), "the close frame was sent");
+        c.close_input();
         assert!(c.is_freed());
     }
 

@@ -125,6 +125,12 @@ impl MemoryConn {
         self.conn.as_mut().and_then(Conn::pipe).is_some()
     }
 
+    /// Whether the server shut down its sending side (it lingers, reading and
+    /// discarding until the client hangs up).
+    pub fn output_ended(&mut self) -> bool {
+        self.conn.as_mut().and_then(Conn::pipe).is_some_and(|p| p.outgoing_closed)
+    }
+
     /// Whether the connection is gone entirely (socket dropped, handler told).
     pub fn is_freed(&self) -> bool {
         self.conn.is_none()
@@ -145,6 +151,7 @@ impl MemoryConn {
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
             static_files: None,
+            over_budget: false,
         }
     }
 
@@ -366,6 +373,8 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 431 "), "{out}");
         assert_eq!(out.matches("HTTP/1.1").count(), 1, "{out}");
         assert!(out.contains("Connection: close"));
+        assert!(c.output_ended(), "written out, then our side shut");
+        c.close_input();
         assert!(c.is_freed());
     }
 
@@ -375,6 +384,8 @@ mod tests {
         c.send(b"GET /close HTTP/1.1\r\nHost: x\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
         let out = text(&c.take_output());
         assert!(out.ends_with("Connection: close\r\n\r\nGET /close 0"), "{out}");
+        assert!(c.output_ended());
+        c.close_input();
         assert!(c.is_freed());
     }
 
@@ -404,12 +415,147 @@ mod tests {
         c.send(&client_frame(1, b"close"));
         assert_eq!(&c.take_output()[..4], b"\x88\x05\x03\xe8", "close 1000");
         c.send(&client_frame(8, &[0x03, 0xe8]));
+        assert!(c.output_ended(), "the server ends the TCP connection first");
+        assert_eq!(h.closed.load(Relaxed), 1, "the handler hears of the close at once");
+        c.close_input();
         assert!(c.is_freed());
         assert_eq!(
             (h.opened.load(Relaxed), h.messages.load(Relaxed), h.closed.load(Relaxed)),
             (1, 2, 1)
         );
         assert_eq!(h.after_close.load(Relaxed), 0);
+    }
+
+    /// Answers every request with a body of `.0` bytes.
+    struct Big(usize);
+
+    impl Handler for Big {
+        fn request(&self, _req: Request, _remote: &Remote) -> Response {
+            Response::new(200, "application/octet-stream", vec![b'b'; self.0])
+        }
+
+        fn message(&self, _conn: ConnId, _msg: WsMessage, _remote: &Remote) -> Flow {
+            Flow::Done
+        }
+    }
+
+    fn content_length(out: &[u8]) -> usize {
+        let head = text(&out[..out.windows(4).position(|w| w == b"\r\n\r\n").expect("head")]);
+        let line = head.lines().find(|l| l.starts_with("Content-Length:")).expect("length");
+        line["Content-Length:".len()..].trim().parse().expect("number")
+    }
+
+    /// A 10 MB answer, far over the 4 MiB cap, to a client that keeps reading in 256
+    /// KiB steps: the burst is the server's own, nothing the peer failed to drain, so it
+    /// is delivered whole (the old cap closed such a reader on every large answer).
+    #[test]
+    fn a_burst_over_the_cap_reaches_a_reader_that_keeps_draining() {
+        let body = 10 << 20;
+        let mut c = MemoryConn::new(Config::default(), Arc::new(Big(body))).expect("conn");
+        c.set_room(256 << 10);
+        c.send(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut out = c.take_output();
+        for _ in 0..100 {
+            assert!(c.is_open(), "closed after {} bytes", out.len());
+            c.set_room(256 << 10);
+            out.extend(c.take_output());
+        }
+        let head_len = out.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+        assert_eq!(content_length(&out), body);
+        assert_eq!(out.len() - head_len, body, "the whole body arrived");
+        assert!(c.is_open());
+        // And the next answer goes out as well.
+        c.set_room(usize::MAX);
+        c.send(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.take_output().len(), out.len());
+    }
+
+    /// A WebSocket that stops reading while its own echoes keep coming is closed once
+    /// what it left undrained passes the cap, and only then.
+    #[test]
+    fn a_websocket_that_stops_reading_is_closed_past_the_cap() {
+        let cap = 16 * 1024;
+        let (mut c, h) = conn(Config { output_cap_bytes: cap, ..Config::default() });
+        c.send(UPGRADE.as_bytes());
+        c.take_output();
+        c.set_room(0);
+        let frame = client_frame(1, &[b'e'; 100]);
+        let mut sent = 0;
+        while c.is_open() && sent < 1000 {
+            c.send(&frame);
+            sent += 1;
+        }
+        assert!(!c.is_open(), "cut off");
+        // Each echo is 102 bytes: closed past the cap, not before it.
+        assert!(sent * 102 > cap && (sent - 1) * 102 <= cap + 102, "closed after {sent} frames");
+        assert_eq!(h.closed.load(Relaxed), 1);
+    }
+
+    /// A client that pipelines requests and reads nothing gets one chunk of answers
+    /// written ahead; the requests behind wait in their buffer, not as answers in ours,
+    /// and are answered, in order, once it reads.
+    #[test]
+    fn pipelined_requests_wait_while_a_chunk_of_answers_is_unread() {
+        let (mut c, h) = conn(Config::default());
+        c.set_room(0);
+        let path = "p".repeat(2000);
+        let count = 500;
+        let reqs: String =
+            (0..count).map(|i| format!("GET /{path}/{i:03} HTTP/1.1\r\nHost: x\r\n\r\n")).collect();
+        c.send(reqs.as_bytes());
+        let answered = h.requests.lock().expect("log").len();
+        assert!(answered < 64, "{answered} requests answered for a client that reads nothing");
+        assert!(c.is_open());
+        c.set_room(usize::MAX);
+        let out = text(&c.take_output());
+        assert_eq!(out.matches("HTTP/1.1 200").count(), count, "all answered once it reads");
+        let last = format!("GET /{path}/{:03} 0", count - 1);
+        assert!(out.ends_with(&last), "in order");
+    }
+
+    /// After a 413 the server shuts its sending side and reads and throws away what the
+    /// client still sends, up to `linger_bytes`, then lets go; or when the client hangs
+    /// up; or at `linger_timeout`.
+    #[test]
+    fn after_a_refusal_the_connection_lingers_reading_within_bounds() {
+        let config = Config { body_bytes: 1000, linger_bytes: 100_000, ..Config::default() };
+        let head = b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n";
+        // Bounded in bytes.
+        let (mut c, h) = conn(config.clone());
+        c.send(head);
+        assert!(text(&c.take_output()).starts_with("HTTP/1.1 413 "));
+        assert!(c.output_ended() && c.is_open(), "lingering");
+        for _ in 0..9 {
+            c.send(&[0; 10_000]);
+            assert!(c.is_open(), "still discarding");
+        }
+        c.send(&[0; 20_000]);
+        assert!(c.is_freed(), "let go past linger_bytes");
+        assert!(c.take_output().is_empty());
+        assert!(h.requests.lock().expect("log").is_empty(), "the body never reached a worker");
+        // Bounded in time.
+        let (mut c, _) = conn(config.clone());
+        c.send(head);
+        c.send(&[0; 10_000]);
+        assert!(c.is_open());
+        c.advance(config.linger_timeout);
+        assert!(c.is_freed(), "let go at linger_timeout");
+        // Over when the client hangs up.
+        let (mut c, _) = conn(config);
+        c.send(head);
+        c.close_input();
+        assert!(c.is_freed());
+    }
+
+    /// A graceful shutdown closes an idle keep-alive connection at once: it does not
+    /// linger waiting for the client to hang up.
+    #[test]
+    fn a_shutdown_closes_idle_connections_without_lingering() {
+        let (mut c, _) = conn(Config::default());
+        c.send(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(text(&c.take_output()).ends_with("GET /one 0"));
+        c.shutdown();
+        assert!(c.is_freed());
     }
 
     #[test]

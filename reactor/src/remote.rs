@@ -77,6 +77,8 @@ pub struct Stats {
     pub closed_timeout: AtomicU64,
     /// Jobs waiting for a worker.
     pub queue_depth: AtomicI64,
+    /// Output queued for all connections and not written to their sockets yet.
+    pub output_bytes: AtomicI64,
     /// WebSocket data messages received.
     pub ws_messages_in: AtomicU64,
 }
@@ -97,6 +99,10 @@ impl Stats {
     /// Jobs waiting for a worker.
     pub fn queue_depth(&self) -> i64 {
         self.queue_depth.load(Ordering::Relaxed).max(0)
+    }
+    /// Output queued for all connections and not written to their sockets yet.
+    pub fn output_bytes(&self) -> i64 {
+        self.output_bytes.load(Ordering::Relaxed).max(0)
     }
 }
 

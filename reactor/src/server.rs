@@ -151,6 +151,7 @@ impl Server {
                 scratch: &mut scratch,
                 shutting_down: shutdown_at.is_some(),
                 static_files: static_files.as_deref(),
+                over_budget: over_budget(&remote.shared.stats, &config),
             };
             let registry = poll.registry();
             let mut woken = false;
@@ -212,6 +213,9 @@ impl Server {
                     state.accept(l, Some(c), registry, &mut cx);
                 }
             }
+            if over_budget(cx.stats, cx.config) {
+                state.shed(registry, &mut cx);
+            }
             idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {
@@ -230,6 +234,11 @@ impl Server {
         }
         result
     }
+}
+
+/// Pending output of all connections is past the budget.
+fn over_budget(stats: &crate::Stats, config: &Config) -> bool {
+    stats.output_bytes() as u64 > config.output_budget_bytes as u64
 }
 
 /// The listeners, and when a shutdown that has begun must end.
@@ -539,6 +548,33 @@ impl State {
             let next = conn.on_timer(cx);
             self.apply(i, next, registry, cx);
         }
+    }
+
+    /// Over the output budget: closes the connections that left the most undrained,
+    /// then those holding the most, until the rest fit in it. The scan over every
+    /// connection happens only under abuse.
+    fn shed(&mut self, registry: &Registry, cx: &mut Cx<'_>) {
+        let mut holders: Vec<((usize, usize), usize)> = self
+            .conns
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, c))| c.as_ref().map(|c| (c.output_weight(), i)))
+            .filter(|((_, len), _)| *len > 0)
+            .collect();
+        holders.sort_unstable_by(|a, b| b.cmp(a));
+        let mut total = cx.stats.output_bytes() as u64;
+        let budget = cx.config.output_budget_bytes as u64;
+        for ((_, len), i) in holders {
+            if total <= budget {
+                break;
+            }
+            total = total.saturating_sub(len as u64);
+            let Some(conn) = self.conns.get_mut(i) else { continue };
+            let next = conn.shed(cx);
+            self.apply(i, next, registry, cx);
+        }
+        cx.over_budget = over_budget(cx.stats, cx.config);
     }
 
     /// Shutdown: WebSockets get 1001, idle connections close, requests in flight finish.

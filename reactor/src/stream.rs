@@ -18,6 +18,19 @@ impl From<TcpStream> for Stream {
     }
 }
 
+impl Stream {
+    /// Ends our sending side (a FIN after what is written); reads go on.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Memory(p) => {
+                p.outgoing_closed = true;
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -64,6 +77,8 @@ pub(crate) struct Pipe {
     pub outgoing: Vec<u8>,
     /// How many more bytes the client accepts before writes would block (a slow reader).
     pub room: usize,
+    /// The server shut down its sending side: the client has read to the end.
+    pub outgoing_closed: bool,
 }
 
 impl Default for Pipe {
@@ -73,6 +88,7 @@ impl Default for Pipe {
             incoming_closed: false,
             outgoing: Vec::new(),
             room: usize::MAX,
+            outgoing_closed: false,
         }
     }
 }
@@ -95,6 +111,9 @@ impl Read for Pipe {
 
 impl Write for Pipe {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.outgoing_closed {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         if self.room == 0 && !buf.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());
         }
