@@ -158,7 +158,7 @@ fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote
     if !queued {
         app.login_fail_limit.refund(ip);
         app.metrics.rate_limited("hasher");
-        log::info!("login from {ip} refused: the password checks are busy");
+        log::debug!("login from {ip} refused: the password checks are busy");
         refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
         return Flow::Done;
     }
@@ -201,7 +201,7 @@ fn rehash_password(app: &App, user: &store::UserRow, password: &str) {
         return Fail::Hash.log();
     };
     match app.store(|s| s.rehash_password(&user.id, &user.password_hash, &new)) {
-        Ok(_) => log::info!("a password hash was upgraded to the configured parameters"),
+        Ok(_) => log::debug!("a password hash was upgraded to the configured parameters"),
         Err(f) => f.log(),
     }
 }
