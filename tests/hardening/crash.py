@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.request
 
-from imdclient import free_port, login
+from imdclient import free_port, login, wait_healthy
 
 ROUNDS = int(os.environ.get("CRASH_ROUNDS", "30"))
 BIN = os.environ.get("IMD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "imd"))
@@ -37,16 +37,6 @@ def start(conf):
     return proc
 
 
-def wait_healthy(port, limit):
-    t0 = time.time()
-    while time.time() - t0 < limit:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/im/health", timeout=0.5) as r:
-                if r.status == 200:
-                    return time.time() - t0
-        except OSError:
-            time.sleep(0.02)
-    return None
 
 
 def main():

@@ -78,6 +78,19 @@ def api(port, method, target, body=None, tls=False):
     return reply
 
 
+def wait_healthy(port, limit):
+    """Seconds until /im/health answered 200, or None when it did not within `limit`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        try:
+            if http(port, "GET", "/im/health")[0] == 200:
+                return time.monotonic() - t0
+        except OSError:
+            pass
+        time.sleep(0.02)
+    return None
+
+
 def mask(data, key):
     n = len(data)
     k = (key * (n // 4 + 1))[:n]

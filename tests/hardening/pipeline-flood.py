@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from imdclient import dial, free_port, http
+from imdclient import dial, free_port, http, wait_healthy
 
 BIN = os.environ.get("IMD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "imd"))
 
@@ -56,15 +56,6 @@ def pending_output(port):
     raise RuntimeError("no imd_output_pending_bytes in /im/metrics")
 
 
-def wait_healthy(port, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        try:
-            if http(port, "GET", "/im/health")[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("imd did not start")
 
 
 def main():
@@ -90,7 +81,7 @@ synchronous = "normal"
     failures = []
     socks = []
     try:
-        wait_healthy(plain, 10)
+        assert wait_healthy(plain, 10) is not None, "imd did not start"
         target = "/im/www/v1/big.txt"
         for _ in range(3):
             http(plain, "GET", target)

@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 
-from imdclient import api, auth, dial, dial_at, free_port, http, login
+from imdclient import api, auth, dial, dial_at, free_port, http, login, wait_healthy
 
 BIN = os.environ.get("IMD_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "release", "imd"))
 
@@ -357,15 +357,6 @@ heartbeat_per_min = 0
     return conf
 
 
-def wait_healthy(port, limit):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < limit:
-        try:
-            if http(port, "GET", "/im/health")[0] == 200:
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("imd did not start")
 
 
 def allocator_report(pid, log_path):
@@ -627,7 +618,7 @@ def main():
     failures = []
     t_start = time.monotonic()
     try:
-        wait_healthy(plain, 10)
+        assert wait_healthy(plain, 10) is not None, "imd did not start"
         pid = proc.pid
         # Warm: the flood's accounts, both listeners, every route and file used below.
         victims = setup_flood_accounts(plain, tls_port)

@@ -767,10 +767,8 @@ $('search-form').addEventListener('submit', async (ev) => {
   }
 });
 
-$('logoff').addEventListener('click', async () => {
-  const auth = session.auth;
-  session.stop();
-  if (auth) await api.logoff(auth);
+/** Drops everything the last session showed and returns to the login form. */
+function forgetSession(why) {
   state.friends = new Map();
   state.requests = new Map();
   state.outgoing = new Map();
@@ -778,7 +776,14 @@ $('logoff').addEventListener('click', async () => {
   state.me = null;
   document.title = TITLE;
   $('found').replaceChildren();
-  showAuth('login', 'You are logged off.', true);
+  showAuth('login', why, true);
+}
+
+$('logoff').addEventListener('click', async () => {
+  const auth = session.auth;
+  session.stop();
+  if (auth) await api.logoff(auth);
+  forgetSession('You are logged off.');
 });
 
 // ---------- profile ----------
@@ -901,14 +906,7 @@ $('erase-confirm').addEventListener('click', async () => {
     // Nothing kept, nothing to remove.
   }
   dialog.close();
-  state.friends = new Map();
-  state.requests = new Map();
-  state.outgoing = new Map();
-  state.current = null;
-  state.me = null;
-  document.title = TITLE;
-  $('found').replaceChildren();
-  showAuth('login', 'Your account was deleted.', true);
+  forgetSession('Your account was deleted.');
 });
 
 showAuth('login');
