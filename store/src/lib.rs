@@ -5,6 +5,8 @@
 //!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
 //!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open.
+//! - `history` — conversations that are kept (PROTOCOL.md §10): [`Store::append_messages`]
+//!   numbers each message inside its commit; delivered and read marks; history reads.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`NewMessage`], [`StoredMessage`].
 //! - `error`  — [`StoreError`]; [`StoreError::AccountTaken`] is the one failure a
@@ -15,16 +17,20 @@
 #![deny(missing_docs)]
 
 mod error;
+mod history;
 mod rows;
 mod schema;
 mod store;
 
 pub use error::StoreError;
+pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
 pub use rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, StoredMessage, UserRow,
 };
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::{Result, Store};
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;
