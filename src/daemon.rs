@@ -104,6 +104,7 @@ fn housekeeping(app: &App, remote: &Remote) {
             app.register_limit.prune();
             app.query_limit.prune();
             app.login_fail_limit.prune();
+            crate::history::expire(app);
         }
     }
 }

@@ -15,6 +15,7 @@ thread_local! {
 }
 
 /// Opens per-thread connections to one database.
+#[derive(Clone)]
 pub struct Db {
     config: StoreConfig,
 }
@@ -33,7 +34,9 @@ impl Db {
         Ok(db)
     }
 
-    fn open(&self) -> Result<Store, StoreError> {
+    /// A connection of its own, for a thread that keeps one outside [`Db::with`] (the
+    /// history writer).
+    pub fn open(&self) -> Result<Store, StoreError> {
         let opts = StoreOptions { synchronous: self.config.synchronous, ..StoreOptions::default() };
         Store::open(&self.config.path, &opts)
     }

@@ -14,6 +14,8 @@
 //!   store query.
 //! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
 //! - `sessions`   — the registry of live sessions shared by all workers.
+//! - `history`    — conversations that are kept (§10): group commit, marks, receipts,
+//!   `/im/messages`.
 //! - `db`         — one SQLite connection per worker thread.
 //! - `password`   — argon2id hashing, with a dummy hash for unknown accounts.
 //! - `hasher`     — the thread pool where logins check passwords, off the workers.
@@ -35,6 +37,7 @@ mod directory;
 mod friend_cache;
 mod friends;
 mod hasher;
+mod history;
 mod input;
 #[doc(hidden)]
 pub mod loopback_tls;
@@ -48,5 +51,7 @@ mod token;
 mod tunnel;
 
 pub use app::App;
-pub use config::{Config, ConfigError, PasswordConfig, RateLimits, SessionConfig, StoreConfig};
+pub use config::{
+    Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, SessionConfig, StoreConfig,
+};
 pub use daemon::{run, Daemon, Error};

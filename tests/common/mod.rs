@@ -454,7 +454,7 @@ pub fn enc(s: &str) -> String {
 pub fn assert_code(v: &Value, code: u64, message: &str) {
     assert_eq!(v["code"], code, "{v}");
     assert_eq!(v["message"], message, "{v}");
-    assert_eq!(v["ok"], matches!(code, 200 | 202 | 300..=305 | 520), "{v}");
+    assert_eq!(v["ok"], matches!(code, 200 | 202 | 300..=308 | 520), "{v}");
 }
 
 /// A WebSocket client over plain TCP or TLS.
