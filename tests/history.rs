@@ -453,3 +453,57 @@ fn with_history_off_sending_is_the_seed_s() {
     let v = ask(&mut a.ws, json!({"toFriend": b_id, "payload": "p", "id": "2"}));
     assert_eq!(v, json!({"code":508,"message":"Friend Is Offline","ok":false,"id":"2"}));
 }
+
+#[test]
+fn a_message_reaches_one_session_once_while_its_receiver_logs_in_and_out() {
+    let s = server("");
+    let (mut a, b, _, ub) = pair(&s, Via::Plain, "race");
+    let b_id = b.id.clone();
+    drop(b);
+    a.ws.recv();
+    let sender = std::thread::spawn(move || {
+        for i in 0..300 {
+            a.ws.send_json(&json!({"toFriend": b_id, "payload": "p", "id": format!("{i}")}));
+        }
+        let mut acked = 0;
+        while acked < 300 {
+            let v = a.ws.recv();
+            if matches!(v["code"].as_u64(), Some(200 | 202)) {
+                acked += 1;
+            }
+        }
+    });
+    for _ in 0..8 {
+        let mut b = Session::login(&s, Via::Plain, &ub);
+        let mut seen = std::collections::HashSet::new();
+        let until = std::time::Instant::now() + Duration::from_millis(60);
+        while std::time::Instant::now() < until {
+            let Some(v) = b.ws.try_recv(Duration::from_millis(20)) else { continue };
+            if let Some(seq) = v["seq"].as_i64() {
+                assert!(seen.insert(seq), "seq {seq} twice on one session");
+            }
+        }
+    }
+    sender.join().expect("sender");
+    let b = Session::login(&s, Via::Plain, &ub);
+    let page = get(&s, Via::Plain, &format!("/im/messages?{}&with={}&limit=200&after=100", b.auth(), b.login["friends"][0]["id"].as_str().unwrap()));
+    let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (101..=300).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_new_friend_entry_starts_an_empty_conversation() {
+    let s = server("");
+    let (ua, ub) = (User::new("newa"), User::new("newb"));
+    ua.register(&s);
+    ub.register(&s);
+    let mut a = Session::login(&s, Via::Tls, &ua);
+    let mut b = Session::login(&s, Via::Tls, &ub);
+    get(&s, Via::Tls, &format!("/im/friends/request?{}&to={}", a.auth(), b.id));
+    b.ws.recv();
+    get(&s, Via::Tls, &format!("/im/friends/add?{}&from={}&name=pal", b.auth(), a.id));
+    let push = a.ws.recv();
+    assert_code(&push, 303, "Friend Added");
+    let f = &push["friend"];
+    assert_eq!((f["last_seq"].as_i64(), f["read_seq"].as_i64(), f["unread"].as_i64()), (Some(0), Some(0), Some(0)));
+}

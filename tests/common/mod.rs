@@ -498,6 +498,33 @@ impl Ws {
         }
     }
 
+    /// The next text frame within `wait`, or `None` when none came.
+    pub fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        let set = |s: &mut Stream, t: Option<Duration>| match s {
+            Stream::Plain(s) => s.set_read_timeout(t).expect("timeout"),
+            Stream::Tls(s) => s.sock.set_read_timeout(t).expect("timeout"),
+        };
+        set(self.ws.get_mut(), Some(wait));
+        let got = loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => break serde_json::from_str(t.as_str()).ok(),
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(other) => panic!("unexpected frame {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break None
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        };
+        set(self.ws.get_mut(), None);
+        got
+    }
+
     /// Reads until the server closes; returns the close code.
     #[track_caller]
     pub fn expect_close(&mut self) -> Option<u16> {
