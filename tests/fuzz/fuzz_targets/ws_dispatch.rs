@@ -201,13 +201,16 @@ impl Peer {
     }
 }
 
-const PUSHES: [Code; 8] = [
+const PUSHES: [Code; 11] = [
     Code::FriendOffline,
     Code::RefreshProfile,
     Code::FriendOnline,
     Code::FriendAdded,
     Code::FriendRemoved,
     Code::RequestDeclined,
+    Code::MessageDelivered,
+    Code::MessageRead,
+    Code::FriendTyping,
     Code::LoginInOtherPlace,
     Code::ApplyForAFriend,
 ];
