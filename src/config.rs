@@ -115,7 +115,7 @@ impl Default for Config {
                 p: 1,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1),
             },
-            history: HistoryConfig { enabled: false, retention_days: 0, login_backlog: 1000 },
+            history: HistoryConfig { enabled: true, retention_days: 0, login_backlog: 1000 },
             session: SessionConfig { login_frame_timeout: Duration::from_secs(10) },
             allowed_origins: Vec::new(),
             rate_limit: RateLimits {
@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(c.transport.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
         assert_eq!(c.transport.tls, Some(TlsSource::SelfSigned));
         assert_eq!(c.password.m_kib, 19456);
-        assert!(!c.history.enabled, "history ships off until its steps are all done");
+        assert!(c.history.enabled, "conversations are kept by default (§10)");
         assert_eq!((c.history.retention_days, c.history.login_backlog), (0, 1000));
         assert_eq!((c.rate_limit.typing_per_s, c.rate_limit.typing_burst), (2, 5));
     }

@@ -486,8 +486,17 @@ fn a_message_reaches_one_session_once_while_its_receiver_logs_in_and_out() {
     }
     sender.join().expect("sender");
     let b = Session::login(&s, Via::Plain, &ub);
-    let page = get(&s, Via::Plain, &format!("/im/messages?{}&with={}&limit=200&after=100", b.auth(), b.login["friends"][0]["id"].as_str().unwrap()));
-    let seqs: Vec<i64> = page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
+    let page = get(
+        &s,
+        Via::Plain,
+        &format!(
+            "/im/messages?{}&with={}&limit=200&after=100",
+            b.auth(),
+            b.login["friends"][0]["id"].as_str().unwrap()
+        ),
+    );
+    let seqs: Vec<i64> =
+        page["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (101..=300).collect::<Vec<_>>());
 }
 
@@ -505,5 +514,8 @@ fn a_new_friend_entry_starts_an_empty_conversation() {
     let push = a.ws.recv();
     assert_code(&push, 303, "Friend Added");
     let f = &push["friend"];
-    assert_eq!((f["last_seq"].as_i64(), f["read_seq"].as_i64(), f["unread"].as_i64()), (Some(0), Some(0), Some(0)));
+    assert_eq!(
+        (f["last_seq"].as_i64(), f["read_seq"].as_i64(), f["unread"].as_i64()),
+        (Some(0), Some(0), Some(0))
+    );
 }

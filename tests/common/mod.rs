@@ -75,6 +75,9 @@ query_per_min = 0
 login_fail_per_min = 0
 send_per_s = 0
 heartbeat_per_min = 0
+# The seed's sending (508 for an offline friend) unless a test turns history on.
+[history]
+enabled = false
 "#,
         db = dir.join("imd.sqlite3").display()
     );
