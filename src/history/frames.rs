@@ -86,6 +86,7 @@ fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistor
         cid: cid.map(String::from),
         payload: payload.to_string(),
         ts_ms: now_ms(),
+        live: false,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Conversations that are kept (PROTOCOL.md §10), on when `[history] enabled`.
 //!
 //! - `writer`   — [`Writer`]: the one thread that commits sends, many per commit (group
-//!   commit), on its own connection; then acks, pushes and moves delivered marks.
+//!   commit), on its own connection, with the 200/202 each send gets and the delivered
+//!   marks it moves; only then acks and pushes.
 //! - `frames`   — the tunnel frames: send with `cid` (handed to the writer), `read`, and
 //!   `typing` with its own per-session limit.
 //! - `login`    — what a login adds: marks on friend entries, and the undelivered

@@ -4,7 +4,6 @@
 //! acks each sender and pushes to each receiver. The sender's connection is deferred
 //! until its ack is queued, so a session's replies keep the order of its frames.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 
@@ -84,26 +83,26 @@ fn run(mut store: Store, rx: &Receiver<Job>) {
     }
 }
 
-/// What a committed send answered, for the marks written after the batch.
-struct Answer {
-    from: String,
-    to: String,
-    seq: i64,
-    code: u16,
-}
-
 fn commit(store: &mut Store, batch: Vec<Job>) {
     let Some(app) = batch.first().map(|j| j.app.clone()) else { return };
     app.metrics.history_batch.record(batch.len());
-    let messages: Vec<NewHistoryMessage> = batch.iter().map(|j| j.message.clone()).collect();
-    let delivery = app.history.delivery();
+    // Under the delivery lock no session starts or is replaced, so the receivers found
+    // live here are the ones pushed to after the commit; their 200 and delivered marks
+    // go into the same commit as the messages.
+    let _delivery = app.history.delivery();
+    let targets: Vec<Option<ConnId>> =
+        batch.iter().map(|j| app.sessions.conn_of(&j.message.to_id)).collect();
+    let messages: Vec<NewHistoryMessage> = batch
+        .iter()
+        .zip(&targets)
+        .map(|(j, t)| NewHistoryMessage { live: t.is_some(), ..j.message.clone() })
+        .collect();
     let started = std::time::Instant::now();
     let results = store.append_messages(&messages);
     app.metrics.store_latency.record(started.elapsed());
     let results = match results {
         Ok(r) => r,
         Err(e) => {
-            drop(delivery);
             log::error!("store: history commit: {e}");
             for job in &batch {
                 reply(&app, job, Code::InternalError, None, None);
@@ -111,59 +110,34 @@ fn commit(store: &mut Store, batch: Vec<Job>) {
             return;
         }
     };
-    let mut answers = Vec::new();
-    // The code each new (sender, cid) got in this batch, for a resend in the same batch.
-    let mut fresh: HashMap<(&str, &str), Code> = HashMap::new();
-    for (job, result) in batch.iter().zip(results) {
+    for ((job, target), result) in batch.iter().zip(targets).zip(results) {
         let m = &job.message;
         match result {
-            Appended::New { seq } => {
-                let code = deliver(&app, job, seq);
-                if let Some(cid) = &m.cid {
-                    fresh.insert((&m.from_id, cid), code);
-                }
-                answers.push(Answer {
-                    from: m.from_id.clone(),
-                    to: m.to_id.clone(),
-                    seq,
-                    code: code.code(),
-                });
-            }
+            Appended::New { seq } => deliver(&app, job, target, seq),
             Appended::Existing(old) if old.to_id == m.to_id && old.payload == m.payload => {
-                let key = (m.from_id.as_str(), m.cid.as_deref().unwrap_or(""));
-                let code = fresh.get(&key).copied().unwrap_or(if old.code == 200 {
-                    Code::Success
-                } else {
-                    Code::StoredForOfflineFriend
-                });
+                let code =
+                    if old.code == 200 { Code::Success } else { Code::StoredForOfflineFriend };
                 reply(&app, job, code, Some((old.seq, old.ts_ms)), m.cid.as_deref());
             }
             Appended::Existing(_) => reply(&app, job, Code::MessageIdReused, None, None),
             Appended::NotFriends => reply(&app, job, Code::NotRelationOfFriend, None, None),
         }
     }
-    drop(delivery);
-    let answered: Vec<(&str, &str, i64, u16)> =
-        answers.iter().map(|a| (a.from.as_str(), a.to.as_str(), a.seq, a.code)).collect();
-    if let Err(e) = store.record_answers(&answered) {
-        log::error!("store: history marks: {e}");
-    }
 }
 
-/// Pushes a committed message to its receiver's live session, if any, then acks the
-/// sender: 200 when it was queued there (and 306 follows), else 202.
-fn deliver(app: &App, job: &Job, seq: i64) -> Code {
+/// After the commit: pushes the message to the receiver's live session `target`, if
+/// any, and acks the sender: 200 when it was queued there (then 306), else 202.
+fn deliver(app: &App, job: &Job, target: Option<ConnId>, seq: i64) {
     let m = &job.message;
-    let frame = proto::kept_receive_frame(
-        &m.dialogue_id,
-        &m.from_id,
-        &m.payload,
-        m.ts_ms,
-        seq,
-        m.cid.as_deref(),
-    );
-    let target = app.sessions.conn_of(&m.to_id);
     if let Some(friend) = target {
+        let frame = proto::kept_receive_frame(
+            &m.dialogue_id,
+            &m.from_id,
+            &m.payload,
+            m.ts_ms,
+            seq,
+            m.cid.as_deref(),
+        );
         job.done.remote.send_text(friend, frame);
     }
     let code = if target.is_some() { Code::Success } else { Code::StoredForOfflineFriend };
@@ -176,7 +150,6 @@ fn deliver(app: &App, job: &Job, seq: i64) -> Code {
     } else {
         app.metrics.offline_stored(1);
     }
-    code
 }
 
 /// Push 306: the delivered mark of `friend` in our conversation moved to `seq`.

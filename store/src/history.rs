@@ -25,6 +25,9 @@ pub struct NewHistoryMessage {
     pub payload: String,
     /// When the server accepted it, unix milliseconds.
     pub ts_ms: i64,
+    /// It is being queued on a live session of the receiver: its send is answered 200
+    /// and the receiver's delivered mark moves to it, in the same commit; else 202.
+    pub live: bool,
 }
 
 /// A message of a conversation, as stored.
@@ -133,9 +136,10 @@ fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<A
              RETURNING last_seq",
         )?
         .query_row([a, b], |r| r.get(0))?;
+    let code: u16 = if m.live { 200 } else { 202 };
     tx.prepare_cached(
-        "INSERT INTO history (a, b, seq, from_id, to_id, dialogue_id, cid, payload, ts_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO history (a, b, seq, from_id, to_id, dialogue_id, cid, payload, ts_ms, code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         a,
@@ -146,8 +150,12 @@ fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<A
         m.dialogue_id,
         m.cid,
         m.payload,
-        m.ts_ms
+        m.ts_ms,
+        code
     ])?;
+    if m.live {
+        mark_delivered(tx, &m.to_id, &m.from_id, seq)?;
+    }
     Ok(Appended::New { seq })
 }
 
@@ -163,25 +171,6 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
-    }
-
-    /// Records how sends were answered and moves delivered marks, in one transaction:
-    /// `answered` is `(from, to, seq, code)` of each new message; a 200 moves the
-    /// receiver's delivered mark of that conversation up to `seq`.
-    pub fn record_answers(&mut self, answered: &[(&str, &str, i64, u16)]) -> Result<()> {
-        let tx = self.write_tx()?;
-        for &(from, to, seq, code) in answered {
-            if code == 200 {
-                let (a, b) = pair(from, to);
-                tx.prepare_cached(
-                    "UPDATE history SET code = 200 WHERE a = ?1 AND b = ?2 AND seq = ?3",
-                )?
-                .execute(params![a, b, seq])?;
-                mark_delivered(&tx, to, from, seq)?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
     }
 
     /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns the marks

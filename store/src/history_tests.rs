@@ -58,6 +58,7 @@ fn msg(from: &str, to: &str, cid: Option<&str>, payload: &str) -> NewHistoryMess
         cid: cid.map(String::from),
         payload: payload.into(),
         ts_ms: 1000,
+        live: false,
     }
 }
 
@@ -104,12 +105,24 @@ fn a_cid_is_stored_once_per_sender() {
     assert_eq!(r[0], Appended::New { seq: 1 });
     let Appended::Existing(m) = &r[1] else { panic!("{r:?}") };
     assert_eq!((m.seq, m.payload.as_str(), m.code), (1, "1", 202));
-    s.record_answers(&[("a", "b", 1, 200)]).unwrap();
     let r =
         s.append_messages(&[msg("a", "b", Some("k"), "1"), msg("b", "a", Some("k"), "1")]).unwrap();
     let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
-    assert_eq!(m.code, 200);
+    assert_eq!(m.code, 202, "answered 202 when it was stored");
     assert_eq!(r[1], Appended::New { seq: 2 }, "cids are per sender");
+}
+
+#[test]
+fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    let live = NewHistoryMessage { live: true, ..msg("a", "b", Some("k"), "1") };
+    s.append_messages(&[live.clone(), msg("a", "b", None, "2")]).unwrap();
+    let r = s.append_messages(&[live]).unwrap();
+    let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
+    assert_eq!(m.code, 200);
+    let undelivered = s.undelivered("b", 10).unwrap();
+    assert_eq!(undelivered.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
 }
 
 #[test]
