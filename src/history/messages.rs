@@ -98,3 +98,66 @@ pub fn expire(app: &App) {
         Err(f) => f.log(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use store::{Appended, NewHistoryMessage, NewUser, Window};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn housekeeping_deletes_messages_past_retention_and_keeps_the_counter() {
+        let dir = std::env::temp_dir().join(format!("imd-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nweb_root = \"{www}\"\n[tls]\nlisten = \"\"\n\
+             [store]\npath = \"{db}\"\n[history]\nenabled = true\nretention_days = 2\n",
+            www = concat!(env!("CARGO_MANIFEST_DIR"), "/www"),
+            db = dir.join("imd.sqlite3").display()
+        );
+        let app = App::new(Config::parse(&text, &mut |w| panic!("{w}")).unwrap()).unwrap();
+        let day = 86_400_000;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let seqs = app
+            .store(|s| {
+                for id in ["a", "b"] {
+                    let user = NewUser { id: id.into(), account: id.into(), ..NewUser::default() };
+                    s.create_user(&user)?;
+                }
+                s.make_friends("a", "B", "b", "A")?;
+                let at = |ts_ms| NewHistoryMessage {
+                    from_id: "a".into(),
+                    to_id: "b".into(),
+                    dialogue_id: "d".into(),
+                    cid: None,
+                    payload: "p".into(),
+                    ts_ms,
+                    live: false,
+                };
+                s.append_messages(&[at(now - 3 * day), at(now - day), at(now)])
+            })
+            .unwrap();
+        assert_eq!(seqs.len(), 3);
+        expire(&app);
+        let (kept, state) = app
+            .store(|s| Ok((s.messages("b", "a", Window::Latest, 10)?, s.conversation("b", "a")?)))
+            .unwrap();
+        assert_eq!(kept.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((state.first_seq, state.last_seq), (2, 3));
+        let next = app.store(|s| {
+            s.append_messages(&[NewHistoryMessage {
+                from_id: "b".into(),
+                to_id: "a".into(),
+                dialogue_id: "d".into(),
+                cid: None,
+                payload: "p".into(),
+                ts_ms: now,
+                live: false,
+            }])
+        });
+        assert_eq!(next.unwrap(), vec![Appended::New { seq: 4 }]);
+        drop(app);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
