@@ -256,6 +256,16 @@ fn read_marks_and_typing() {
             ask(&mut b.ws, read(json!(x.id), json!(1))),
             typed(512, "Not Relation of Friend", "read")
         );
+        // Check order: 519, then 512, then the seq (403); a `with` of the wrong type is 403.
+        assert_eq!(
+            ask(&mut b.ws, read(json!(""), json!(-1))),
+            typed(519, "Friend Info Empty", "read")
+        );
+        assert_eq!(
+            ask(&mut b.ws, read(json!(x.id), json!(-1))),
+            typed(512, "Not Relation of Friend", "read")
+        );
+        assert_eq!(ask(&mut b.ws, read(json!(5), json!(1))), typed(403, "Protocol Error", "read"));
         for bad in [json!(-1), json!("2"), json!(1.5), Value::Null] {
             assert_eq!(
                 ask(&mut b.ws, read(json!(a.id), bad)),
@@ -289,6 +299,9 @@ fn read_marks_and_typing() {
         let codes: Vec<u64> =
             (0..5).map(|_| ask(&mut b.ws, typing(&a.id))["code"].as_u64().unwrap()).collect();
         assert_eq!(codes, vec![200, 200, 200, 200, 524]);
+        // 512 comes before the limit, 519 before 512.
+        assert_eq!(ask(&mut b.ws, typing(&x.id)), typed(512, "Not Relation of Friend", "typing"));
+        assert_eq!(ask(&mut b.ws, typing("")), typed(519, "Friend Info Empty", "typing"));
     }
 }
 
@@ -360,7 +373,7 @@ fn messages_route_checks_and_pages() {
             "Auth Illegal",
         );
         assert_code(
-            &get(&s, via, &format!("/im/messages?{}&with=", a.auth())),
+            &get(&s, via, &format!("/im/messages?{}&with=&limit=0", a.auth())),
             519,
             "Friend Info Empty",
         );
