@@ -15,12 +15,13 @@ use crate::db::Db;
 use crate::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
 use crate::friend_cache::FriendCache;
 use crate::hasher::Hasher;
+use crate::history::History;
 use crate::metrics::Metrics;
 use crate::password::Passwords;
 use crate::rate_limit::{PerIp, PerUser, Rate};
 use crate::route::Route;
 use crate::sessions::Sessions;
-use crate::{accounts, friends, tunnel};
+use crate::{accounts, friends, history, tunnel};
 
 /// Where the web client is served.
 pub const WEB_PREFIX: &str = "/im/www/v1/";
@@ -47,6 +48,8 @@ pub struct App {
     pub(crate) directory: Directory,
     /// Where logins check passwords, off the reactor's workers.
     pub(crate) hasher: Hasher,
+    /// Conversations that are kept (§10): the group-commit writer and its locks.
+    pub(crate) history: History,
     /// This app, for work handed to the hasher.
     pub(crate) me: Weak<App>,
     /// Shared with the event loop, which answers hot files itself.
@@ -152,6 +155,7 @@ impl App {
         let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;
+        let history = History::new(Rate::per_sec(r.typing_per_s, r.typing_burst))?;
         let app = App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
@@ -167,6 +171,7 @@ impl App {
             friend_cache: FriendCache::default(),
             directory,
             hasher,
+            history,
             me: Weak::new(),
             static_files,
             config,
@@ -250,6 +255,7 @@ impl App {
             Route::Health => return Some(self.metrics.health(remote, self.db.is_replaced())),
             Route::Metrics => return Some(self.metrics.render(self, remote)),
             Route::NotFound => return Some(not_found()),
+            Route::Messages if !self.config.history.enabled => return Some(not_found()),
             Route::Login => Err(Fail::Code(Code::ProtocolError)),
             _ if self.limit_first(route, req).is_err() => Err(Code::TooManyRequests.into()),
             _ if !route.allows(&req.method) => Err(Fail::Code(Code::ProtocolError)),
@@ -265,6 +271,7 @@ impl App {
             Route::Remove => friends::remove(self, req, remote),
             Route::List => friends::list(self, req),
             Route::Requests => friends::requests(self, req),
+            Route::Messages => history::messages(self, req),
             Route::Static => unreachable!("handled above"),
         };
         let body = outcome.unwrap_or_else(|f| proto::status(f.code()));

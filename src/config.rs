@@ -24,6 +24,8 @@ pub struct Config {
     pub password: PasswordConfig,
     /// Session behaviour.
     pub session: SessionConfig,
+    /// Conversations that are kept (PROTOCOL.md §10).
+    pub history: HistoryConfig,
     /// Browser origins allowed to open the login WebSocket; empty = any.
     pub allowed_origins: Vec<String>,
     /// Token-bucket limits of PROTOCOL.md §8.
@@ -66,11 +68,21 @@ pub struct PasswordConfig {
     pub threads: usize,
 }
 
+/// `[history]`: conversations that are kept (PROTOCOL.md §10).
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryConfig {
+    /// Keep every message, numbered per conversation, and deliver to offline friends at
+    /// their next login (202); off, sending is the seed's (508 for an offline friend).
+    pub enabled: bool,
+    /// Messages older than this many days are deleted by housekeeping; 0 keeps them.
+    pub retention_days: u32,
+    /// Most undelivered messages sent right after a login.
+    pub login_backlog: usize,
+}
+
 /// `[session]`.
 #[derive(Clone, Copy, Debug)]
 pub struct SessionConfig {
-    /// Keep messages for offline friends (202) instead of refusing them (508).
-    pub offline_messages: bool,
     /// How long a login without credentials in the URL waits for its first frame.
     pub login_frame_timeout: Duration,
 }
@@ -92,6 +104,10 @@ pub struct RateLimits {
     pub heartbeat_per_min: u32,
     /// Searches (`/im/friends/found`) per minute per user.
     pub search_per_min: u32,
+    /// Typing notices per second per session (§10.3).
+    pub typing_per_s: u32,
+    /// Burst of typing notices a session may send at once.
+    pub typing_burst: u32,
 }
 
 impl Default for Config {
@@ -116,10 +132,8 @@ impl Default for Config {
                 p: 1,
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1),
             },
-            session: SessionConfig {
-                offline_messages: false,
-                login_frame_timeout: Duration::from_secs(10),
-            },
+            history: HistoryConfig { enabled: true, retention_days: 0, login_backlog: 1000 },
+            session: SessionConfig { login_frame_timeout: Duration::from_secs(10) },
             allowed_origins: Vec::new(),
             rate_limit: RateLimits {
                 register_per_min: 10,
@@ -129,6 +143,8 @@ impl Default for Config {
                 send_burst: 40,
                 heartbeat_per_min: 12,
                 search_per_min: 30,
+                typing_per_s: 2,
+                typing_burst: 5,
             },
             fields: proto::Limits::default(),
             requests: RequestLimits { login_requests: 100, pending_per_user: 1000 },
@@ -300,8 +316,12 @@ impl Doc<'_> {
         }
 
         let s = &mut c.session;
-        self.flag("session", "offline_messages", &mut s.offline_messages)?;
         self.secs("session", "login_frame_timeout_s", &mut s.login_frame_timeout)?;
+
+        let h = &mut c.history;
+        self.flag("history", "enabled", &mut h.enabled)?;
+        self.count("history", "retention_days", 0, 100_000, &mut h.retention_days)?;
+        self.count("history", "login_backlog", 0, 1_000_000, &mut h.login_backlog)?;
 
         let r = &mut c.rate_limit;
         self.count("rate_limit", "register_per_min", 0, 1_000_000, &mut r.register_per_min)?;
@@ -311,6 +331,8 @@ impl Doc<'_> {
         self.count("rate_limit", "send_burst", 0, 1_000_000, &mut r.send_burst)?;
         self.count("rate_limit", "heartbeat_per_min", 0, 1_000_000, &mut r.heartbeat_per_min)?;
         self.count("rate_limit", "search_per_min", 0, 1_000_000, &mut r.search_per_min)?;
+        self.count("rate_limit", "typing_per_s", 0, 1_000_000, &mut r.typing_per_s)?;
+        self.count("rate_limit", "typing_burst", 0, 1_000_000, &mut r.typing_burst)?;
         Ok(())
     }
 
@@ -443,8 +465,17 @@ impl Doc<'_> {
     }
 }
 
-const KNOWN_SECTIONS: &[&str] =
-    &["server", "tls", "limits", "websocket", "store", "password", "session", "rate_limit"];
+const KNOWN_SECTIONS: &[&str] = &[
+    "server",
+    "tls",
+    "limits",
+    "websocket",
+    "store",
+    "password",
+    "session",
+    "history",
+    "rate_limit",
+];
 
 #[cfg(test)]
 mod tests {
@@ -466,8 +497,18 @@ mod tests {
         assert_eq!(c.transport.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
         assert_eq!(c.transport.tls, Some(TlsSource::SelfSigned));
         assert_eq!(c.password.m_kib, 19456);
-        assert!(!c.session.offline_messages);
         assert_eq!(c.transport.connections_per_ip, 256);
+        assert!(c.history.enabled, "conversations are kept by default (§10)");
+        assert_eq!((c.history.retention_days, c.history.login_backlog), (0, 1000));
+        assert_eq!((c.rate_limit.typing_per_s, c.rate_limit.typing_burst), (2, 5));
+    }
+
+    #[test]
+    fn offline_messages_is_an_unknown_key_now() {
+        let (c, w) = parse("[session]\noffline_messages = true\n[history]\nenabled = true\n");
+        assert!(c.unwrap().history.enabled);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("offline_messages"), "{w:?}");
     }
 
     #[test]

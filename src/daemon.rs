@@ -109,6 +109,7 @@ fn housekeeping(app: &App, remote: &Remote) {
             app.query_limit.prune();
             app.login_fail_limit.prune();
             app.search_limit.prune();
+            crate::history::expire(app);
         }
     }
 }

@@ -147,7 +147,8 @@ pub fn list(app: &App, req: &Request) -> Outcome {
     input.known(&["id", "token"])?;
     let me = authenticate(app, &input)?;
     let rows = app.store(|s| s.friends_of(&me))?;
-    let friends = app.sessions.with_online(|online| friend_entries(rows, online));
+    let mut friends = app.sessions.with_online(|online| friend_entries(rows, online));
+    crate::history::mark_entries(app, &me, &mut friends)?;
     Ok(proto::list_reply(&friends))
 }
 
@@ -171,6 +172,7 @@ pub fn friend_entries(rows: Vec<FriendRow>, online: &Online<'_>) -> Vec<FriendEn
             sex: r.sex,
             birthday: r.birthday,
             sign: r.sign,
+            ..FriendEntry::default()
         })
         .collect()
 }
@@ -201,7 +203,11 @@ fn push_added(
             birthday: friend.birthday.clone(),
             sign: friend.sign.clone(),
             online: online.conn(friend_id).is_some(),
+            ..FriendEntry::default()
         };
+        // A new friendship starts an empty conversation (§10.5).
+        let kept = app.config.history.enabled.then_some(0);
+        let entry = FriendEntry { last_seq: kept, read_seq: kept, unread: kept, ..entry };
         remote.send_text(conn, proto::friend_added_push(&entry));
         app.metrics.pushed(Code::FriendAdded);
     }

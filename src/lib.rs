@@ -14,6 +14,8 @@
 //!   store query.
 //! - `tunnel`     — the login WebSocket: login, send, heartbeat, presence (§4, §6).
 //! - `sessions`   — the registry of live sessions shared by all workers.
+//! - `history`    — conversations that are kept (§10): group commit, marks, receipts,
+//!   `/im/messages`.
 //! - `db`         — one SQLite connection per worker thread, reopened after a lasting
 //!   failure; the database file watched for deletion or replacement.
 //! - `password`   — argon2id hashing, with a dummy hash for unknown accounts.
@@ -38,6 +40,7 @@ mod fd_limit;
 mod friend_cache;
 mod friends;
 mod hasher;
+mod history;
 mod input;
 #[doc(hidden)]
 pub mod loopback_tls;
@@ -52,6 +55,7 @@ mod tunnel;
 
 pub use app::App;
 pub use config::{
-    Config, ConfigError, PasswordConfig, RateLimits, RequestLimits, SessionConfig, StoreConfig,
+    Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, RequestLimits, SessionConfig,
+    StoreConfig,
 };
 pub use daemon::{run, Daemon, Error};

@@ -81,9 +81,41 @@ impl Histogram {
     }
 }
 
+/// Upper bounds of the group-commit batch size buckets (sends per commit).
+const BATCH_BOUNDS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// How many sends each history commit carried: how the batch forms under load.
+#[derive(Default)]
+pub struct BatchSizes {
+    buckets: [AtomicU64; BATCH_BOUNDS.len() + 1],
+    sum: AtomicU64,
+}
+
+impl BatchSizes {
+    /// Counts one commit of `n` sends.
+    pub fn record(&self, n: usize) {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        let i = BATCH_BOUNDS.iter().position(|b| n <= *b).unwrap_or(BATCH_BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum.fetch_add(n, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str) {
+        let mut cumulative = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cumulative += b.load(Relaxed);
+            let le = BATCH_BOUNDS.get(i).map_or("+Inf".to_string(), u64::to_string);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let sum = self.sum.load(Relaxed);
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
 /// Rate limiters, in the order they are reported.
 /// "hasher" counts checks refused because the password pool's queue was full.
-const LIMITERS: [&str; 7] = ["register", "query", "login", "send", "heartbeat", "search", "hasher"];
+const LIMITERS: [&str; 8] =
+    ["register", "query", "login", "send", "heartbeat", "search", "hasher", "typing"];
 
 /// The daemon's counters.
 pub struct Metrics {
@@ -97,6 +129,8 @@ pub struct Metrics {
     rate_limited: [AtomicU64; LIMITERS.len()],
     /// Latency of store operations.
     pub store_latency: Histogram,
+    /// Sends per group commit of the history writer.
+    pub history_batch: BatchSizes,
 }
 
 impl Default for Metrics {
@@ -111,6 +145,7 @@ impl Default for Metrics {
             offline_delivered: AtomicU64::new(0),
             rate_limited: std::array::from_fn(|_| AtomicU64::new(0)),
             store_latency: Histogram::default(),
+            history_batch: BatchSizes::default(),
         }
     }
 }
@@ -283,6 +318,12 @@ impl Metrics {
              # TYPE imd_store_op_seconds histogram"
         );
         self.store_latency.render(&mut out, "imd_store_op_seconds");
+        let _ = writeln!(
+            out,
+            "# HELP imd_history_batch_sends Sends committed together by the history writer.\n\
+             # TYPE imd_history_batch_sends histogram"
+        );
+        self.history_batch.render(&mut out, "imd_history_batch_sends");
         Response::new(200, "text/plain; version=0.0.4; charset=utf-8", out)
             .with_header("Cache-Control", "no-store")
     }

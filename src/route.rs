@@ -29,6 +29,8 @@ pub enum Route {
     List,
     /// `/im/friends/requests`
     Requests,
+    /// `/im/messages` (history on)
+    Messages,
     /// `GET /im/health`
     Health,
     /// `GET /im/metrics`
@@ -41,7 +43,7 @@ pub enum Route {
 
 impl Route {
     /// Every route, in metrics order.
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 18] = [
         Route::Register,
         Route::Query,
         Route::Erase,
@@ -55,6 +57,7 @@ impl Route {
         Route::Remove,
         Route::List,
         Route::Requests,
+        Route::Messages,
         Route::Health,
         Route::Metrics,
         Route::Static,
@@ -77,6 +80,7 @@ impl Route {
             "/im/friends/remove" => Route::Remove,
             "/im/friends/list" => Route::List,
             "/im/friends/requests" => Route::Requests,
+            "/im/messages" => Route::Messages,
             "/im/health" => Route::Health,
             "/im/metrics" => Route::Metrics,
             p if p.starts_with("/im/www/v1/") || p == "/im/www/v1" || p == "/" => Route::Static,
@@ -109,6 +113,7 @@ impl Route {
             Route::Remove => "friends_remove",
             Route::List => "friends_list",
             Route::Requests => "friends_requests",
+            Route::Messages => "messages",
             Route::Health => "health",
             Route::Metrics => "metrics",
             Route::Static => "static",

@@ -57,6 +57,14 @@ pub struct Online<'a> {
     users: &'a HashMap<Arc<str>, Session>,
 }
 
+impl Online<'static> {
+    /// Nobody online: for entries built before the registry lock is taken.
+    pub fn none() -> Online<'static> {
+        static NONE: std::sync::OnceLock<HashMap<Arc<str>, Session>> = std::sync::OnceLock::new();
+        Online { users: NONE.get_or_init(HashMap::new) }
+    }
+}
+
 impl Online<'_> {
     /// The connection of `user`'s live session.
     pub fn conn(&self, user: &str) -> Option<ConnId> {

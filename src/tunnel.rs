@@ -20,9 +20,6 @@ const CLOSE_NORMAL: u16 = 1000;
 /// Close code for a refused login (524): policy violation.
 const CLOSE_POLICY: u16 = 1008;
 
-/// Most stored messages delivered at one login.
-const OFFLINE_BATCH: usize = 10_000;
-
 /// The upgrade of `/im/login` is done: log in from the URL, or wait for the first frame.
 pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) -> Flow {
     app.sessions.open(conn, req.peer.ip());
@@ -56,6 +53,9 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow
     if let Some(me) = app.sessions.user_of(conn) {
         match Fields::parse(text.as_bytes()) {
             Ok(fields) if fields.is_heartbeat() => heartbeat(app, conn, remote),
+            Ok(fields) if app.config.history.enabled => {
+                return crate::history::frame(app, conn, &me, &fields, remote);
+            }
             Ok(fields) => send(app, conn, &me, &fields, remote),
             Err(code) => reply(app, remote, conn, code, None),
         }
@@ -112,12 +112,7 @@ fn check_send(
         remote.send_text(friend, proto::receive_frame(id, me, payload, ts));
         return Ok(Code::Success);
     }
-    if !app.config.session.offline_messages {
-        return Err(Code::FriendIsOffline);
-    }
-    app.store(|s| s.store_message(to, me, id, payload, ts)).map_err(|f| f.code())?;
-    app.metrics.offline_stored(1);
-    Ok(Code::StoredForOfflineFriend)
+    Err(Code::FriendIsOffline)
 }
 
 /// Queues a status reply (with the dialogue `id` when there is one) on `conn`.
@@ -234,15 +229,17 @@ fn check_login(
 }
 
 /// A successful login: register the session, answer, tell online friends, replace an
-/// older session, deliver stored messages.
+/// older session, deliver kept messages (history on).
 fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     let me = user.id.clone();
+    // No message can be pushed to this session and also be in its backlog (see history).
+    let delivery = app.config.history.enabled.then(|| app.history.delivery());
     let loaded = app
         .store(|s| {
             let newest = app.config.requests.login_requests;
             Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
         })
-        .and_then(|(f, r)| Ok((f, r, pending(app, &me)?)));
+        .and_then(|(f, r)| Ok((f, r, crate::history::backlog(app, &me)?)));
     let (friends, requests, stored) = match loaded {
         Ok(x) => x,
         Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
@@ -259,8 +256,15 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     };
     let requests = request_entries(requests);
     let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();
+    let mut marked = friend_entries(friends, &crate::sessions::Online::none());
+    if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
+        return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
+    }
     let started = app.sessions.start(&me, conn, token.clone(), |online| {
-        let friends = friend_entries(friends, online);
+        let mut friends = marked;
+        for f in &mut friends {
+            f.online = online.conn(&f.id).is_some();
+        }
         remote.send_text(conn, proto::login_reply(&friends, &profile, &requests, &token));
         let push = proto::push_id(Code::FriendOnline, &me);
         for f in &friend_ids {
@@ -269,14 +273,10 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
                 app.metrics.pushed(Code::FriendOnline);
             }
         }
-        // Stored messages follow the login reply, before anything sent from now on.
-        for m in &stored {
-            remote.send_text(
-                conn,
-                proto::receive_frame(&m.dialogue_id, &m.from_id, &m.payload, m.ts_ms),
-            );
-        }
+        // Kept messages follow the login reply, before anything sent from now on.
+        stored.send(remote, conn);
     });
+    drop(delivery);
     let Some((replaced, ())) = started else { return };
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
@@ -286,20 +286,7 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
         remote.send_text(old, proto::status(Code::LoginInOtherPlace));
         remote.close(old, CLOSE_NORMAL, "login in other place");
     }
-    if let Some(last) = stored.last() {
-        app.metrics.offline_delivered(stored.len() as u64);
-        if let Err(f) = app.store(|s| s.delete_messages_upto(&me, last.seq)) {
-            f.log();
-        }
-    }
-}
-
-/// Stored messages waiting for `me`, when offline storage is on.
-fn pending(app: &App, me: &str) -> Result<Vec<store::StoredMessage>, Fail> {
-    if !app.config.session.offline_messages {
-        return Ok(Vec::new());
-    }
-    app.store(|s| s.pending_messages(me, OFFLINE_BATCH))
+    crate::history::delivered_at_login(app, remote, &me, &stored);
 }
 
 /// `/im/logoff?id&token`: ends the session at once, then closes its socket (1000).
@@ -341,6 +328,7 @@ pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
         }),
         None => Vec::new(),
     };
+    app.history.forget(conn);
     let ended = app.sessions.close(conn, |ended, online| {
         if let Ended::Session(me) = ended {
             announce_offline(app, remote, online, me, &friends);

@@ -88,7 +88,7 @@ fn send_rate_limit_is_524_with_id() {
 
 #[test]
 fn offline_messages_are_stored_and_delivered_in_order() {
-    let s = TestServer::start_with("[session]\noffline_messages = true\n");
+    let s = TestServer::start_with("[history]\nenabled = true\n");
     for via in [Via::Plain, Via::Tls] {
         let (mut a, b, _, ub) = pair(&s, via, "off");
         let b_id = b.id.clone();
@@ -98,10 +98,12 @@ fn offline_messages_are_stored_and_delivered_in_order() {
             a.ws.send_json(
                 &json!({"toFriend": b_id, "payload": format!("m{i}"), "id": format!("d{i}")}),
             );
-            let v = a.ws.recv();
+            let mut v = a.ws.recv();
+            assert!(v["ts"].as_i64().is_some(), "{v}");
+            v.as_object_mut().expect("reply").remove("ts");
             assert_eq!(
                 v,
-                json!({"code":202,"message":"Stored For Offline Friend","ok":true,"id":format!("d{i}")})
+                json!({"code":202,"message":"Stored For Offline Friend","ok":true,"id":format!("d{i}"),"seq":i + 1})
             );
         }
         let mut b = Session::login(&s, via, &ub);
@@ -115,6 +117,7 @@ fn offline_messages_are_stored_and_delivered_in_order() {
         // Delivered once: a second login gets nothing more.
         drop(b);
         assert_code(&a.ws.recv(), 302, "Friend Online");
+        assert_code(&a.ws.recv(), 306, "Message Delivered");
         assert_code(&a.ws.recv(), 300, "Friend Offline");
         let mut b = Session::login(&s, via, &ub);
         b.ws.expect_silence(Duration::from_millis(300));

@@ -24,6 +24,12 @@ pub enum Code {
     FriendRemoved = 304,
     /// 305 Request Declined (push).
     RequestDeclined = 305,
+    /// 306 Message Delivered (push to a sender: a message reached the friend, §10).
+    MessageDelivered = 306,
+    /// 307 Message Read (push: a read mark moved, §10).
+    MessageRead = 307,
+    /// 308 Friend Typing (push, §10).
+    FriendTyping = 308,
     /// 403 Protocol Error: malformed JSON, wrong JSON type, wrong method.
     ProtocolError = 403,
     /// 404 Not Found: unknown path.
@@ -84,11 +90,13 @@ pub enum Code {
     FieldTooLong = 527,
     /// 528 Field Invalid, e.g. control characters in an account.
     FieldInvalid = 528,
+    /// 529 Message ID Reused: a `cid` already used for another message (§10).
+    MessageIdReused = 529,
 }
 
 impl Code {
     /// Every code, in numeric order.
-    pub const ALL: [Code; 38] = [
+    pub const ALL: [Code; 42] = [
         Code::Success,
         Code::StoredForOfflineFriend,
         Code::FriendOffline,
@@ -97,6 +105,9 @@ impl Code {
         Code::FriendAdded,
         Code::FriendRemoved,
         Code::RequestDeclined,
+        Code::MessageDelivered,
+        Code::MessageRead,
+        Code::FriendTyping,
         Code::ProtocolError,
         Code::NotFound,
         Code::InternalError,
@@ -127,6 +138,7 @@ impl Code {
         Code::CannotBefriendYourself,
         Code::FieldTooLong,
         Code::FieldInvalid,
+        Code::MessageIdReused,
     ];
 
     /// The wire number, e.g. 505.
@@ -145,6 +157,9 @@ impl Code {
             Code::FriendAdded => "Friend Added",
             Code::FriendRemoved => "Friend Removed",
             Code::RequestDeclined => "Request Declined",
+            Code::MessageDelivered => "Message Delivered",
+            Code::MessageRead => "Message Read",
+            Code::FriendTyping => "Friend Typing",
             Code::ProtocolError => "Protocol Error",
             Code::NotFound => "Not Found",
             Code::InternalError => "Internal Server Error",
@@ -175,10 +190,11 @@ impl Code {
             Code::CannotBefriendYourself => "Cannot Befriend Yourself",
             Code::FieldTooLong => "Field Too Long",
             Code::FieldInvalid => "Field Invalid",
+            Code::MessageIdReused => "Message ID Reused",
         }
     }
 
-    /// The `ok` flag: true for 200, 202, 300–305 and 520.
+    /// The `ok` flag: true for 200, 202, 300–308 and 520.
     pub fn ok(self) -> bool {
         matches!(
             self,
@@ -190,6 +206,9 @@ impl Code {
                 | Code::FriendAdded
                 | Code::FriendRemoved
                 | Code::RequestDeclined
+                | Code::MessageDelivered
+                | Code::MessageRead
+                | Code::FriendTyping
                 | Code::ApplyForAFriend
         )
     }
@@ -220,6 +239,9 @@ mod tests {
 | 303 | Friend Added | true | push **(ext)** |
 | 304 | Friend Removed | true | push **(ext)** |
 | 305 | Request Declined | true | push **(ext)** |
+| 306 | Message Delivered | true | push to a sender: a message reached the friend **(ext, §10)** |
+| 307 | Message Read | true | push: a read mark moved **(ext, §10)** |
+| 308 | Friend Typing | true | push **(ext, §10)** |
 | 403 | Protocol Error | false | malformed JSON, wrong JSON type, wrong method |
 | 404 | Not Found | false | unknown path **(ext)** |
 | 500 | Internal Server Error | false | a real internal failure only |
@@ -250,6 +272,7 @@ mod tests {
 | 526 | Cannot Befriend Yourself | false | request, add **(fix)** |
 | 527 | Field Too Long | false | any field over its limit (§9) **(ext)** |
 | 528 | Field Invalid | false | e.g. control characters in an account **(ext)** |
+| 529 | Message ID Reused | false | send: a `cid` already used for another message **(ext, §10)** |
 ";
 
     #[test]

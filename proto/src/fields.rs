@@ -65,6 +65,26 @@ impl Fields {
         keys.iter().try_for_each(|k| self.string(k).map(drop))
     }
 
+    /// The `type` member when it is a string (`"read"`, `"typing"`, …).
+    pub fn frame_type(&self) -> Option<&str> {
+        match self.map.get("type") {
+            Some(Value::String(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The field `key` as a non-negative integer: `None` when absent or `null`; 403
+    /// for anything else that is not a JSON integer ≥ 0 (strings, fractions, negatives).
+    pub fn non_negative(&self, key: &str) -> Result<Option<i64>, Code> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => {
+                n.as_u64().and_then(|n| i64::try_from(n).ok()).map(Some).ok_or(Code::ProtocolError)
+            }
+            Some(_) => Err(Code::ProtocolError),
+        }
+    }
+
     /// Whether this is the JSON heartbeat `{"type":"heartbeat"}` (§4.3).
     pub fn is_heartbeat(&self) -> bool {
         matches!(self.map.get("type"), Some(Value::String(t)) if t == "heartbeat")
@@ -90,6 +110,12 @@ impl<'a> SendFrame<'a> {
         let payload = f.string("payload")?.unwrap_or("");
         let id = f.text("id")?;
         Ok(SendFrame { id: Some(id).filter(|s| !s.is_empty()), to_friend, payload })
+    }
+
+    /// The client's own message id (§10.2, read only when history is on), trimmed;
+    /// `None` when absent, `null` or empty; 403 when not a string.
+    pub fn cid(f: &'a Fields) -> Result<Option<&'a str>, Code> {
+        Ok(Some(f.text("cid")?).filter(|s| !s.is_empty()))
     }
 
     /// The id that every reply to this frame carries (§6.1), even when another field
@@ -288,5 +314,20 @@ mod tests {
                 ("g".into(), "é%".into()),
             ]
         );
+    }
+
+    #[test]
+    fn read_frames_take_a_non_negative_integer_seq() {
+        let f = Fields::parse(br#"{"type":"read","a":3,"b":-1,"c":1.5,"d":"3","e":null}"#).unwrap();
+        assert_eq!(f.frame_type(), Some("read"));
+        assert_eq!(f.non_negative("a"), Ok(Some(3)));
+        for k in ["b", "c", "d"] {
+            assert_eq!(f.non_negative(k), Err(Code::ProtocolError), "{k}");
+        }
+        assert_eq!(f.non_negative("e"), Ok(None));
+        let f = Fields::parse(br#"{"cid":" k ","x":1}"#).unwrap();
+        assert_eq!(SendFrame::cid(&f), Ok(Some("k")));
+        let f = Fields::parse(br#"{"cid":7}"#).unwrap();
+        assert_eq!(SendFrame::cid(&f), Err(Code::ProtocolError));
     }
 }

@@ -27,6 +27,15 @@ pub struct FriendEntry {
     pub sign: String,
     /// Whether the friend has a live session.
     pub online: bool,
+    /// The conversation's newest `seq` (§10.5; only with history on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<i64>,
+    /// My read mark of the conversation (§10.5; only with history on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<i64>,
+    /// Messages from the friend above my read mark (§10.5; only with history on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<i64>,
 }
 
 /// The logged-in user's own profile, in the login reply.
@@ -101,10 +110,19 @@ impl WriteJson for FriendEntry {
         o.str("id", &self.id).str("name", &self.name).str("picture", &self.picture);
         o.str("sex", &self.sex).str("birthday", &self.birthday).str("sign", &self.sign);
         o.bool("online", self.online);
+        let kept =
+            [("last_seq", self.last_seq), ("read_seq", self.read_seq), ("unread", self.unread)];
+        for (key, value) in kept {
+            if let Some(v) = value {
+                o.int(key, v);
+            }
+        }
         o.close();
     }
     fn size_hint(&self) -> usize {
-        hint(&[&self.id, &self.name, &self.picture, &self.sex, &self.birthday, &self.sign]) + 14
+        hint(&[&self.id, &self.name, &self.picture, &self.sex, &self.birthday, &self.sign])
+            + 14
+            + if self.last_seq.is_some() { 64 } else { 0 }
     }
 }
 
@@ -186,6 +204,23 @@ impl Reply {
     /// Adds an integer field.
     pub fn int(mut self, key: &str, value: i64) -> Reply {
         Obj::resume(&mut self.buf).int(key, value);
+        self
+    }
+
+    /// Adds an array of JSON objects already encoded (e.g. receive frames); `[]` when
+    /// empty.
+    pub fn raw_list(mut self, key: &str, items: &[String]) -> Reply {
+        let out = &mut self.buf;
+        json::push_next_key(out, key);
+        out.reserve(items.iter().map(String::len).sum::<usize>() + items.len() + 2);
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(item);
+        }
+        out.push(']');
         self
     }
 
@@ -294,6 +329,31 @@ pub fn receive_frame(id: &str, from: &str, payload: &str, ts_ms: i64) -> String 
     out
 }
 
+/// The receive frame with history on (§10.2): §6.2's fields, then `seq`, and `cid`
+/// when the sender gave one; `id` only when the message has one.
+pub fn kept_receive_frame(
+    id: &str,
+    from: &str,
+    payload: &str,
+    ts_ms: i64,
+    seq: i64,
+    cid: Option<&str>,
+) -> String {
+    let mut out = String::with_capacity(
+        json::size_hint(id) + json::size_hint(from) + json::size_hint(payload) + 96,
+    );
+    let mut o = Obj::open(&mut out);
+    if !id.is_empty() {
+        o.str("id", id);
+    }
+    o.str("from", from).str("payload", payload).int("ts", ts_ms).int("seq", seq);
+    if let Some(cid) = cid {
+        o.str("cid", cid);
+    }
+    o.close();
+    out
+}
+
 /// A push that carries only the other user's `id`: 300, 302, 304 or 305 (§6.3).
 pub fn push_id(code: Code, id: &str) -> String {
     debug_assert!(
@@ -360,6 +420,7 @@ mod tests {
             birthday: "2000-01-01".into(),
             sign: "line\nbreak 🎉".into(),
             online,
+            ..FriendEntry::default()
         }
     }
 
@@ -513,6 +574,27 @@ mod tests {
         assert_eq!(
             r.finish(),
             r#"{"code":524,"message":"Too Many Requests","ok":false,"id":"1","n":3,"b":false}"#
+        );
+    }
+
+    #[test]
+    fn kept_receive_frame_and_friend_marks_are_exact() {
+        assert_eq!(
+            kept_receive_frame("d", "u", "hi", 5, 7, Some("c")),
+            r#"{"id":"d","from":"u","payload":"hi","ts":5,"seq":7,"cid":"c"}"#
+        );
+        assert_eq!(
+            kept_receive_frame("", "u", "hi", 5, 7, None),
+            r#"{"from":"u","payload":"hi","ts":5,"seq":7}"#
+        );
+        let mut f = friend("x", true);
+        let plain = list_reply(std::slice::from_ref(&f));
+        assert!(!plain.contains("last_seq"), "no history fields unless set: {plain}");
+        (f.last_seq, f.read_seq, f.unread) = (Some(9), Some(4), Some(3));
+        let kept = list_reply(&[f]);
+        assert!(
+            kept.ends_with(r#""online":true,"last_seq":9,"read_seq":4,"unread":3}]}"#),
+            "{kept}"
         );
     }
 }

@@ -6,6 +6,8 @@
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
 //!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open;
 //!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
+//! - `history` — conversations that are kept (PROTOCOL.md §10): [`Store::append_messages`]
+//!   numbers each message inside its commit; delivered and read marks; history reads.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].
 //! - `error`  — [`StoreError`]: the answers a client may see (account taken, already
@@ -17,11 +19,13 @@
 #![deny(missing_docs)]
 
 mod error;
+mod history;
 mod rows;
 mod schema;
 mod store;
 
 pub use error::StoreError;
+pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
 pub use rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
     StoredMessage, UserRow,
@@ -29,5 +33,7 @@ pub use rows::{
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::{Result, Store};
 
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod tests;

@@ -137,6 +137,62 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     WHERE requests.from_id = ordered.from_id AND requests.to_id = ordered.to_id;
     DROP INDEX requests_by_to;
     CREATE INDEX requests_by_to ON requests(to_id, seq);",
+    // 5: conversations that are kept (PROTOCOL.md §10). A conversation is a pair of
+    //    users (a < b) with the last `seq` it gave out: the counter outlives the
+    //    messages, so retention never lets a number come back. Each user has a
+    //    delivered and a read mark per peer. Deleting a friendship (remove, erase)
+    //    deletes the pair's conversation by trigger, inside the store's own
+    //    transaction, so re-befriending starts at seq 1. Messages kept for offline
+    //    users move into history, numbered per pair in their old order, undelivered.
+    "CREATE TABLE conversations (
+        a        TEXT NOT NULL,
+        b        TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        PRIMARY KEY (a, b)
+    ) WITHOUT ROWID;
+    CREATE TABLE history (
+        a           TEXT NOT NULL,
+        b           TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        from_id     TEXT NOT NULL,
+        to_id       TEXT NOT NULL,
+        dialogue_id TEXT NOT NULL,
+        cid         TEXT,
+        payload     TEXT NOT NULL,
+        ts_ms       INTEGER NOT NULL,
+        code        INTEGER NOT NULL DEFAULT 202,
+        PRIMARY KEY (a, b, seq)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX history_by_cid ON history(from_id, cid) WHERE cid IS NOT NULL;
+    CREATE INDEX history_by_ts ON history(ts_ms);
+    CREATE TABLE marks (
+        user_id   TEXT NOT NULL,
+        peer_id   TEXT NOT NULL,
+        delivered INTEGER NOT NULL DEFAULT 0,
+        read      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (user_id, peer_id)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER conversation_ends AFTER DELETE ON friends BEGIN
+        DELETE FROM history
+         WHERE a = min(old.user_id, old.friend_id) AND b = max(old.user_id, old.friend_id);
+        DELETE FROM conversations
+         WHERE a = min(old.user_id, old.friend_id) AND b = max(old.user_id, old.friend_id);
+        DELETE FROM marks WHERE user_id = old.user_id AND peer_id = old.friend_id;
+    END;
+    CREATE TRIGGER conversations_of_erased AFTER DELETE ON users BEGIN
+        DELETE FROM history WHERE from_id = old.id OR to_id = old.id;
+        DELETE FROM conversations WHERE a = old.id OR b = old.id;
+        DELETE FROM marks WHERE user_id = old.id OR peer_id = old.id;
+    END;
+    INSERT INTO history (a, b, seq, from_id, to_id, dialogue_id, payload, ts_ms)
+        SELECT min(from_id, to_id), max(from_id, to_id),
+               row_number() OVER (PARTITION BY min(from_id, to_id), max(from_id, to_id)
+                                  ORDER BY seq),
+               from_id, to_id, dialogue_id, payload, ts_ms
+        FROM messages;
+    INSERT INTO conversations (a, b, last_seq)
+        SELECT a, b, max(seq) FROM history GROUP BY a, b;
+    DELETE FROM messages;",
 ];
 
 /// The schema version this build migrates to.

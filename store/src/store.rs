@@ -23,7 +23,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// `SQLITE_BUSY`. Multi-statement operations are atomic.
 #[derive(Debug)]
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
 }
 
 const USER_COLUMNS: &str =

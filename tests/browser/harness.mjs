@@ -44,8 +44,8 @@ synchronous = "normal"
 argon2_m_kib = 1024
 argon2_t = 1
 argon2_p = 1
-[session]
-offline_messages = true
+[history]
+enabled = true
 [rate_limit]
 register_per_min = 0
 query_per_min = 0

@@ -344,6 +344,8 @@ idle_timeout_s = {WS_IDLE}
 [store]
 path = "{work}/imd.sqlite3"
 synchronous = "normal"
+[history]
+enabled = false
 [password]
 argon2_m_kib = 64
 argon2_t = 1

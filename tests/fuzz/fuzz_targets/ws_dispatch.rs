@@ -121,8 +121,8 @@ argon2_m_kib = 8
 argon2_t = 1
 argon2_p = 1
 threads = 1
-[session]
-offline_messages = true
+[history]
+enabled = true
 [rate_limit]
 register_per_min = 0
 query_per_min = 0
@@ -201,13 +201,16 @@ impl Peer {
     }
 }
 
-const PUSHES: [Code; 8] = [
+const PUSHES: [Code; 11] = [
     Code::FriendOffline,
     Code::RefreshProfile,
     Code::FriendOnline,
     Code::FriendAdded,
     Code::FriendRemoved,
     Code::RequestDeclined,
+    Code::MessageDelivered,
+    Code::MessageRead,
+    Code::FriendTyping,
     Code::LoginInOtherPlace,
     Code::ApplyForAFriend,
 ];

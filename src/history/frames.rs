@@ -1,0 +1,148 @@
+//! Tunnel frames with history on (PROTOCOL.md §10.2, §10.3): send with `cid`, `read`
+//! and `typing`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use proto::{Code, Field, Fields, Reply, SendFrame};
+use reactor::{ConnId, Flow, Remote};
+use store::NewHistoryMessage;
+
+use super::writer::{Done, Job};
+use crate::app::App;
+
+/// Longest `cid`, in characters (§10.2).
+const CID_CHARS: usize = 64;
+
+/// A text frame of a logged-in session, other than a heartbeat.
+pub fn frame(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Flow {
+    match fields.frame_type() {
+        Some("read") => {
+            let code = read(app, me, fields, remote).unwrap_or_else(|c| c);
+            typed_reply(app, remote, conn, code, "read");
+            Flow::Done
+        }
+        Some("typing") => {
+            let code = typing(app, conn, me, fields, remote).unwrap_or_else(|c| c);
+            typed_reply(app, remote, conn, code, "typing");
+            Flow::Done
+        }
+        _ => send(app, conn, me, fields, remote),
+    }
+}
+
+fn typed_reply(app: &App, remote: &Remote, conn: ConnId, code: Code, kind: &str) {
+    app.metrics.ws_reply(code);
+    remote.send_text(conn, Reply::new(code).str("type", kind).finish());
+}
+
+/// A send frame: §6.1's checks, then `cid` (527), then the writer commits it; the
+/// connection's next frame waits for the reply.
+fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Flow {
+    let reply_id = SendFrame::reply_id(fields);
+    match check(app, conn, me, fields) {
+        Ok(message) => {
+            let Some(owner) = app.me.upgrade() else { return Flow::Done };
+            let done = Done { remote: remote.clone(), conn };
+            let job = Job { app: owner, conn, reply_id: reply_id.map(String::from), message, done };
+            app.history.writer.submit(job);
+            Flow::Deferred
+        }
+        Err(code) => {
+            app.metrics.ws_reply(code);
+            remote.send_text(conn, proto::status_with_id(code, reply_id));
+            Flow::Done
+        }
+    }
+}
+
+fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistoryMessage, Code> {
+    let SendFrame { id, to_friend: to, payload } = SendFrame::from_fields(fields)?;
+    let cid = SendFrame::cid(fields)?;
+    if to.is_empty() {
+        return Err(Code::FriendIdEmpty);
+    }
+    if proto::is_blank(payload) {
+        return Err(Code::PayloadEmpty);
+    }
+    let Some(id) = id else {
+        return Err(Code::DialogueIdEmpty);
+    };
+    app.config.fields.check(Field::Payload, payload)?;
+    app.config.fields.check(Field::DialogueId, id)?;
+    if !app.are_friends(me, to).map_err(|f| f.code())? {
+        return Err(Code::NotRelationOfFriend);
+    }
+    if !app.sessions.take_send(conn) {
+        app.metrics.rate_limited("send");
+        return Err(Code::TooManyRequests);
+    }
+    if let Some(cid) = cid {
+        proto::check_chars(cid, CID_CHARS)?;
+    }
+    Ok(NewHistoryMessage {
+        from_id: me.to_string(),
+        to_id: to.to_string(),
+        dialogue_id: id.to_string(),
+        cid: cid.map(String::from),
+        payload: payload.to_string(),
+        ts_ms: now_ms(),
+        live: false,
+    })
+}
+
+/// `{"type":"read","with","seq"}`: moves my read mark; 307 to the friend when it moved.
+fn read(app: &App, me: &str, fields: &Fields, remote: &Remote) -> Result<Code, Code> {
+    let with = fields.text("with")?;
+    if with.is_empty() {
+        return Err(Code::FriendInfoEmpty);
+    }
+    if !app.are_friends(me, with).map_err(|f| f.code())? {
+        return Err(Code::NotRelationOfFriend);
+    }
+    let seq = fields.non_negative("seq")?.ok_or(Code::ProtocolError)?;
+    let moved = app.store(|s| s.mark_read(me, with, seq)).map_err(|f| f.code())?;
+    if let Some(seq) = moved {
+        if let Some(friend) = app.sessions.conn_of(with) {
+            let push = Reply::new(Code::MessageRead)
+                .str("by", me)
+                .str("with", with)
+                .int("seq", seq)
+                .finish();
+            remote.send_text(friend, push);
+            app.metrics.pushed(Code::MessageRead);
+        }
+    }
+    Ok(Code::Success)
+}
+
+/// `{"type":"typing","to"}`: 308 to the friend; nothing is stored.
+fn typing(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    remote: &Remote,
+) -> Result<Code, Code> {
+    let to = fields.text("to")?;
+    if to.is_empty() {
+        return Err(Code::FriendInfoEmpty);
+    }
+    if !app.are_friends(me, to).map_err(|f| f.code())? {
+        return Err(Code::NotRelationOfFriend);
+    }
+    if !app.history.take_typing(conn) {
+        app.metrics.rate_limited("typing");
+        return Err(Code::TooManyRequests);
+    }
+    if let Some(friend) = app.sessions.conn_of(to) {
+        remote.send_text(friend, Reply::new(Code::FriendTyping).str("id", me).finish());
+        app.metrics.pushed(Code::FriendTyping);
+    }
+    Ok(Code::Success)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

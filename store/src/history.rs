@@ -1,0 +1,315 @@
+//! Conversations that are kept (PROTOCOL.md §10): messages numbered per pair of users,
+//! each user's delivered and read marks, and the queries the daemon answers from them.
+//!
+//! A conversation's `seq` is given out inside the commit that stores the message, from
+//! the pair's counter row, so numbers are dense and never reused (retention deletes
+//! messages, not the counter). A friendship's end deletes the pair's rows by trigger
+//! (schema version 4).
+
+use rusqlite::{params, OptionalExtension, Row, Transaction};
+
+use crate::store::{Result, Store};
+
+/// A message to append to its conversation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewHistoryMessage {
+    /// The sender.
+    pub from_id: String,
+    /// The receiver.
+    pub to_id: String,
+    /// The sender's dialogue id.
+    pub dialogue_id: String,
+    /// The sender's own message id, unique per sender; `None` when not given.
+    pub cid: Option<String>,
+    /// The payload, as sent.
+    pub payload: String,
+    /// When the server accepted it, unix milliseconds.
+    pub ts_ms: i64,
+    /// It is being queued on a live session of the receiver: its send is answered 200
+    /// and the receiver's delivered mark moves to it, in the same commit; else 202.
+    pub live: bool,
+}
+
+/// A message of a conversation, as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistoryMessage {
+    /// Its number in the conversation.
+    pub seq: i64,
+    /// The sender.
+    pub from_id: String,
+    /// The receiver.
+    pub to_id: String,
+    /// The sender's dialogue id ("" when none).
+    pub dialogue_id: String,
+    /// The sender's message id.
+    pub cid: Option<String>,
+    /// The payload, as sent.
+    pub payload: String,
+    /// When the server accepted it, unix milliseconds.
+    pub ts_ms: i64,
+    /// The code its send was answered with (200 or 202).
+    pub code: u16,
+}
+
+/// What became of one message of [`Store::append_messages`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this `seq`.
+    New {
+        /// Its number in the conversation.
+        seq: i64,
+    },
+    /// The sender already has a message with this `cid`: nothing was stored.
+    Existing(HistoryMessage),
+    /// Sender and receiver are not friends (any more): nothing was stored.
+    NotFriends,
+}
+
+/// One side's view of a conversation, for friend entries and `/im/messages`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConversationState {
+    /// The oldest `seq` kept (0 when none).
+    pub first_seq: i64,
+    /// The newest `seq` given out (0 when none).
+    pub last_seq: i64,
+    /// My read mark.
+    pub read_seq: i64,
+    /// The peer's read mark.
+    pub peer_read_seq: i64,
+    /// Messages from the peer above my read mark.
+    pub unread: i64,
+}
+
+/// Which messages of a conversation to read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// The oldest `limit` with `seq` above this.
+    After(i64),
+    /// The newest `limit` with `seq` below this.
+    Before(i64),
+    /// The newest `limit`.
+    Latest,
+}
+
+/// The key of the pair `x`, `y`: the smaller id first.
+fn pair<'a>(x: &'a str, y: &'a str) -> (&'a str, &'a str) {
+    if x <= y {
+        (x, y)
+    } else {
+        (y, x)
+    }
+}
+
+const MESSAGE_COLUMNS: &str = "seq, from_id, to_id, dialogue_id, cid, payload, ts_ms, code";
+
+fn message_row(r: &Row<'_>) -> rusqlite::Result<HistoryMessage> {
+    Ok(HistoryMessage {
+        seq: r.get(0)?,
+        from_id: r.get(1)?,
+        to_id: r.get(2)?,
+        dialogue_id: r.get(3)?,
+        cid: r.get(4)?,
+        payload: r.get(5)?,
+        ts_ms: r.get(6)?,
+        code: r.get(7)?,
+    })
+}
+
+fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<Appended> {
+    if let Some(cid) = &m.cid {
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM history WHERE from_id = ?1 AND cid = ?2");
+        let mut st = tx.prepare_cached(&sql)?;
+        if let Some(found) = st.query_row(params![m.from_id, cid], message_row).optional()? {
+            return Ok(Appended::Existing(found));
+        }
+    }
+    let mut friends =
+        tx.prepare_cached("SELECT 1 FROM friends WHERE user_id = ?1 AND friend_id = ?2")?;
+    if !friends.exists([&m.from_id, &m.to_id])? {
+        return Ok(Appended::NotFriends);
+    }
+    let (a, b) = pair(&m.from_id, &m.to_id);
+    let seq: i64 = tx
+        .prepare_cached(
+            "INSERT INTO conversations (a, b, last_seq) VALUES (?1, ?2, 1)
+             ON CONFLICT (a, b) DO UPDATE SET last_seq = last_seq + 1
+             RETURNING last_seq",
+        )?
+        .query_row([a, b], |r| r.get(0))?;
+    let code: u16 = if m.live { 200 } else { 202 };
+    tx.prepare_cached(
+        "INSERT INTO history (a, b, seq, from_id, to_id, dialogue_id, cid, payload, ts_ms, code)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        a,
+        b,
+        seq,
+        m.from_id,
+        m.to_id,
+        m.dialogue_id,
+        m.cid,
+        m.payload,
+        m.ts_ms,
+        code
+    ])?;
+    if m.live {
+        mark_delivered(tx, &m.to_id, &m.from_id, seq)?;
+    }
+    Ok(Appended::New { seq })
+}
+
+impl Store {
+    /// Appends `messages` in one transaction (group commit), each to its conversation,
+    /// in order; a message whose `(sender, cid)` is already stored, or whose sender
+    /// and receiver are not friends, is not stored (see [`Appended`]).
+    pub fn append_messages(&mut self, messages: &[NewHistoryMessage]) -> Result<Vec<Appended>> {
+        let tx = self.write_tx()?;
+        let mut out = Vec::with_capacity(messages.len());
+        for m in messages {
+            out.push(append_one(&tx, m)?);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns the marks
+    /// that moved, with their new value.
+    pub fn mark_delivered(
+        &mut self,
+        user: &str,
+        marks: &[(String, i64)],
+    ) -> Result<Vec<(String, i64)>> {
+        let tx = self.write_tx()?;
+        let mut moved = Vec::new();
+        for (peer, seq) in marks {
+            if mark_delivered(&tx, user, peer, *seq)? {
+                moved.push((peer.clone(), *seq));
+            }
+        }
+        tx.commit()?;
+        Ok(moved)
+    }
+
+    /// Sets `user`'s read mark of the conversation with `peer` to `seq` (capped at its
+    /// last `seq`) if that is above it; returns the new mark when it moved.
+    pub fn mark_read(&mut self, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
+        let tx = self.write_tx()?;
+        let (a, b) = pair(user, peer);
+        let last: i64 = tx
+            .prepare_cached("SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2")?
+            .query_row([a, b], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        let seq = seq.min(last);
+        let moved = seq > 0
+            && tx
+                .prepare_cached(
+                    "INSERT INTO marks (user_id, peer_id, read) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (user_id, peer_id) DO UPDATE SET read = excluded.read
+                     WHERE read < excluded.read",
+                )?
+                .execute(params![user, peer, seq])?
+                > 0;
+        tx.commit()?;
+        Ok(moved.then_some(seq))
+    }
+
+    /// The messages to `user` above its delivered marks, conversation by conversation,
+    /// each in `seq` order; at most `limit` in all.
+    pub fn undelivered(&self, user: &str, limit: usize) -> Result<Vec<HistoryMessage>> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM history h
+             WHERE h.to_id = ?1
+               AND h.seq > COALESCE((SELECT delivered FROM marks
+                                     WHERE user_id = ?1 AND peer_id = h.from_id), 0)
+             ORDER BY h.a, h.b, h.seq LIMIT ?2"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![user, limit], message_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// `user`'s view of the conversation with `peer`.
+    pub fn conversation(&self, user: &str, peer: &str) -> Result<ConversationState> {
+        let (a, b) = pair(user, peer);
+        let mut st = self.conn.prepare_cached(
+            "SELECT COALESCE((SELECT min(seq) FROM history WHERE a = ?1 AND b = ?2), 0),
+                    COALESCE((SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2), 0),
+                    COALESCE((SELECT read FROM marks WHERE user_id = ?3 AND peer_id = ?4), 0),
+                    COALESCE((SELECT read FROM marks WHERE user_id = ?4 AND peer_id = ?3), 0)",
+        )?;
+        let (first_seq, last_seq, read_seq, peer_read_seq) = st
+            .query_row(params![a, b, user, peer], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+        let unread = self.unread(user, peer, read_seq)?;
+        Ok(ConversationState { first_seq, last_seq, read_seq, peer_read_seq, unread })
+    }
+
+    fn unread(&self, user: &str, peer: &str, read_seq: i64) -> Result<i64> {
+        let (a, b) = pair(user, peer);
+        let mut st = self.conn.prepare_cached(
+            "SELECT count(*) FROM history WHERE a = ?1 AND b = ?2 AND seq > ?3 AND from_id = ?4",
+        )?;
+        Ok(st.query_row(params![a, b, read_seq, peer], |r| r.get(0))?)
+    }
+
+    /// Up to `limit` messages of the conversation of `user` and `peer`, in `seq` order.
+    pub fn messages(
+        &self,
+        user: &str,
+        peer: &str,
+        window: Window,
+        limit: usize,
+    ) -> Result<Vec<HistoryMessage>> {
+        let (a, b) = pair(user, peer);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (cond, order, bound) = match window {
+            Window::After(s) => ("seq > ?3", "ASC", s),
+            Window::Before(s) => ("seq < ?3", "DESC", s),
+            Window::Latest => ("seq <= ?3", "DESC", i64::MAX),
+        };
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM history WHERE a = ?1 AND b = ?2 AND {cond}
+             ORDER BY seq {order} LIMIT ?4"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let rows = st.query_map(params![a, b, bound, limit], message_row)?;
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+        if order == "DESC" {
+            out.reverse();
+        }
+        Ok(out)
+    }
+
+    /// Deletes messages accepted before `cutoff_ms`; returns how many. The counters
+    /// stay, so their numbers are never given out again.
+    pub fn expire_messages(&mut self, cutoff_ms: i64) -> Result<usize> {
+        let tx = self.write_tx()?;
+        let n = tx.execute("DELETE FROM history WHERE ts_ms < ?1", [cutoff_ms])?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    fn write_tx(&mut self) -> Result<Transaction<'_>> {
+        Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
+    }
+}
+
+fn mark_delivered(
+    tx: &Transaction<'_>,
+    user: &str,
+    peer: &str,
+    seq: i64,
+) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO marks (user_id, peer_id, delivered) VALUES (?1, ?2, ?3)
+             ON CONFLICT (user_id, peer_id) DO UPDATE SET delivered = excluded.delivered
+             WHERE delivered < excluded.delivered",
+        )?
+        .execute(params![user, peer, seq])?;
+    Ok(n > 0)
+}

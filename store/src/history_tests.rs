@@ -1,0 +1,277 @@
+//! Tests of conversations that are kept: numbering, cids, marks, the friendship's end,
+//! retention and the migrations from schema versions 3 and 4.
+
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+
+use crate::schema::MIGRATIONS;
+use crate::*;
+
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> TempDb {
+        let name = format!("imd-history-test-{}.sqlite3", uuid::Uuid::new_v4().simple());
+        TempDb(std::env::temp_dir().join(name))
+    }
+    fn open(&self) -> Store {
+        Store::open(&self.0, &StoreOptions::default()).expect("open")
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+fn add_user(s: &mut Store, id: &str) {
+    s.create_user(&NewUser {
+        id: id.into(),
+        account: id.into(),
+        password_hash: "h".into(),
+        name: id.into(),
+        ..NewUser::default()
+    })
+    .unwrap();
+}
+
+fn friends(ids: &[&str]) -> (TempDb, Store) {
+    let db = TempDb::new();
+    let mut s = db.open();
+    for id in ids {
+        add_user(&mut s, id);
+    }
+    (db, s)
+}
+
+fn msg(from: &str, to: &str, cid: Option<&str>, payload: &str) -> NewHistoryMessage {
+    NewHistoryMessage {
+        from_id: from.into(),
+        to_id: to.into(),
+        dialogue_id: "d".into(),
+        cid: cid.map(String::from),
+        payload: payload.into(),
+        ts_ms: 1000,
+        live: false,
+    }
+}
+
+fn seqs(r: &[Appended]) -> Vec<i64> {
+    r.iter()
+        .map(|a| match a {
+            Appended::New { seq } => *seq,
+            _ => -1,
+        })
+        .collect()
+}
+
+#[test]
+fn seq_is_dense_per_conversation_in_both_directions() {
+    let (_db, mut s) = friends(&["a", "b", "c"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.make_friends("a", "C", "c", "A").unwrap();
+    let r = s
+        .append_messages(&[
+            msg("a", "b", None, "1"),
+            msg("b", "a", None, "2"),
+            msg("a", "c", None, "x"),
+        ])
+        .unwrap();
+    assert_eq!(seqs(&r), vec![1, 2, 1]);
+    let r = s.append_messages(&[msg("b", "a", None, "3")]).unwrap();
+    assert_eq!(seqs(&r), vec![3]);
+    let all = s.messages("b", "a", Window::Latest, 50).unwrap();
+    assert_eq!(all.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(all[1].from_id, "b");
+    let after = s.messages("a", "b", Window::After(1), 1).unwrap();
+    assert_eq!(after.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
+    let before = s.messages("a", "b", Window::Before(3), 5).unwrap();
+    assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
+}
+
+#[test]
+fn a_cid_is_stored_once_per_sender() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    let r = s
+        .append_messages(&[msg("a", "b", Some("k"), "1"), msg("a", "b", Some("k"), "other")])
+        .unwrap();
+    assert_eq!(r[0], Appended::New { seq: 1 });
+    let Appended::Existing(m) = &r[1] else { panic!("{r:?}") };
+    assert_eq!((m.seq, m.payload.as_str(), m.code), (1, "1", 202));
+    let r =
+        s.append_messages(&[msg("a", "b", Some("k"), "1"), msg("b", "a", Some("k"), "1")]).unwrap();
+    let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
+    assert_eq!(m.code, 202, "answered 202 when it was stored");
+    assert_eq!(r[1], Appended::New { seq: 2 }, "cids are per sender");
+}
+
+#[test]
+fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    let live = NewHistoryMessage { live: true, ..msg("a", "b", Some("k"), "1") };
+    s.append_messages(&[live.clone(), msg("a", "b", None, "2")]).unwrap();
+    let r = s.append_messages(&[live]).unwrap();
+    let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
+    assert_eq!(m.code, 200);
+    let undelivered = s.undelivered("b", 10).unwrap();
+    assert_eq!(undelivered.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn not_friends_stores_nothing() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    assert_eq!(s.append_messages(&[msg("a", "b", None, "1")]).unwrap(), vec![Appended::NotFriends]);
+    assert!(s.messages("a", "b", Window::Latest, 50).unwrap().is_empty());
+}
+
+#[test]
+fn marks_move_up_only_and_read_is_capped() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[
+        msg("a", "b", None, "1"),
+        msg("a", "b", None, "2"),
+        msg("b", "a", None, "3"),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(s.undelivered("b", 1).unwrap().len(), 1);
+    assert_eq!(s.mark_delivered("b", &[("a".into(), 2)]).unwrap(), vec![("a".into(), 2)]);
+    assert!(s.mark_delivered("b", &[("a".into(), 1)]).unwrap().is_empty(), "never down");
+    assert!(s.undelivered("b", 10).unwrap().is_empty());
+    assert_eq!(s.conversation("b", "a").unwrap().unread, 2);
+    assert_eq!(s.mark_read("b", "a", 99).unwrap(), Some(3), "capped at the last seq");
+    assert_eq!(s.mark_read("b", "a", 2).unwrap(), None);
+    let st = s.conversation("a", "b").unwrap();
+    assert_eq!((st.first_seq, st.last_seq, st.read_seq, st.peer_read_seq), (1, 3, 0, 3));
+    assert_eq!(st.unread, 1);
+}
+
+#[test]
+fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one() {
+    let (_db, mut s) = friends(&["a", "b", "c"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.make_friends("a", "C", "c", "A").unwrap();
+    s.append_messages(&[msg("a", "b", Some("x"), "1"), msg("a", "c", None, "2")]).unwrap();
+    s.mark_read("b", "a", 1).unwrap();
+    assert!(s.remove_friendship("a", "b").unwrap());
+    assert!(s.messages("a", "b", Window::Latest, 50).unwrap().is_empty());
+    assert_eq!(s.conversation("b", "a").unwrap(), ConversationState::default());
+    s.make_friends("a", "B", "b", "A").unwrap();
+    assert_eq!(
+        s.append_messages(&[msg("a", "b", Some("x"), "1")]).unwrap(),
+        vec![Appended::New { seq: 1 }]
+    );
+    s.delete_user("a").unwrap();
+    let left: i64 = s
+        .conn
+        .query_row("SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM marks)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+#[test]
+fn retention_keeps_the_counter() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1"), msg("a", "b", None, "2")]).unwrap();
+    assert_eq!(s.expire_messages(1001).unwrap(), 2);
+    let st = s.conversation("a", "b").unwrap();
+    assert_eq!((st.first_seq, st.last_seq), (0, 2));
+    assert_eq!(
+        s.append_messages(&[msg("a", "b", None, "3")]).unwrap(),
+        vec![Appended::New { seq: 3 }]
+    );
+    assert_eq!(s.conversation("a", "b").unwrap().first_seq, 3);
+}
+
+/// Version 4 numbers friend requests per target; version 5 keeps conversations.
+#[test]
+fn schema_5_keeps_conversations_after_the_request_seq_of_4() {
+    assert_eq!(SCHEMA_VERSION, 5);
+    assert!(MIGRATIONS[3].contains("ALTER TABLE requests ADD COLUMN seq"));
+    assert!(MIGRATIONS[4].contains("CREATE TABLE conversations"));
+}
+
+/// A database at `version` (3: before both; 4: with the request seq) holding offline
+/// messages and friend requests, opened by this build.
+fn migrated_from(version: usize) -> (TempDb, Store) {
+    let db = TempDb::new();
+    {
+        let conn = Connection::open(&db.0).unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, account, account_key, password_hash) VALUES
+                ('a','a','a','h'), ('b','b','b','h'), ('c','c','c','h'), ('d','d','d','h'),
+                ('e','e','e','h');
+             INSERT INTO friends (user_id, friend_id) VALUES ('a','b'),('b','a'),('c','b'),('b','c');
+             INSERT INTO messages (to_id, from_id, dialogue_id, payload, ts_ms) VALUES
+                ('b','a','d1','one',1), ('b','c','d2','two',2), ('b','a','d3','three',3);
+             INSERT INTO requests (from_id, to_id, note, created_ms)
+             VALUES ('d','a','first',10), ('c','a','second',20);",
+        )
+        .unwrap();
+        if version >= 4 {
+            conn.execute_batch(
+                "UPDATE requests SET seq = 1 WHERE from_id = 'd';
+                 UPDATE requests SET seq = 2 WHERE from_id = 'c';",
+            )
+            .unwrap();
+        }
+    }
+    let s = db.open();
+    (db, s)
+}
+
+#[test]
+fn migration_from_3_numbers_requests_and_moves_offline_messages_into_history() {
+    let (_db, mut s) = migrated_from(3);
+    offline_messages_moved(&mut s);
+    requests_in_order(&mut s);
+}
+
+#[test]
+fn migration_from_4_moves_offline_messages_into_history() {
+    let (_db, mut s) = migrated_from(4);
+    offline_messages_moved(&mut s);
+    requests_in_order(&mut s);
+}
+
+/// The requests to `a` newest first, and a new one above them.
+fn requests_in_order(s: &mut Store) {
+    let notes = |s: &Store| -> Vec<String> {
+        s.requests_to("a", usize::MAX).unwrap().into_iter().map(|r| r.note).collect()
+    };
+    assert_eq!(notes(s), ["second", "first"]);
+    s.request_friend("e", "a", "third", usize::MAX).unwrap();
+    assert_eq!(notes(s), ["third", "second", "first"]);
+    assert!(s.integrity_check().unwrap());
+}
+
+fn offline_messages_moved(s: &mut Store) {
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    let got = s.undelivered("b", 10).unwrap();
+    let view: Vec<_> =
+        got.iter().map(|m| (m.from_id.as_str(), m.seq, m.payload.as_str())).collect();
+    assert_eq!(view, vec![("a", 1, "one"), ("a", 2, "three"), ("c", 1, "two")]);
+    assert_eq!(got[0].dialogue_id, "d1");
+    assert!(s.pending_messages("b", 10).unwrap().is_empty(), "moved, not copied");
+    assert_eq!(
+        s.append_messages(&[msg("b", "a", None, "4")]).unwrap(),
+        vec![Appended::New { seq: 3 }]
+    );
+}
