@@ -697,7 +697,7 @@ impl Conn {
             Command::Handled(_, rest, deferred) => self.on_handled(rest, deferred, cx),
             Command::Http(_, resp) => self.on_response(resp, cx),
             Command::Upgrade(_, up) => self.on_upgrade(up, cx),
-            Command::Shutdown | Command::ReloadTls(_) => return None,
+            Command::Shutdown | Command::ReloadTls(..) => return None,
         };
         Some(next)
     }

@@ -27,7 +27,8 @@ pub(crate) enum Command {
     Http(ConnId, Response),
     Upgrade(ConnId, Upgrade),
     Shutdown,
-    ReloadTls(Arc<ServerConfig>),
+    /// A new certificate; the event loop signals the sender once new handshakes use it.
+    ReloadTls(Arc<ServerConfig>, Sender<()>),
 }
 
 impl Command {
@@ -41,7 +42,7 @@ impl Command {
             | Command::Handled(id, _, _)
             | Command::Http(id, _)
             | Command::Upgrade(id, _) => Some(*id),
-            Command::Shutdown | Command::ReloadTls(_) => None,
+            Command::Shutdown | Command::ReloadTls(..) => None,
         }
     }
 }
@@ -228,9 +229,14 @@ impl Remote {
     }
 
     /// Loads a certificate; new TLS handshakes use it, live connections keep theirs.
+    /// Returns once the event loop has put it in place (or has stopped), so whoever
+    /// reports the reload reports something already true.
     pub fn reload_tls(&self, source: TlsSource) -> Result<(), Error> {
         let config = tls::server_config(&source)?;
-        self.command(Command::ReloadTls(config));
+        let (applied, wait) = crossbeam_channel::bounded(1);
+        self.command(Command::ReloadTls(config, applied));
+        // An error means the loop dropped the command: it is stopping.
+        let _ = wait.recv();
         Ok(())
     }
 

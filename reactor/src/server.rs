@@ -271,10 +271,11 @@ fn serve_commands(
                 state.close_all(registry, cx);
             }
             Command::Shutdown => {}
-            Command::ReloadTls(new) => {
+            Command::ReloadTls(new, applied) => {
                 if let Some((_, current)) = tls.as_mut() {
                     *current = new;
                 }
+                let _ = applied.send(());
             }
             cmd => state.command(cmd, registry, cx),
         }
