@@ -125,3 +125,34 @@ fn sigusr1_writes_a_backup_while_serving() {
     assert!(copy.integrity_check().expect("check"));
     assert_code(&register(&d, "after"), 200, "Success");
 }
+
+/// The history writer's own connection is refused like a worker's once the file was
+/// replaced: a send is answered 500, never 202 for a commit into a file nobody reads.
+#[test]
+fn a_replaced_database_fails_history_sends_too() {
+    let dir = temp_dir();
+    let d = ChildDaemon::spawn(&dir, "[history]\nenabled = true\n");
+    let (alice, bob) = (User::new("alice"), User::new("bob"));
+    alice.register(&d);
+    bob.register(&d);
+    let mut a = Session::login(&d, Via::Plain, &alice);
+    let mut b = Session::login(&d, Via::Plain, &bob);
+    befriend(&d, &mut a, &mut b);
+    let to = b.id.clone();
+    drop(b);
+    let mut send = |id: &str| {
+        a.ws.send_json(&json!({"id": id, "toFriend": to, "payload": "hi"}));
+        loop {
+            let v = a.ws.recv();
+            if v["id"] == id && v["code"].is_u64() {
+                return v;
+            }
+        }
+    };
+    assert_code(&send("1"), 202, "Stored For Offline Friend");
+    let other = dir.join("other.sqlite3");
+    std::fs::copy(file(&dir, ""), &other).expect("copy");
+    std::fs::rename(&other, file(&dir, "")).expect("replace");
+    assert_eq!(health_becomes(&d, 503, Duration::from_secs(10)), 503, "{:?}", d.log());
+    assert_code(&send("2"), 500, "Internal Server Error");
+}
