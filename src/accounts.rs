@@ -1,4 +1,4 @@
-//! Accounts (PROTOCOL.md §3): register, query, erase, profile update.
+//! Accounts (docs/protocol.md §3): register, query, erase, profile update.
 
 use std::net::IpAddr;
 
@@ -20,7 +20,7 @@ const PROFILE: [(&str, Field); 5] = [
     ("mail", Field::Mail),
 ];
 
-/// The fields `"clear"` may empty (PROTOCOL.md §3.4 ext); `name` goes back to the account.
+/// The fields `"clear"` may empty (docs/protocol.md §3.4 ext); `name` goes back to the account.
 const CLEARABLE: [&str; 5] = ["name", "picture", "sex", "birthday", "sign"];
 
 /// `POST /im/register` (its rate limit is checked by the router, first of all). The
@@ -286,7 +286,7 @@ fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
     Ok(clear)
 }
 
-/// The common checks of PROTOCOL.md §5; the caller's user id on success.
+/// The common checks of docs/protocol.md §5; the caller's user id on success.
 pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
     let token = input.text("token")?;
     let id = input.text("id")?;

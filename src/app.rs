@@ -245,7 +245,7 @@ impl App {
             return Some(self.static_files.serve(req));
         }
         if path == "/" {
-            // PROTOCOL.md §7: the site's root leads to the web client.
+            // docs/protocol.md §7: the site's root leads to the web client.
             return Some(self.static_files.redirect_to_index(req, 302));
         }
         let route = Route::of(path);

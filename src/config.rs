@@ -24,15 +24,15 @@ pub struct Config {
     pub password: PasswordConfig,
     /// Session behaviour.
     pub session: SessionConfig,
-    /// Conversations that are kept (PROTOCOL.md §10).
+    /// Conversations that are kept (docs/protocol.md §10).
     pub history: HistoryConfig,
     /// Browser origins allowed to open the login WebSocket; empty = any.
     pub allowed_origins: Vec<String>,
-    /// Token-bucket limits of PROTOCOL.md §8.
+    /// Token-bucket limits of docs/protocol.md §8.
     pub rate_limit: RateLimits,
-    /// Field limits of PROTOCOL.md §9.
+    /// Field limits of docs/protocol.md §9.
     pub fields: proto::Limits,
-    /// Pending friend requests (PROTOCOL.md §5.7).
+    /// Pending friend requests (docs/protocol.md §5.7).
     pub requests: RequestLimits,
 }
 
@@ -68,7 +68,7 @@ pub struct PasswordConfig {
     pub threads: usize,
 }
 
-/// `[history]`: conversations that are kept (PROTOCOL.md §10).
+/// `[history]`: conversations that are kept (docs/protocol.md §10).
 #[derive(Clone, Copy, Debug)]
 pub struct HistoryConfig {
     /// Keep every message, numbered per conversation, and deliver to offline friends at

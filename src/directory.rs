@@ -1,4 +1,4 @@
-//! Who can be found (PROTOCOL.md §5.1), in memory: every user's name, account and
+//! Who can be found (docs/protocol.md §5.1), in memory: every user's name, account and
 //! `found` entry, with an index of the 1-, 2- and 3-character pieces of each lowercased
 //! name, so a search reads only the users that can match, in the order it answers in,
 //! and stops at its limit.
@@ -224,7 +224,7 @@ fn apply(index: &RwLock<Index>, queue: &Receiver<(Change, Sender<()>)>) {
     }
 }
 
-/// `found_reply` up to the first entry (PROTOCOL.md §5.1).
+/// `found_reply` up to the first entry (docs/protocol.md §5.1).
 const FOUND_HEAD: &str = r#"{"code":200,"message":"Success","ok":true,"found":["#;
 /// `found_reply` after the last entry.
 const FOUND_TAIL: &str = "]}";

@@ -1,4 +1,4 @@
-//! Friends (PROTOCOL.md §5): search, request, add, decline, remove, list, requests.
+//! Friends (docs/protocol.md §5): search, request, add, decline, remove, list, requests.
 
 use proto::{Code, Field, FriendEntry, RequestEntry};
 use reactor::{Remote, Request};

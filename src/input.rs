@@ -1,5 +1,5 @@
 //! The fields of an API request, from its query string (GET, as the seed API) or its
-//! JSON body (POST). Everything is trimmed (PROTOCOL.md §1) except passwords and
+//! JSON body (POST). Everything is trimmed (docs/protocol.md §1) except passwords and
 //! payloads, which [`Input::raw`] returns as sent.
 
 use proto::{Code, Fields};

@@ -7,7 +7,7 @@
 //! - `app`        — [`App`]: the `reactor::Handler`; routes HTTP requests and tunnel frames.
 //! - `route`      — the API routes and the methods each takes.
 //! - `input`      — request fields from a query string or a JSON body, trimmed per §1.
-//! - `accounts`   — register, query, erase, profile update (PROTOCOL.md §3).
+//! - `accounts`   — register, query, erase, profile update (docs/protocol.md §3).
 //! - `friends`    — search, request, add, decline, remove, list, requests (§5).
 //! - `friend_cache` — friend sets of live senders, so a message costs no store query.
 //! - `directory`  — every user as search lists them, in memory, so a search costs no

@@ -1,4 +1,4 @@
-//! Token buckets for PROTOCOL.md §8: per client IP (register, query, failed logins),
+//! Token buckets for docs/protocol.md §8: per client IP (register, query, failed logins),
 //! per user (search) and per session (send, heartbeat).
 
 use std::collections::HashMap;

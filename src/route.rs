@@ -1,4 +1,4 @@
-//! The API routes of PROTOCOL.md §3–5 and the methods each accepts.
+//! The API routes of docs/protocol.md §3–5 and the methods each accepts.
 
 /// An HTTP route of the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl Route {
         }
     }
 
-    /// Whether `method` is allowed (PROTOCOL.md §1: register, erase and profile update
+    /// Whether `method` is allowed (docs/protocol.md §1: register, erase and profile update
     /// are POST only; the rest take GET or POST).
     pub fn allows(self, method: &str) -> bool {
         match self {

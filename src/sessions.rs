@@ -193,7 +193,7 @@ impl Sessions {
         f(&Online { users: &self.users_read() })
     }
 
-    /// The common checks of PROTOCOL.md §5, in order: token empty 514, id empty 517,
+    /// The common checks of docs/protocol.md §5, in order: token empty 514, id empty 517,
     /// no live session with that pair 515.
     pub fn authenticate(&self, id: &str, token: &str) -> Result<ConnId, Code> {
         if token.is_empty() {

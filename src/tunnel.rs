@@ -1,4 +1,4 @@
-//! The login WebSocket (PROTOCOL.md §4, §6): login by URL or first frame, the
+//! The login WebSocket (docs/protocol.md §4, §6): login by URL or first frame, the
 //! dialogue (send → receive), JSON heartbeats, presence pushes, logoff, and cleanup
 //! when the socket closes.
 

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §3: register, query, erase, profile update — every code, in the
+//! docs/protocol.md §3: register, query, erase, profile update — every code, in the
 //! contract's check order, over the plain and the TLS listener.
 
 mod common;
@@ -147,7 +147,7 @@ fn invisible_characters_are_refused_wherever_an_account_is_taken() {
 fn rate_limits_come_before_the_method_check() {
     let s = TestServer::start_with("[rate_limit]\nregister_per_min = 1\nquery_per_min = 1\n");
     User::new("first").register(&s);
-    // PROTOCOL.md §2: where an operation does not place 524, it is checked first.
+    // docs/protocol.md §2: where an operation does not place 524, it is checked first.
     assert_code(&get(&s, Via::Plain, "/im/register"), 524, "Too Many Requests");
     assert_code(&get(&s, Via::Plain, "/im/query?account=x"), 200, "Success");
     let r = http(&s, Via::Plain, "PUT", "/im/query?account=x", "");

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §6: send frames and their codes in order, receive frames, offline
+//! docs/protocol.md §6: send frames and their codes in order, receive frames, offline
 //! storage, ordering and loss over 1,000 messages each way, plain and TLS.
 
 mod common;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §5: search, request, add, decline, remove, list, requests — every code
+//! docs/protocol.md §5: search, request, add, decline, remove, list, requests — every code
 //! in the contract's order and every push (520, 303, 305, 304), plain and TLS.
 
 mod common;

@@ -1,4 +1,4 @@
-//! PROTOCOL.md §10: conversations that are kept. Send with `cid` (200/202, 527, 529,
+//! docs/protocol.md §10: conversations that are kept. Send with `cid` (200/202, 527, 529,
 //! check order), receive frames with `seq`, delivery at login and 306, read marks and
 //! 307, typing and 308, `/im/messages`, friend entries, remove, and the group commit's
 //! batch metrics; plain and TLS. With history off, the seed's behaviour.

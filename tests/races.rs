@@ -1,5 +1,5 @@
 //! Operations that race each other over real sockets get the answers of one running
-//! after the other (PROTOCOL.md §5.2, §5.3, §3.3): crossing friend requests make one
+//! after the other (docs/protocol.md §5.2, §5.3, §3.3): crossing friend requests make one
 //! friendship, and an erase racing a request or an accept answers 523, never 500.
 //! Each race runs many rounds on connections opened beforehand, released together.
 

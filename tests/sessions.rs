@@ -1,4 +1,4 @@
-//! PROTOCOL.md §4: login by URL and by first frame, failed logins, the failed-login
+//! docs/protocol.md §4: login by URL and by first frame, failed logins, the failed-login
 //! budget, replacement (513), presence (302/300), logoff, heartbeat, Origin allowlist.
 
 mod common;

@@ -1,8 +1,8 @@
-//! The response codes of PROTOCOL.md §2: number, message text and `ok` flag.
+//! The response codes of docs/protocol.md §2: number, message text and `ok` flag.
 
 use std::fmt;
 
-/// A protocol response code (PROTOCOL.md §2).
+/// A protocol response code (docs/protocol.md §2).
 ///
 /// The discriminant is the wire number. 518 is reserved and has no variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -229,7 +229,7 @@ impl fmt::Display for Code {
 mod tests {
     use super::*;
 
-    /// A literal copy of the table of PROTOCOL.md §2.
+    /// A literal copy of the table of docs/protocol.md §2.
     const TABLE: &str = "\
 | 200 | Success | true | everywhere |
 | 202 | Stored For Offline Friend | true | send, when offline storage is on **(ext)** |

@@ -1,7 +1,7 @@
 //! Client → server decoding: JSON bodies and WebSocket text frames as [`Fields`],
 //! the typed frames of the tunnel, and query strings.
 //!
-//! Rules (PROTOCOL.md §1): a JSON `null` is the same as an absent field; type checks
+//! Rules (docs/protocol.md §1): a JSON `null` is the same as an absent field; type checks
 //! apply only to the fields an operation asks for; unknown fields are ignored.
 
 use serde_json::{Map, Value};

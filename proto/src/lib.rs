@@ -1,4 +1,4 @@
-//! The imd wire protocol (see `PROTOCOL.md`): pure types and encoders, no I/O.
+//! The imd wire protocol (see `docs/protocol.md`): pure types and encoders, no I/O.
 //!
 //! - `code`   — [`Code`], the response code table of §2 (number, message, `ok`).
 //! - `reply`  — server → client JSON: [`status`], [`status_with_id`], the [`Reply`]

@@ -1,4 +1,4 @@
-//! Input rules of PROTOCOL.md §1 and §9: trimming, emptiness, field limits (527) and
+//! Input rules of docs/protocol.md §1 and §9: trimming, emptiness, field limits (527) and
 //! account validity (528).
 
 use crate::code::Code;

@@ -1,5 +1,5 @@
 //! Server → client JSON: status replies, the typed replies of login, list, requests,
-//! search and query, the receive frame, and every push of PROTOCOL.md §6.3.
+//! search and query, the receive frame, and every push of docs/protocol.md §6.3.
 //!
 //! Everything is written by hand into one `String` (see `json.rs`); the entry structs
 //! also derive serde's traits so that clients and tests can read them back.

@@ -1,4 +1,4 @@
-//! Static files under a web root (PROTOCOL.md §7): GET and HEAD, content types,
+//! Static files under a web root (docs/protocol.md §7): GET and HEAD, content types,
 //! `Last-Modified`/`ETag` with 304, an index page, and no way out of the root.
 //!
 //! A file that is cached and was checked against the disk within the last second is

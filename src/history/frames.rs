@@ -1,4 +1,4 @@
-//! Tunnel frames with history on (PROTOCOL.md §10.2, §10.3): send with `cid`, `read`
+//! Tunnel frames with history on (docs/protocol.md §10.2, §10.3): send with `cid`, `read`
 //! and `typing`.
 
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,4 +1,4 @@
-//! What a login and a friend list add with history on (PROTOCOL.md §10.3, §10.5).
+//! What a login and a friend list add with history on (docs/protocol.md §10.3, §10.5).
 
 use std::collections::HashMap;
 

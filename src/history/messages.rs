@@ -1,4 +1,4 @@
-//! `GET /im/messages` (PROTOCOL.md §10.4) and retention (§10.5).
+//! `GET /im/messages` (docs/protocol.md §10.4) and retention (§10.5).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,4 +1,4 @@
-//! Conversations that are kept (PROTOCOL.md §10), on when `[history] enabled`.
+//! Conversations that are kept (docs/protocol.md §10), on when `[history] enabled`.
 //!
 //! - `writer`   — [`Writer`]: the one thread that commits sends, many per commit (group
 //!   commit), on its own connection, with the 200/202 each send gets and the delivered

@@ -1,4 +1,4 @@
-//! The group commit of sends (PROTOCOL.md §10.1). Workers hand each checked send to
+//! The group commit of sends (docs/protocol.md §10.1). Workers hand each checked send to
 //! one thread with its own connection; it takes what is queued (up to [`MAX_BATCH`]),
 //! commits it in one transaction (one fsync with `synchronous = full`), and only then
 //! acks each sender and pushes to each receiver. The sender's connection is deferred

@@ -1,4 +1,4 @@
-//! Conversations that are kept (PROTOCOL.md §10): messages numbered per pair of users,
+//! Conversations that are kept (docs/protocol.md §10): messages numbered per pair of users,
 //! each user's delivered and read marks, and the queries the daemon answers from them.
 //!
 //! A conversation's `seq` is given out inside the commit that stores the message, from

@@ -6,7 +6,7 @@
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
 //!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open;
 //!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
-//! - `history` — conversations that are kept (PROTOCOL.md §10): [`Store::append_messages`]
+//! - `history` — conversations that are kept (docs/protocol.md §10): [`Store::append_messages`]
 //!   numbers each message inside its commit; delivered and read marks; history reads.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].

@@ -137,7 +137,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     WHERE requests.from_id = ordered.from_id AND requests.to_id = ordered.to_id;
     DROP INDEX requests_by_to;
     CREATE INDEX requests_by_to ON requests(to_id, seq);",
-    // 5: conversations that are kept (PROTOCOL.md §10). A conversation is a pair of
+    // 5: conversations that are kept (docs/protocol.md §10). A conversation is a pair of
     //    users (a < b) with the last `seq` it gave out: the counter outlives the
     //    messages, so retention never lets a number come back. Each user has a
     //    delivered and a read mark per peer. Deleting a friendship (remove, erase)

@@ -1,4 +1,4 @@
-// The wire protocol (PROTOCOL.md) and nothing else: JSON over HTTP for accounts and
+// The wire protocol (docs/protocol.md) and nothing else: JSON over HTTP for accounts and
 // friends, one WebSocket for the session. Authenticated calls are POSTs with a JSON
 // body, so the token never appears in a URL.
 

@@ -7,10 +7,10 @@ import { api } from './api.js';
 import { sentence } from './codes.js';
 import { Session } from './session.js';
 
-const PICTURE_LIMIT = 262144; // bytes of the base64 data URL (PROTOCOL.md §9)
+const PICTURE_LIMIT = 262144; // bytes of the base64 data URL (docs/protocol.md §9)
 const MIN_PASSWORD = 8; // for new passwords only: old accounts may have shorter ones
 const TITLE = 'imd chat';
-// Field limits of PROTOCOL.md §9, in characters, with the name the UI gives each field.
+// Field limits of docs/protocol.md §9, in characters, with the name the UI gives each field.
 const LIMITS = {
   account: [64, 'account'],
   password: [1024, 'password'],

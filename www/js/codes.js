@@ -1,4 +1,4 @@
-// Human sentences for every response code of PROTOCOL.md §2. The UI never shows a
+// Human sentences for every response code of docs/protocol.md §2. The UI never shows a
 // bare number.
 
 const SENTENCES = {

@@ -135,7 +135,7 @@ export class Session extends EventTarget {
 
   /**
    * Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event.
-   * `cid` names the message across retries: a server that keeps history (PROTOCOL.md
+   * `cid` names the message across retries: a server that keeps history (docs/protocol.md
    * §10.2) stores a retried message once even when the first try's ack was lost; other
    * servers ignore the field.
    */

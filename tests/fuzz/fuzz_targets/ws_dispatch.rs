@@ -11,7 +11,7 @@
 //! `dave-pw` (bob's is random).
 //!
 //! Checked: no panic; every text the app sends is a JSON object; one with a `code`
-//! carries a code of PROTOCOL.md §2 with its exact message and `ok`; every frame (and a
+//! carries a code of docs/protocol.md §2 with its exact message and `ok`; every frame (and a
 //! URL login) gets exactly one reply, pushes aside; a deferred job always finishes; a
 //! receive frame (live or stored) reaches only a logged-in friend of its sender; bob is
 //! never closed or answered; once every connection has closed, only bob's session is live.
