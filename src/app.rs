@@ -27,8 +27,10 @@ use crate::{accounts, friends, history, tunnel};
 pub const WEB_PREFIX: &str = "/im/www/v1/";
 
 /// Password checks that may wait per hasher thread. At tens of milliseconds a check,
-/// a full queue is about a second of waiting: past that a check is refused with 524.
-const HASHER_QUEUE_PER_THREAD: usize = 32;
+/// a full queue is a few seconds of waiting: room for a crowd of real users logging in
+/// together (a restart), while a flood from many addresses still waits no longer than
+/// that; past it a check is refused with 524.
+const HASHER_QUEUE_PER_THREAD: usize = 128;
 
 /// Shared state of the daemon; every worker holds an `Arc` of it.
 pub struct App {
