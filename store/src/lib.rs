@@ -1,5 +1,5 @@
 //! imd's persistent state in SQLite (rusqlite, bundled): users, friendships, friend
-//! requests and offline messages.
+//! requests and kept conversations (history, with delivered and read marks).
 //!
 //! - `store`  — [`Store`]: one connection (the daemon opens one per worker thread) and
 //!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
