@@ -88,6 +88,23 @@ fn check_send(
     fields: &Fields,
     remote: &Remote,
 ) -> Result<Code, Code> {
+    let (id, to, payload) = checked_send(app, conn, me, fields)?;
+    let ts = now_ms();
+    if let Some(friend) = app.sessions.conn_of(to) {
+        remote.send_text(friend, proto::receive_frame(id, me, payload, ts));
+        return Ok(Code::Success);
+    }
+    Err(Code::FriendIsOffline)
+}
+
+/// The checks every send frame passes, kept or not, in the order of §6.1: 510, 511,
+/// 506, 527, 512, then the send budget (524). Its dialogue id, friend and payload.
+pub(crate) fn checked_send<'f>(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &'f Fields,
+) -> Result<(&'f str, &'f str, &'f str), Code> {
     let SendFrame { id, to_friend: to, payload } = SendFrame::from_fields(fields)?;
     if to.is_empty() {
         return Err(Code::FriendIdEmpty);
@@ -107,12 +124,7 @@ fn check_send(
         app.metrics.rate_limited("send");
         return Err(Code::TooManyRequests);
     }
-    let ts = now_ms();
-    if let Some(friend) = app.sessions.conn_of(to) {
-        remote.send_text(friend, proto::receive_frame(id, me, payload, ts));
-        return Ok(Code::Success);
-    }
-    Err(Code::FriendIsOffline)
+    Ok((id, to, payload))
 }
 
 /// Queues a status reply (with the dialogue `id` when there is one) on `conn`.
@@ -121,7 +133,7 @@ fn reply(app: &App, remote: &Remote, conn: ConnId, code: Code, id: Option<&str>)
     remote.send_text(conn, proto::status_with_id(code, id));
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

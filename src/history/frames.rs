@@ -1,14 +1,13 @@
 //! Tunnel frames with history on (docs/protocol.md §10.2, §10.3): send with `cid`, `read`
 //! and `typing`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use proto::{Code, Field, Fields, Reply, SendFrame};
+use proto::{Code, Fields, Reply, SendFrame};
 use reactor::{ConnId, Flow, Remote};
 use store::NewHistoryMessage;
 
 use super::writer::{Done, Job};
 use crate::app::App;
+use crate::tunnel::{checked_send, now_ms};
 
 /// Longest `cid`, in characters (§10.2).
 const CID_CHARS: usize = 64;
@@ -56,26 +55,9 @@ fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> 
 }
 
 fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistoryMessage, Code> {
-    let SendFrame { id, to_friend: to, payload } = SendFrame::from_fields(fields)?;
+    // The cid's type is checked with the frame's other fields, before any code below.
     let cid = SendFrame::cid(fields)?;
-    if to.is_empty() {
-        return Err(Code::FriendIdEmpty);
-    }
-    if proto::is_blank(payload) {
-        return Err(Code::PayloadEmpty);
-    }
-    let Some(id) = id else {
-        return Err(Code::DialogueIdEmpty);
-    };
-    app.config.fields.check(Field::Payload, payload)?;
-    app.config.fields.check(Field::DialogueId, id)?;
-    if !app.are_friends(me, to).map_err(|f| f.code())? {
-        return Err(Code::NotRelationOfFriend);
-    }
-    if !app.sessions.take_send(conn) {
-        app.metrics.rate_limited("send");
-        return Err(Code::TooManyRequests);
-    }
+    let (id, to, payload) = checked_send(app, conn, me, fields)?;
     if let Some(cid) = cid {
         proto::check_chars(cid, CID_CHARS)?;
     }
@@ -139,10 +121,4 @@ fn typing(
         app.metrics.pushed(Code::FriendTyping);
     }
     Ok(Code::Success)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
