@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Part of `make lint`: the repository stands alone and says what it does.
-# - nothing tracked reads, runs or links a directory beside the clone (../shared, ...);
+# - nothing tracked reads, runs or links a directory beside the clone (a sibling shared/ folder, or any other);
 # - the fuzz crate's Cargo.lock is committed and current, so its builds are repeatable;
 # - `make run` builds the daemon alone; `make test`'s runner runs every suite even
 #   after a failure and ends with the "N passed, N failed" line CI reads;

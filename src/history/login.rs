@@ -27,15 +27,7 @@ impl Backlog {
     /// Queues the backlog on the new session `conn`.
     pub fn send(&self, remote: &Remote, conn: ConnId) {
         for m in &self.0 {
-            let frame = proto::kept_receive_frame(
-                &m.dialogue_id,
-                &m.from_id,
-                &m.payload,
-                m.ts_ms,
-                m.seq,
-                m.cid.as_deref(),
-            );
-            remote.send_text(conn, frame);
+            remote.send_text(conn, super::stored_frame(m));
         }
     }
 }

@@ -42,19 +42,7 @@ pub fn messages(app: &App, req: &Request) -> Outcome {
     let limit = usize::try_from(limit).unwrap_or(0);
     let (state, kept) =
         app.store(|s| Ok((s.conversation(&me, with)?, s.messages(&me, with, window, limit)?)))?;
-    let frames: Vec<String> = kept
-        .iter()
-        .map(|m| {
-            proto::kept_receive_frame(
-                &m.dialogue_id,
-                &m.from_id,
-                &m.payload,
-                m.ts_ms,
-                m.seq,
-                m.cid.as_deref(),
-            )
-        })
-        .collect();
+    let frames: Vec<String> = kept.iter().map(super::stored_frame).collect();
     Ok(Reply::new(Code::Success)
         .raw_list("messages", &frames)
         .int("first_seq", state.first_seq)

@@ -73,3 +73,15 @@ impl History {
         self.typing.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
     }
 }
+
+/// The receive frame of a stored message, as the login backlog and `/im/messages` give it.
+fn stored_frame(m: &store::HistoryMessage) -> String {
+    proto::kept_receive_frame(
+        &m.dialogue_id,
+        &m.from_id,
+        &m.payload,
+        m.ts_ms,
+        m.seq,
+        m.cid.as_deref(),
+    )
+}
