@@ -10,18 +10,19 @@ use reactor::{
 };
 use store::{Store, StoreError};
 
-use crate::config::Config;
-use crate::db::Db;
-use crate::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
-use crate::friend_cache::FriendCache;
-use crate::hasher::Hasher;
+use crate::auth::hasher::Hasher;
+use crate::auth::password::Passwords;
+use crate::daemon::config::Config;
+use crate::daemon::db::Db;
+use crate::daemon::metrics::Metrics;
+use crate::history;
 use crate::history::History;
-use crate::metrics::Metrics;
-use crate::password::Passwords;
-use crate::rate_limit::{PerIp, PerUser, Rate};
-use crate::route::Route;
-use crate::sessions::Sessions;
-use crate::{accounts, friends, history, tunnel};
+use crate::live::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
+use crate::live::friend_cache::FriendCache;
+use crate::live::rate_limit::{PerIp, PerUser, Rate};
+use crate::live::sessions::Sessions;
+use crate::routes::Route;
+use crate::routes::{accounts, friends, tunnel};
 
 /// Where the web client is served.
 pub const WEB_PREFIX: &str = "/im/www/v1/";

@@ -7,7 +7,7 @@ use store::NewHistoryMessage;
 
 use super::writer::{Done, Job};
 use crate::app::App;
-use crate::tunnel::{checked_send, now_ms};
+use crate::routes::tunnel::{checked_send, now_ms};
 
 /// Longest `cid`, in characters (§10.2).
 const CID_CHARS: usize = 64;

@@ -6,9 +6,9 @@ use proto::{Code, Reply};
 use reactor::Request;
 use store::Window;
 
-use crate::accounts::authenticate;
 use crate::app::{App, Fail, Outcome};
-use crate::input::Input;
+use crate::routes::accounts::authenticate;
+use crate::routes::input::Input;
 
 /// Messages per page when `limit` is not given.
 const DEFAULT_LIMIT: i64 = 50;
@@ -92,7 +92,7 @@ mod tests {
     use store::{Appended, NewHistoryMessage, NewUser, Window};
 
     use super::*;
-    use crate::config::Config;
+    use crate::daemon::config::Config;
 
     #[test]
     fn housekeeping_deletes_messages_past_retention_and_keeps_the_counter() {

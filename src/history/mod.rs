@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use reactor::ConnId;
 
-use crate::rate_limit::{Bucket, Rate};
+use crate::live::rate_limit::{Bucket, Rate};
 
 pub use frames::frame;
 pub use login::{backlog, delivered_at_login, mark_entries};

@@ -4,7 +4,7 @@
 //! acks each sender and pushes to each receiver. The sender's connection is deferred
 //! until its ack is queued, so a session's replies keep the order of its frames.
 //!
-//! The thread's connection is its own and comes from [`crate::db::Db::with`], like a
+//! The thread's connection is its own and comes from [`crate::daemon::db::Db::with`], like a
 //! worker's: on the `unix-excl` VFS, reopened after a failure the connection would
 //! keep, and refused once the database file was found replaced (a commit into the old
 //! file would be acknowledged and lost).

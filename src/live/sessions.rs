@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use proto::Code;
 use reactor::ConnId;
 
-use crate::rate_limit::{Bucket, Rate};
-use crate::token::same_token;
+use crate::live::rate_limit::{Bucket, Rate};
+use crate::live::token::same_token;
 
 /// A user's live session.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::config::PasswordConfig;
+use crate::daemon::config::PasswordConfig;
 
 /// Hashes and verifies passwords with one set of argon2id parameters.
 pub struct Passwords {
@@ -50,7 +50,7 @@ impl Passwords {
             current_runs: AtomicU64::new(0),
             other_runs: AtomicU64::new(0),
         };
-        let secret = crate::token::new_token();
+        let secret = crate::live::token::new_token();
         p.dummy = p.hash(&secret).map_err(|_| argon2::Error::AlgorithmInvalid)?;
         p.current_runs.store(0, Relaxed);
         Ok(p)

@@ -7,9 +7,9 @@ use reactor::{Remote, Request};
 use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Deferrable, Fail, Later, Outcome};
-use crate::directory::{Change, Listing};
-use crate::input::Input;
-use crate::token::new_user_id;
+use crate::live::directory::{Change, Listing};
+use crate::live::token::new_user_id;
+use crate::routes::input::Input;
 
 /// Text profile fields a client may set, with their limits.
 const PROFILE: [(&str, Field); 5] = [

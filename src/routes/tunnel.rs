@@ -8,12 +8,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use proto::{Code, Field, Fields, LoginFrame, Profile, SendFrame};
 use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
-use crate::accounts::authenticate;
 use crate::app::{App, Fail, Outcome};
-use crate::friends::{friend_entries, request_entries};
-use crate::input::Input;
-use crate::sessions::Ended;
-use crate::token::new_token;
+use crate::live::sessions::Ended;
+use crate::live::token::new_token;
+use crate::routes::accounts::authenticate;
+use crate::routes::friends::{friend_entries, request_entries};
+use crate::routes::input::Input;
 
 /// Close code sent with 505/524 on a failed login and after logoff or replacement.
 const CLOSE_NORMAL: u16 = 1000;
@@ -268,7 +268,7 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     };
     let requests = request_entries(requests);
     let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();
-    let mut marked = friend_entries(friends, &crate::sessions::Online::none());
+    let mut marked = friend_entries(friends, &crate::live::sessions::Online::none());
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
@@ -318,7 +318,7 @@ pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
 fn announce_offline(
     app: &App,
     remote: &Remote,
-    online: &crate::sessions::Online<'_>,
+    online: &crate::live::sessions::Online<'_>,
     me: &str,
     friends: &[String],
 ) {

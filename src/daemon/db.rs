@@ -19,7 +19,7 @@ use std::sync::Mutex;
 
 use store::{Store, StoreError, StoreOptions};
 
-use crate::config::StoreConfig;
+use crate::daemon::config::StoreConfig;
 
 thread_local! {
     /// This thread's connection, with the path it was opened on (a test process can
@@ -212,7 +212,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!(
             "imd-db-test-{}-{}",
             std::process::id(),
-            crate::token::new_user_id()
+            crate::live::token::new_user_id()
         ));
         StoreConfig { path: dir.join("imd.sqlite3"), synchronous: store::Synchronous::Normal }
     }

@@ -1,6 +1,21 @@
-//! Starting and stopping the daemon: bind, run the reactor, handle signals (SIGTERM and
-//! SIGINT stop gracefully, SIGHUP reloads the TLS certificate, SIGUSR1 writes a backup
-//! of the database), housekeeping.
+//! The daemon's own machinery: configuration, start and stop, metrics, the store's
+//! connections.
+//!
+//! - this file  — starting and stopping: bind, run the reactor, handle signals (SIGTERM
+//!   and SIGINT stop gracefully, SIGHUP reloads the TLS certificate, SIGUSR1 writes a
+//!   backup of the database), housekeeping.
+//! - `config`    — [`Config`], read from TOML and checked once at load.
+//! - `db`        — one SQLite connection per worker thread, reopened after a lasting
+//!   failure; the database file watched for deletion or replacement.
+//! - `metrics`   — counters, `/im/health` and `/im/metrics`.
+//! - `memory`    — freed memory back to the system after connections close.
+//! - `fd_limit`  — the descriptor limit raised at start and checked against the config.
+
+pub(crate) mod config;
+pub(crate) mod db;
+pub(crate) mod fd_limit;
+pub(crate) mod memory;
+pub(crate) mod metrics;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -12,8 +27,8 @@ use std::time::Duration;
 use reactor::{Remote, Server};
 
 use crate::app::{handler, App};
-use crate::config::Config;
-use crate::tunnel;
+use crate::daemon::config::Config;
+use crate::routes::tunnel;
 
 /// Why the daemon could not start or run.
 #[derive(Debug)]
@@ -102,7 +117,7 @@ fn housekeeping(app: &App, remote: &Remote) {
         let closed = closed_connections(remote);
         if tick % TRIM_EVERY_TICKS == 0 && closed != closed_at_trim {
             closed_at_trim = closed;
-            crate::memory::release_free_pages();
+            crate::daemon::memory::release_free_pages();
         }
         if tick % 240 == 0 {
             app.register_limit.prune();
@@ -125,7 +140,7 @@ fn closed_connections(remote: &Remote) -> u64 {
 pub fn run(config: Config, config_path: &Path) -> Result<(), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
-    crate::fd_limit::prepare(&config);
+    crate::daemon::fd_limit::prepare(&config);
     let daemon = Daemon::bind(config)?;
     if let Some(a) = daemon.local_addr() {
         log::info!("listening on http://{a} (web client: http://{a}/im/www/v1/chat.html)");

@@ -1,4 +1,16 @@
-//! The API routes of docs/protocol.md §3–5 and the methods each accepts.
+//! What each request does: the HTTP routes of docs/protocol.md §3–5 and the frames of the
+//! login WebSocket (§4, §6).
+//!
+//! - this file  — [`Route`]: the API routes and the methods each accepts.
+//! - `input`    — request fields from a query string or a JSON body, trimmed per §1.
+//! - `accounts` — register, query, erase, profile update (§3).
+//! - `friends`  — search, request, add, decline, remove, list, requests (§5).
+//! - `tunnel`   — the login WebSocket: login, send, heartbeat, presence (§4, §6).
+
+pub(crate) mod accounts;
+pub(crate) mod friends;
+pub(crate) mod input;
+pub(crate) mod tunnel;
 
 /// An HTTP route of the daemon.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use proto::Code;
 use reactor::{Remote, Response};
 
 use crate::app::App;
-use crate::route::Route;
+use crate::routes::Route;
 
 /// Codes are counted in slots `code - 200`; anything outside 200..600 goes to the last.
 const CODE_SLOTS: usize = 401;

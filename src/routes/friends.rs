@@ -4,11 +4,11 @@ use proto::{Code, Field, FriendEntry, RequestEntry};
 use reactor::{Remote, Request};
 use store::{FriendRow, Requested, UserRow};
 
-use crate::accounts::authenticate;
 use crate::app::{App, Outcome};
-use crate::directory::found_entry;
-use crate::input::Input;
-use crate::sessions::Online;
+use crate::live::directory::found_entry;
+use crate::live::sessions::Online;
+use crate::routes::accounts::authenticate;
+use crate::routes::input::Input;
 
 /// Most results of one search.
 const SEARCH_LIMIT: usize = 50;

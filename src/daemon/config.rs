@@ -489,7 +489,7 @@ mod tests {
 
     #[test]
     fn shipped_config_loads_without_warnings() {
-        let text = include_str!("../conf/imd.conf");
+        let text = include_str!("../../conf/imd.conf");
         let (c, w) = parse(text);
         let c = c.expect("shipped config is valid");
         assert!(w.is_empty(), "{w:?}");

@@ -1,0 +1,8 @@
+//! Passwords: argon2id hashing, and the bounded pool where every password check runs so a
+//! slow hash never holds a worker.
+//!
+//! - `password` — argon2id hashing and rehashing, with a dummy hash for unknown accounts.
+//! - `hasher`   — the thread pool (and its bounded queue) that runs the checks.
+
+pub(crate) mod hasher;
+pub(crate) mod password;
