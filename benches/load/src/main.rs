@@ -28,10 +28,9 @@
 //! modes; `driver/receive` counts what sessions read, `driver/reconnect` drops, logs in
 //! again, resends and fetches), `frames` (the server's frames read without a JSON
 //! tree), `ledger` (the per-conversation `seq` checker), `report` (figures, the
-//! machine-readable summary line, merging parts),
-//! `split` (dividing a run between processes), `coordinator` (spawning, starting and
-//! collecting the children), `gate` (a child's side: ready, go, result), `tick` (wakes
-//! the loop when a send is due).
+//! machine-readable summary line, merging parts), `split` (dividing a run between
+//! processes), `coordinator` (spawning, starting and collecting the children), `gate`
+//! (a child's side: ready, go, result), `tick` (wakes the loop when a send is due).
 
 mod coordinator;
 mod driver;
