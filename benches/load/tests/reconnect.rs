@@ -1,8 +1,9 @@
 //! imd-load against a real server with history on: chat counts 200 and 202 as acks
 //! and 306 as a push, a second run on the same accounts checks only its own messages,
-//! and reconnect mode (sessions dropped and logged in again, unacknowledged messages
-//! resent with their `cid`, gaps fetched) ends with nothing lost, duplicated or
-//! misordered, over plain and TLS.
+//! storm's second half numbers its messages on from the first, and reconnect mode
+//! (sessions dropped and logged in again, unacknowledged messages resent with their
+//! `cid`, gaps fetched) ends with nothing lost, duplicated or misordered, over plain
+//! and TLS.
 
 mod common;
 
@@ -106,4 +107,19 @@ fn chat_without_history_still_checks_each_senders_sequence() {
     let sent = v["sent"].as_u64().expect("sent");
     assert_eq!((v["acks"]["200"].as_u64(), v["received"].as_u64()), (Some(sent), Some(sent)));
     assert_eq!(v["pushes"].get("306"), None, "{v}");
+}
+
+#[test]
+fn storm_with_history_numbers_its_second_half_on_from_the_first() {
+    let s = TestServer::start_with(true);
+    let a = args("storm --sessions 6 --storm-users 2 --rate 100 --duration 2");
+    let out = imd_load(&with_server(a, s.plain, &s));
+    let v = summary(&out);
+    assert!(out.status.success(), "{v}");
+    assert_clean(&v);
+    // The second half's summary: had the numbers started again, every cid would have
+    // been one already used with another payload (529).
+    let sent = v["sent"].as_u64().expect("sent");
+    assert!(sent >= 50, "{v}");
+    assert_eq!((accepted(&v), v["received"].as_u64()), (sent, Some(sent)), "{v}");
 }

@@ -256,7 +256,8 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             let before = std::mem::replace(&mut r.summary, reset);
             r.tracks = (0..o.sessions).map(|_| Track::default()).collect();
             r.ledgers = r.ledgers.iter().map(Ledger::rebased).collect();
-            r.next_seq = vec![0; o.sessions];
+            // Numbers go on: a `cid` is the sender's for good, and one used again with
+            // another payload is refused (529).
             let failed = provision::register_all(o.http, &format!("{}s", o.prefix), o.storm_users);
             if failed > 0 {
                 return Err(io::Error::other(format!("{failed} storm registrations failed")));
@@ -554,8 +555,10 @@ impl Run<'_> {
     }
 
     /// Messages lost: with history on, the conversations' gaps and what a receiver
-    /// misses, and in reconnect mode what was never accepted; with it off, accepted
-    /// messages never received.
+    /// misses, and what the server refused (every message to a friend is to be
+    /// accepted; in reconnect mode, what is still unacknowledged); with it off,
+    /// accepted messages never received (a 508 for an offline friend is the seed's
+    /// rule, not a loss).
     fn lost(&self) -> u64 {
         if self.o.mode == Mode::Echo {
             return self.summary.sent.saturating_sub(self.summary.received);
@@ -563,8 +566,12 @@ impl Run<'_> {
         if self.history != Some(true) {
             return self.accepted().saturating_sub(self.summary.received);
         }
-        let unaccepted: usize = self.unacked.iter().map(BTreeMap::len).sum();
-        self.ledgers.iter().map(Ledger::lost).sum::<u64>() + unaccepted as u64
+        let refused = if self.o.mode == Mode::Reconnect {
+            self.unacked.iter().map(BTreeMap::len).sum::<usize>() as u64
+        } else {
+            self.summary.acks.values().sum::<u64>().saturating_sub(self.accepted())
+        };
+        self.ledgers.iter().map(Ledger::lost).sum::<u64>() + refused
     }
 
     /// Sends every message due by now. Called between the connections a turn services
