@@ -65,7 +65,7 @@ DESTDIR ?=
 
 ## install: the daemon, its config (kept if present), the web client and the systemd unit
 install:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	install -D -m 0755 $(RELEASE)/imd $(DESTDIR)$(PREFIX)/bin/imd
 	install -D -m 0755 $(RELEASE)/imd-load $(DESTDIR)$(PREFIX)/bin/imd-load
 	mkdir -p $(DESTDIR)$(PREFIX)/share/imd/www

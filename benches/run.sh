@@ -22,7 +22,7 @@ for port in 18080 18443 18090 18101 18102; do
   fi
 done
 
-cargo build --release --bins
+cargo build --release --workspace --bins
 cargo bench --no-run --bench echo_baseline >/dev/null 2>&1 || true
 
 echo "== criterion"
