@@ -86,7 +86,7 @@ install:
 	fi
 	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
 
-## soak: the slow hardening runs (30 kill -9 with durability checks, the sslyze TLS scan, 1,000 slow and abusive clients, 100 pipelining clients that never read); not part of make test
+## soak: the slow hardening runs (30 kill -9 with durability checks of accounts and kept conversations, the sslyze TLS scan, 1,000 slow and abusive clients, 100 pipelining clients that never read); not part of make test
 soak: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py
 	IMD_BIN=$(RELEASE)/imd bash tests/hardening/tls-scan.sh
