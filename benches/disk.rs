@@ -63,7 +63,11 @@ fn fresh(path: &Path) -> Store {
 /// The k-th message: pairs in turn, each direction in turn, as imd-load sends them.
 fn message(k: usize, payload: &str) -> NewHistoryMessage {
     let pair = k % (USERS / 2);
-    let (from, to) = if (k / (USERS / 2)) % 2 == 0 { (2 * pair, 2 * pair + 1) } else { (2 * pair + 1, 2 * pair) };
+    let (from, to) = if (k / (USERS / 2)) % 2 == 0 {
+        (2 * pair, 2 * pair + 1)
+    } else {
+        (2 * pair + 1, 2 * pair)
+    };
     NewHistoryMessage {
         from_id: user_id(from),
         to_id: user_id(to),
@@ -95,12 +99,25 @@ fn b4(dir: &Path, payload: &str) -> f64 {
                 .expect("prepare");
             for _ in 0..BATCH {
                 let m = message(k, payload);
-                let (a, b) =
-                    if m.from_id < m.to_id { (&m.from_id, &m.to_id) } else { (&m.to_id, &m.from_id) };
+                let (a, b) = if m.from_id < m.to_id {
+                    (&m.from_id, &m.to_id)
+                } else {
+                    (&m.to_id, &m.from_id)
+                };
                 let seq = &mut seqs[k % (USERS / 2)];
                 *seq += 1;
                 insert
-                    .execute(params![a, b, *seq, m.from_id, m.to_id, m.dialogue_id, m.cid, m.payload, m.ts_ms])
+                    .execute(params![
+                        a,
+                        b,
+                        *seq,
+                        m.from_id,
+                        m.to_id,
+                        m.dialogue_id,
+                        m.cid,
+                        m.payload,
+                        m.ts_ms
+                    ])
                     .expect("insert");
                 k += 1;
             }
