@@ -75,6 +75,11 @@ function avatar(picture, name, cls = 'avatar') {
   return el('img', { class: cls, alt: '', src: avatarSrc(picture, name) });
 }
 
+/** `img` when it already shows this picture, else a new avatar. */
+function keptAvatar(img, picture, name) {
+  return img && img.getAttribute('src') === avatarSrc(picture, name) ? img : avatar(picture, name);
+}
+
 /** Text with its http(s) links as anchors, built node by node (never parsed as HTML). */
 function linkified(text) {
   const frag = document.createDocumentFragment();
@@ -731,6 +736,9 @@ function renderTitle() {
 
 function renderFriends() {
   const list = $('friends');
+  // The avatars already shown are kept: a new image for each render (presence comes
+  // and goes often) would load and decode them all again.
+  const shown = new Map([...list.querySelectorAll('.friend')].map((b) => [b.dataset.id, b.querySelector('img')]));
   list.replaceChildren();
   const friends = [...state.friends.values()].sort((a, b) => a.entry.name.localeCompare(b.entry.name));
   for (const f of friends) {
@@ -745,7 +753,7 @@ function renderFriends() {
         f.chat.unread ? `, ${f.chat.unread} unread` : ''}`,
       onclick: () => openChat(e.id),
     },
-    avatar(e.picture, e.name),
+    keptAvatar(shown.get(e.id), e.picture, e.name),
     el('span', { class: 'who' }, el('span', { text: e.name }), el('span', { class: 'sign', text: e.sign })),
     f.chat.unread ? el('span', { class: 'badge', text: String(f.chat.unread) }) : null,
     el('span', { class: `dot ${status}`, title: status === 'unknown' ? 'unknown while you are offline' : status }));
