@@ -7,7 +7,7 @@ import { api } from './api.js';
 import { sentence } from './codes.js';
 import { Conversation } from './conversation.js';
 import {
-  deliveredMarks, dropUnsent, forgetKept, keepDelivered, keepUnsent, outbox,
+  deliveredMarks, dropUnsent, forgetFriend, forgetKept, keepDelivered, keepUnsent, outbox,
 } from './kept.js';
 import { Session } from './session.js';
 
@@ -479,6 +479,7 @@ session.addEventListener('push', (ev) => {
     case 304:
       if (friend) {
         state.friends.delete(p.id);
+        forgetFriend(state.me.id, p.id);
         toast(`${friend.entry.name} is no longer your friend.`);
         if (state.current === p.id) state.current = null;
         renderFriends();
@@ -974,6 +975,7 @@ $('remove-friend').addEventListener('click', async () => {
   const reply = await api.remove(session.auth, id);
   if (reply.code === 200 || reply.code === 512) {
     state.friends.delete(id);
+    forgetFriend(state.me.id, id);
     state.current = null;
     renderFriends();
     renderChat();

@@ -59,6 +59,18 @@ export function keepDelivered(me, friend, seq) {
   write(deliveredKey(me), marks);
 }
 
+/** Forgets what was kept about one friend: the conversation is gone (§10.5). */
+export function forgetFriend(me, friend) {
+  const list = outbox(me);
+  const kept = list.filter((m) => m.to !== friend);
+  if (kept.length !== list.length) write(outboxKey(me), kept);
+  const marks = deliveredMarks(me);
+  if (friend in marks) {
+    delete marks[friend];
+    write(deliveredKey(me), marks);
+  }
+}
+
 /** Forgets everything kept for a user (their account is gone). */
 export function forgetKept(me) {
   try {
