@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
-  launch, login, newPage, registerApi, startServer, uniqueAccount,
+  launch, login, newPage, registerApi, shot, startServer, uniqueAccount,
 } from './harness.mjs';
 
 let server;
@@ -257,6 +257,7 @@ test('typing: notices go out sparingly, show to the friend and expire', async ()
 
   await a.locator('#message-input').pressSequentially('hello there, Bob', { delay: 40 });
   await b.locator('#typing', { hasText: 'Alice is typing…' }).waitFor();
+  await shot(b, 'typing');
   const typing = (await sent()).filter((f) => f.type === 'typing');
   assert.equal(typing.length, 1, 'one notice for one burst of typing');
   assert.equal(typing[0].to, bob.id);
@@ -473,6 +474,7 @@ test('a reload shows the conversation again, with the ticks it had', async () =>
   assert.equal(await bubble(a, 'see you').locator('.status.read').count(), 0);
   await bubble(a, 'see you').locator('.status.delivered').waitFor();
   assert.equal(await bubble(a, 'fine, thanks').locator('.status').count(), 0, 'not mine: no tick');
+  await shot(a, 'ticks-after-reload');
 
   await b.reload();
   await login(b, server.base, bob.account, bob.password);

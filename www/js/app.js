@@ -145,7 +145,9 @@ function toast(text) {
 
 function time(ms) {
   const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const clock = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  // History reaches back past today: older messages say which day.
+  return d.toDateString() === new Date().toDateString() ? clock : `${d.toLocaleDateString()} ${clock}`;
 }
 
 function readPicture(input) {
@@ -374,22 +376,25 @@ session.addEventListener('failed', (ev) => {
 
 session.addEventListener('receive', (ev) => {
   const m = ev.detail;
-  const friend = state.friends.get(m.from);
+  // A copy of my own message sent from another of my sessions names the friend in `to`
+  // (docs/protocol.md §11.1).
+  const mineElsewhere = m.from === state.me.id && typeof m.to === 'string';
+  const friend = state.friends.get(mineElsewhere ? m.to : m.from);
   if (!friend) return;
   const chat = friend.chat;
   const { fresh, newest } = chat.take(stored(m));
   if (!fresh) return;
-  chat.typingUntil = 0;
+  if (!mineElsewhere) chat.typingUntil = 0;
   // A message at or below the login entry's last_seq (the login backlog) is already in
   // its `unread`.
-  if (newest) {
+  if (newest && !mineElsewhere) {
     chat.unread += 1;
     if (document.hidden) notify(friend, m);
   }
-  if (chatVisible(m.from)) $('chat-live').textContent = `${friend.entry.name}: ${m.payload.slice(0, 200)}`;
+  if (!mineElsewhere && chatVisible(m.from)) $('chat-live').textContent = `${friend.entry.name}: ${m.payload.slice(0, 200)}`;
   markRead(friend);
   renderFriends();
-  if (state.current === m.from) renderChat();
+  if (state.current === friend.entry.id) renderChat();
   fillGap(friend);
 });
 
@@ -861,7 +866,10 @@ function renderChat({ toBottom = false } = {}) {
     const meta = el('div', { class: 'meta' }, el('time', { text: time(m.ts) }));
     if (m.mine) {
       const [text, cls] = statusText(chat, m);
-      meta.append(el('span', { class: `status ${cls}`, text }));
+      // The ticks are for the eye; the words after them are what a screen reader says.
+      const [, ticks, words] = /^(✓*)\s*(.*)$/.exec(text);
+      meta.append(el('span', { class: `status ${cls}` },
+        ticks ? el('span', { 'aria-hidden': 'true', text: `${ticks} ` }) : null, words));
       if (cls === 'failed') {
         meta.append(el('button', {
           type: 'button', class: 'link retry', text: 'Retry', onclick: () => retry(friend, m),
