@@ -49,7 +49,7 @@ async function wire(user) {
         window.acks.get(m.id)(m);
       }
     };
-  }), user);
+  }), { account: user.account, password: user.password });
   assert.equal(reply.code, 200, `login ${user.account}`);
   return {
     id: reply.profile.id,
@@ -486,5 +486,29 @@ test('a reload shows the conversation again, with the ticks it had', async () =>
   await bubble(a, 'see you').locator('.status.read').waitFor();
   await a.context().close();
   await b.context().close();
+  assert.deepEqual(errors, []);
+});
+
+test('another account logging in on the same page sees none of the last one\'s conversations', async () => {
+  const [bob, alice, carol] = await friends('Bob', 'Alice', 'Carol');
+  await carol.wire.send(bob.id, ['Carol 1', 'Carol 2']);
+  for (const u of [alice, bob, carol]) await u.wire.close();
+  const a = await page(alice);
+  await friendButton(a, 'Bob').click();
+  await a.fill('#message-input', 'for Bob only');
+  await a.press('#message-input', 'Enter');
+  await bubble(a, 'for Bob only').locator('.status.sent').waitFor();
+
+  // Alice logs in elsewhere: this page is signed out, and Carol uses it.
+  const elsewhere = await wire(alice);
+  await a.waitForSelector('#auth-message:has-text("logged in somewhere else")');
+  await login(a, server.base, carol.account, carol.password);
+  await friendButton(a, 'Bob').click();
+  await a.fill('#message-input', 'Carol here');
+  await a.press('#message-input', 'Enter');
+  await bubble(a, 'Carol here').locator('.status.sent').waitFor();
+  assert.deepEqual(await texts(a), ['Carol 1', 'Carol 2', 'Carol here']);
+  await elsewhere.close();
+  await a.context().close();
   assert.deepEqual(errors, []);
 });

@@ -273,8 +273,11 @@ $('login-form').addEventListener('submit', async (ev) => {
 
 session.addEventListener('login', (ev) => {
   const reply = ev.detail;
+  // A reconnect keeps what the page holds; another account logging in here (after a
+  // 513, say) must not see the last one's conversations.
+  const previous = state.me && state.me.id === reply.profile.id ? state.friends : new Map();
+  if (!previous.size) state.current = null;
   state.me = reply.profile;
-  const previous = state.friends;
   state.friends = new Map();
   const delivered = deliveredMarks(state.me.id);
   for (const f of reply.friends || []) {
