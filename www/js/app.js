@@ -654,7 +654,12 @@ async function loadOlder(friend) {
   const older = historyMessages(reply);
   if (older.length === 0) chat.firstSeq = chat.oldest;
   chat.page(older, reply);
-  if (state.current === friend.entry.id) renderChat();
+  if (state.current !== friend.entry.id) return;
+  // A keyboard user who pressed "Load older messages" stays on it (or on the list once
+  // there is nothing older), not thrown back to the top of the page.
+  const pressed = document.activeElement && document.activeElement.closest('.older');
+  renderChat();
+  if (pressed) ($('messages').querySelector('.older button') || $('messages')).focus();
 }
 
 /**
