@@ -160,8 +160,12 @@ test('opening a chat shows its newest page of history; scrolling up loads older 
   shown = await texts(a);
   assert.equal(shown.length, 100);
   assert.equal(shown[0], 'line 22');
-  await a.evaluate(() => { document.getElementById('messages').scrollTop = 0; });
+  // The last page by keyboard: the button, then focus stays in the list.
+  // (Focus without scrolling: scrolled to the top, the list would load the page itself.)
+  await a.evaluate(() => document.querySelector('#messages .older button').focus({ preventScroll: true }));
+  await a.keyboard.press('Enter');
   await a.locator('#messages .bubble').first().filter({ hasText: 'line 1' }).waitFor();
+  assert.equal(await a.evaluate(() => document.activeElement.id), 'messages');
   shown = await texts(a);
   assert.deepEqual(shown, [...lines, 'my answer']);
   assert.equal(await a.locator('#messages .older').count(), 0, 'nothing older is offered');
