@@ -36,6 +36,8 @@ export const api = {
   updateProfile: (auth, fields) => call('profile/update', { ...auth, ...fields }),
   erase: (auth, password) => call('erase', { ...auth, password }),
   logoff: (auth) => call('logoff', auth),
+  /** A page of a kept conversation (§10.4): `page` is { limit } with `after` or `before`. */
+  messages: (auth, friend, page) => call('messages', { ...auth, with: friend, ...page }),
 };
 
 /** The login WebSocket URL: same host, ws: or wss: like the page. No credentials. */

@@ -118,38 +118,58 @@ export class Session extends EventTarget {
   #dispatch(msg) {
     if (typeof msg.from === 'string' && typeof msg.payload === 'string') {
       this.#emit('receive', msg);
-    } else if (msg.type === 'heartbeat') {
-      // Nothing to do: the server saw us.
-    } else if (typeof msg.id === 'string' && this.#pending.has(msg.id) && msg.code !== 300
-      && msg.code !== 302 && msg.code !== 304 && msg.code !== 305) {
-      const sent = this.#pending.get(msg.id);
-      this.#pending.delete(msg.id);
-      this.#emit('ack', { ...sent, code: msg.code });
+    } else if (typeof msg.type === 'string') {
+      // Replies to heartbeat, read and typing frames: nothing waits for them, and a
+      // typing notice over its budget (524) is simply not shown to the friend.
     } else if (msg.code === 513) {
       this.#stopped = true;
       this.#emit('replaced', msg);
+    } else if (typeof msg.id === 'string' && this.#pending.has(msg.id)
+      && !(msg.code >= 300 && msg.code < 400)) {
+      const sent = this.#pending.get(msg.id);
+      this.#pending.delete(msg.id);
+      this.#emit('ack', {
+        ...sent, code: msg.code, seq: msg.seq, ts: msg.ts,
+      });
     } else if (typeof msg.code === 'number') {
       this.#emit('push', msg);
     }
   }
 
   /**
-   * Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event.
+   * Sends a message; returns its dialogue id. The outcome arrives as an 'ack' event,
+   * with code 0 when the connection went first (then it may never have arrived).
    * `cid` names the message across retries: a server that keeps history (docs/protocol.md
-   * §10.2) stores a retried message once even when the first try's ack was lost; other
+   * §10.2) stores a resent message once even when the first try's ack was lost; other
    * servers ignore the field.
    */
   send(toFriend, payload, cid) {
     this.#seq += 1;
     const id = `${Date.now().toString(36)}-${this.#seq}`;
     const sent = { id, toFriend, payload, cid };
-    if (!this.#ws || this.#ws.readyState !== WebSocket.OPEN || !this.#loggedIn) {
+    if (!this.online) {
       queueMicrotask(() => this.#emit('ack', { ...sent, code: 0 }));
       return id;
     }
     this.#pending.set(id, sent);
     this.#ws.send(JSON.stringify(sent));
     return id;
+  }
+
+  /** Moves my read mark of the conversation with `friend` (§10.3); false when offline. */
+  read(friend, seq) {
+    return this.#frame({ type: 'read', with: friend, seq });
+  }
+
+  /** Tells `friend` I am typing (§10.3); false when offline. */
+  typing(friend) {
+    return this.#frame({ type: 'typing', to: friend });
+  }
+
+  #frame(frame) {
+    if (!this.online) return false;
+    this.#ws.send(JSON.stringify(frame));
+    return true;
   }
 
   #failPending() {
