@@ -56,7 +56,9 @@ impl Store {
     ) -> Result<Option<(UserRow, i64)>> {
         let tx = self.write()?;
         let found: Option<(i64, String, i64)> = tx
-            .prepare_cached("SELECT id, user_id, last_used_ms FROM devices WHERE token_sha256 = ?1")?
+            .prepare_cached(
+                "SELECT id, user_id, last_used_ms FROM devices WHERE token_sha256 = ?1",
+            )?
             .query_row([&token_sha256[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         let Some((device, user, last_used)) = found else { return Ok(None) };

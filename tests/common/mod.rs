@@ -76,6 +76,9 @@ login_fail_per_min = 0
 send_per_s = 0
 heartbeat_per_min = 0
 search_per_min = 0
+# The seed's single session per user unless a test allows more devices.
+[session]
+max_devices = 1
 # The seed's sending (508 for an offline friend) unless a test turns history on.
 [history]
 enabled = false
