@@ -10,8 +10,9 @@ use proto::{Code, Field, Fields, LoginFrame, Profile, SendFrame};
 use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
 use crate::app::{App, Fail, Outcome};
+use crate::auth::devices::{self, Remembered};
 use crate::live::sessions::{Ended, Online, Session};
-use crate::live::token::{device_token_sha256, is_device_token, new_device_token, new_token};
+use crate::live::token::new_token;
 use crate::routes::accounts::authenticate_session;
 use crate::routes::friends::{friend_entries, request_entries};
 use crate::routes::input::Input;
@@ -256,7 +257,7 @@ fn finish_login(
             if rehash {
                 rehash_password(app, &user, password);
             }
-            let device = if remember { remember_device(app, &user.id) } else { Ok(None) };
+            let device = if remember { devices::remember(app, &user.id) } else { Ok(None) };
             match device {
                 Ok(device) => start(app, conn, user, device, remote),
                 Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
@@ -278,7 +279,7 @@ fn finish_login(
 /// A login by device token (§11.2): no password hash is run. An unknown, expired or
 /// revoked token, or one of another account, is a failed login like a wrong password.
 fn device_login(app: &App, conn: ConnId, ip: IpAddr, account: &str, token: &str, remote: &Remote) {
-    match check_device(app, account, token) {
+    match devices::check(app, account, token) {
         Ok(Some((user, device))) => {
             app.login_fail_limit.refund(ip);
             start(app, conn, user, Some(Remembered { id: device, token: None }), remote);
@@ -293,51 +294,6 @@ fn device_login(app: &App, conn: ConnId, ip: IpAddr, account: &str, token: &str,
             refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
         }
     }
-}
-
-/// The user and device a device token logs in, if it is well formed, known, used
-/// within `[session] remember_days`, and belongs to `account`. Its use slides its
-/// expiry.
-fn check_device(
-    app: &App,
-    account: &str,
-    token: &str,
-) -> Result<Option<(store::UserRow, i64)>, Fail> {
-    let days = app.config.session.remember_days;
-    if days == 0
-        || account.is_empty()
-        || !is_device_token(token)
-        || app.config.fields.check(Field::Account, account).is_err()
-    {
-        return Ok(None);
-    }
-    let max_age_ms = i64::from(days) * 86_400_000;
-    let sha = device_token_sha256(token);
-    let found = app.store(|s| s.device_login(&sha, now_ms(), max_age_ms))?;
-    Ok(found.filter(|(user, _)| user.account.eq_ignore_ascii_case(account)))
-}
-
-/// A device remembered for a session: its id, and its token when it is new (the
-/// login reply carries it once).
-struct Remembered {
-    id: i64,
-    token: Option<String>,
-}
-
-/// Most devices a user keeps remembered; a new one beyond revokes the least recently
-/// used, so remembering cannot grow the store without bound.
-const REMEMBERED_PER_USER: usize = 100;
-
-/// A new device token for `user` (`"remember":true`); `None` when remembered logins
-/// are off (`remember_days = 0`).
-fn remember_device(app: &App, user: &str) -> Result<Option<Remembered>, Fail> {
-    if app.config.session.remember_days == 0 {
-        return Ok(None);
-    }
-    let token = new_device_token();
-    let sha = device_token_sha256(&token);
-    let id = app.store(|s| s.add_device(user, &sha, now_ms(), REMEMBERED_PER_USER))?;
-    Ok(Some(Remembered { id, token: Some(token) }))
 }
 
 /// Stores the password hashed with the configured parameters, replacing one made with
