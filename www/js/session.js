@@ -2,12 +2,15 @@
 // to sends by their id, and reconnection with backoff after a dropped connection. The
 // backoff stays short (10 s at most) because the page also retries at once when it
 // becomes visible or the network comes back, and the user can ask for it.
-// Credentials live in this object only (memory), never in any storage.
+// A password lives in this object only (memory), never in any storage, and only until
+// the server gives a device token (docs/protocol.md §11.2): reconnections then use the
+// token, which the app keeps so that a reload needs no password either.
 
 import { loginUrl } from './api.js';
 
 const HEARTBEAT_MS = 30_000;
 const BACKOFF_MS = [1000, 2000, 4000, 8000, 10000];
+const DEVICE_TOKEN = /^[0-9a-f]{64}$/;
 
 export class Session extends EventTarget {
   #ws = null;
@@ -19,6 +22,7 @@ export class Session extends EventTarget {
   #retryTimer = 0;
   #stopped = false;
   #loggedIn = false;
+  #viaDevice = false;
   auth = null;
 
   /** True while logged in over a live socket: only then can anything reach the server. */
@@ -31,12 +35,64 @@ export class Session extends EventTarget {
     return this.#creds ? this.#creds.account : '';
   }
 
-  /** Logs in; resolves with the login reply, rejects with the failure code. */
-  start(account, password) {
-    this.#creds = { account, password };
+  /** Whether the last login attempt used a device token rather than a password. */
+  get byDevice() {
+    return this.#viaDevice;
+  }
+
+  /** Whether this session logs in again by a device token (a remembered login). */
+  get remembered() {
+    return Boolean(this.#creds && this.#creds.deviceToken);
+  }
+
+  /**
+   * Logs in with a password; `remember` asks for a device token (§11.2), announced by a
+   * 'device' event. Resolves with the login reply, rejects with the failure code.
+   */
+  start(account, password, remember = false) {
+    return this.#begin({ account, password, remember });
+  }
+
+  /** Logs in with a device token kept from an earlier login: no password (§11.2). */
+  resume(account, deviceToken) {
+    return this.#begin({ account, deviceToken });
+  }
+
+  #begin(creds) {
+    // A retry still pending, or a socket still open, belongs to the last attempt.
+    clearTimeout(this.#retryTimer);
+    const old = this.#ws;
+    this.#ws = null;
+    if (old) old.close(1000);
+    this.#creds = creds;
     this.#stopped = false;
     this.#retry = 0;
     return this.#connect();
+  }
+
+  /** The first frame: the device token when there is one, else the password. */
+  #loginFrame() {
+    const c = this.#creds;
+    this.#viaDevice = Boolean(c.deviceToken);
+    if (c.deviceToken) return { account: c.account, device_token: c.deviceToken };
+    const frame = { account: c.account, password: c.password };
+    if (c.remember) frame.remember = true;
+    return frame;
+  }
+
+  /** The login reply's device token replaces the password in memory. */
+  #keepDevice(msg) {
+    if (this.#viaDevice || !this.#creds.remember) return;
+    if (typeof msg.device_token !== 'string' || !DEVICE_TOKEN.test(msg.device_token)) return;
+    this.#creds = { account: this.#creds.account, deviceToken: msg.device_token };
+    this.#emit('device', { account: this.#creds.account, token: msg.device_token });
+  }
+
+  /** A device token answered 505: expired or revoked, so it is dropped for good. */
+  #dropDevice() {
+    const { account, deviceToken } = this.#creds;
+    this.#creds = { account };
+    this.#emit('device', { account, token: null, old: deviceToken });
   }
 
   #connect() {
@@ -45,8 +101,11 @@ export class Session extends EventTarget {
       const ws = new WebSocket(loginUrl());
       this.#ws = ws;
       let settled = false;
-      ws.onopen = () => ws.send(JSON.stringify(this.#creds));
+      ws.onopen = () => {
+        if (this.#ws === ws) ws.send(JSON.stringify(this.#loginFrame()));
+      };
       ws.onmessage = (ev) => {
+        if (this.#ws !== ws) return;
         let msg;
         try {
           msg = JSON.parse(ev.data);
@@ -59,12 +118,14 @@ export class Session extends EventTarget {
             this.auth = { id: msg.profile.id, token: msg.token };
             this.#loggedIn = true;
             this.#retry = 0;
+            this.#keepDevice(msg);
             this.#startHeartbeat();
             this.#emit('state', 'online');
             this.#emit('login', msg);
             resolve(msg);
           } else {
             this.#stopped = true;
+            if (this.#viaDevice && msg.code === 505) this.#dropDevice();
             reject(msg.code);
           }
           return;
@@ -190,9 +251,25 @@ export class Session extends EventTarget {
     clearInterval(this.#heartbeat);
   }
 
-  /** After a password change, reconnections must use the new one. */
+  /**
+   * After a password change, reconnections must use the new one. The change revoked
+   * every device token of the account (§11.2), so a remembered session asks for a new
+   * one at its next login.
+   */
   setPassword(password) {
-    if (this.#creds) this.#creds = { ...this.#creds, password };
+    if (!this.#creds) return;
+    const { account, deviceToken, remember } = this.#creds;
+    this.#creds = { account, password, remember: remember || Boolean(deviceToken) };
+    if (deviceToken) this.#emit('device', { account, token: null, old: deviceToken });
+  }
+
+  /**
+   * The server is about to close the socket (a logoff on the HTTP side): that close
+   * ends the session, it is not a dropped connection to log in again after.
+   */
+  expectClose() {
+    this.#stopped = true;
+    clearTimeout(this.#retryTimer);
   }
 
   /** Ends the session for good (after logoff or erase); forgets the credentials. */
