@@ -247,3 +247,48 @@ test(`a login beyond max_devices (${MAX_DEVICES}) signs out the oldest, which sa
   await newest.context().close();
   assert.deepEqual(errors, []);
 });
+
+test('a password change keeps this browser signed in: a new device token, the old one refused', async () => {
+  const alice = await person('Alice');
+  const bob = await person('Bob');
+  const b = await newPage(browser, errors);
+  const a = await newPage(browser, errors);
+  const sockets = logins(a);
+  await login(b, server.base, bob.account, bob.password);
+  await login(a, server.base, alice.account, alice.password);
+  await befriend(a, b, alice, bob);
+  const before = (await kept(a)).token;
+
+  await a.click('#edit-profile');
+  await a.fill('#pf-old', alice.password);
+  await a.fill('#pf-new', 'a brand new password');
+  await a.click('#profile-save');
+  await a.waitForSelector('#toast:has-text("Profile saved")');
+  await a.waitForFunction((old) => {
+    const k = JSON.parse(localStorage.getItem('imd.login') || 'null');
+    return k && k.token !== old;
+  }, before);
+  assert.deepEqual(sockets.at(-1).first,
+    { account: alice.account, password: 'a brand new password', remember: true });
+  // Taken over without going offline, and the chat still works on the new session.
+  assert.equal(await a.textContent('#me-state'), 'online');
+  assert.equal(await a.isHidden('#conn-banner'), true);
+  await friendButton(a, 'Bob').click();
+  await a.fill('#message-input', 'after the change');
+  await a.press('#message-input', 'Enter');
+  await a.locator('#messages .bubble.mine').filter({ hasText: 'after the change' }).locator('.status.delivered').waitFor();
+  assert.equal(await friendButton(b, 'Alice').locator('.dot.online').count(), 1);
+
+  const after = (await kept(a)).token;
+  await a.reload();
+  await a.waitForSelector('#app:not([hidden])');
+  assert.deepEqual(sockets.at(-1).first, { account: alice.account, device_token: after });
+  await a.evaluate(({ account, t }) => localStorage.setItem('imd.login',
+    JSON.stringify({ account, token: t })), { account: alice.account, t: before });
+  await a.reload();
+  await a.waitForSelector('#login-form:not([hidden])');
+  assert.match(await a.textContent('#auth-message'), /expired or was revoked/);
+  await a.context().close();
+  await b.context().close();
+  assert.deepEqual(errors, []);
+});

@@ -1270,7 +1270,13 @@ $('profile-form').addEventListener('submit', async (ev) => {
     msg.textContent = reply.code === 505 ? 'The current password is wrong.' : failure(reply.code, fields);
     return;
   }
-  if (fields.new_password) session.setPassword(fields.new_password);
+  if (fields.new_password) {
+    // The server revoked this browser's device token with the old password: a remembered
+    // login gets a new one, so a reload still needs no password.
+    const kept = rememberedLogin();
+    session.setPassword(fields.new_password);
+    if (kept && sameAccount(kept.account, session.account)) session.renew();
+  }
   for (const k of [...TEXT_FIELDS, 'picture', 'mail']) {
     if (fields[k]) me[k] = fields[k];
   }

@@ -40,11 +40,6 @@ export class Session extends EventTarget {
     return this.#viaDevice;
   }
 
-  /** Whether this session logs in again by a device token (a remembered login). */
-  get remembered() {
-    return Boolean(this.#creds && this.#creds.deviceToken);
-  }
-
   /**
    * Logs in with a password; `remember` asks for a device token (§11.2), announced by a
    * 'device' event. Resolves with the login reply, rejects with the failure code.
@@ -61,9 +56,11 @@ export class Session extends EventTarget {
   #begin(creds) {
     // A retry still pending, or a socket still open, belongs to the last attempt.
     clearTimeout(this.#retryTimer);
+    this.#stopHeartbeat();
     const old = this.#ws;
     this.#ws = null;
-    if (old) old.close(1000);
+    this.#loggedIn = false;
+    if (old) this.#release(old);
     this.#creds = creds;
     this.#stopped = false;
     this.#retry = 0;
@@ -95,9 +92,14 @@ export class Session extends EventTarget {
     this.#emit('device', { account, token: null, old: deviceToken });
   }
 
-  #connect() {
+  /**
+   * Opens a login socket. `handover`, a socket still logged in, is closed once this one
+   * has its answer: until then the person stays online (its late frames are ignored,
+   * and a 513 it may get from this very login too).
+   */
+  #connect(handover = null) {
     return new Promise((resolve, reject) => {
-      this.#emit('state', 'connecting');
+      if (!handover) this.#emit('state', 'connecting');
       const ws = new WebSocket(loginUrl());
       this.#ws = ws;
       let settled = false;
@@ -114,6 +116,7 @@ export class Session extends EventTarget {
         }
         if (!settled) {
           settled = true;
+          if (handover) this.#release(handover);
           if (msg.code === 200 && msg.token) {
             this.auth = { id: msg.profile.id, token: msg.token };
             this.#loggedIn = true;
@@ -133,13 +136,16 @@ export class Session extends EventTarget {
         this.#dispatch(msg);
       };
       ws.onclose = () => {
+        // A socket already replaced (stop, a new login, a handover) had its sends failed
+        // then, and leaves the new one's heartbeat and sends alone.
+        if (this.#ws !== ws) return;
         this.#stopHeartbeat();
         this.#failPending();
-        if (this.#ws !== ws) return;
         this.#ws = null;
         this.#loggedIn = false;
         if (!settled) {
           settled = true;
+          if (handover) this.#release(handover);
           if (this.#stopped) return;
           // Never reached the server: try again later, the caller sees it as offline.
           reject(0);
@@ -165,6 +171,22 @@ export class Session extends EventTarget {
   #reconnect() {
     if (this.#stopped) return;
     this.#connect().catch((code) => {
+      if (code !== 0) this.#emit('failed', code);
+    });
+  }
+
+  /**
+   * After a password change in a remembered session: the change revoked this device's
+   * token (§11.2), so a new login with the new password asks for another, and takes
+   * over from the current socket without going offline.
+   */
+  renew() {
+    if (!this.online || !this.#creds || !this.#creds.password) return;
+    this.#creds = { ...this.#creds, remember: true };
+    // Until the new login answers, sends wait (queued) rather than reach a socket that
+    // has not logged in yet.
+    this.#loggedIn = false;
+    this.#connect(this.#ws).catch((code) => {
       if (code !== 0) this.#emit('failed', code);
     });
   }
@@ -233,6 +255,15 @@ export class Session extends EventTarget {
     return true;
   }
 
+  /**
+   * Closes a socket no longer current. What was sent on it without an answer fails now
+   * (code 0), to go again with its cid on the next login.
+   */
+  #release(ws) {
+    ws.close(1000);
+    this.#failPending();
+  }
+
   #failPending() {
     for (const sent of this.#pending.values()) this.#emit('ack', { ...sent, code: 0 });
     this.#pending.clear();
@@ -278,8 +309,9 @@ export class Session extends EventTarget {
     this.#creds = null;
     clearTimeout(this.#retryTimer);
     this.#stopHeartbeat();
-    if (this.#ws) this.#ws.close(1000);
+    const ws = this.#ws;
     this.#ws = null;
+    if (ws) this.#release(ws);
     this.#loggedIn = false;
     this.auth = null;
     this.#emit('state', 'closed');
