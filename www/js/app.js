@@ -191,8 +191,8 @@ function loginFailure(code) {
 
 /** Accounts compare ASCII case-insensitively (docs/protocol.md §1). */
 function sameAccount(a, b) {
-  return typeof a === 'string' && typeof b === 'string'
-    && a.trim().replace(/[A-Z]/g, (c) => c.toLowerCase()) === b.trim().replace(/[A-Z]/g, (c) => c.toLowerCase());
+  const fold = (x) => (typeof x === 'string' ? x.trim().replace(/[A-Z]/g, (c) => c.toLowerCase()) : null);
+  return fold(a) !== null && fold(a) === fold(b);
 }
 
 /** Logs in by the device token this browser keeps, if any (§11.2): no password asked. */
