@@ -93,6 +93,8 @@ test('kept signed in: a reload and a daemon restart log in by device token, a re
   assert.match(await a.textContent('#auth-message'), /saved sign-in has expired or was revoked/);
   assert.equal(await kept(a), null);
   assert.equal(await a.isVisible('#app'), false);
+  assert.equal(await a.inputValue('#login-account'), alice.account);
+  assert.equal(await a.evaluate(() => document.activeElement.id), 'login-password', 'only the password is left to type');
   await shot(a, 'login-token-refused');
   await a.context().close();
   assert.deepEqual(netErrors(local), []);

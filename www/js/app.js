@@ -180,7 +180,8 @@ function showAuth(which, message = '', good = false) {
   const m = $('auth-message');
   m.textContent = message;
   m.classList.toggle('good', good);
-  if (which === 'login') $('login-account').focus();
+  // A known account (a refused saved sign-in, a 513) leaves only the password to type.
+  if (which === 'login') ($('login-account').value ? $('login-password') : $('login-account')).focus();
   else if (which === 'register') $('reg-account').focus();
 }
 
