@@ -53,3 +53,23 @@ test('ticks follow the marks; a conversation begun again (removed, befriended) s
   assert.equal(c.loaded, false);
   assert.equal(c.tick({ seq: 1 }), 'sent');
 });
+
+test('a read mark set in another of my sessions leaves unread what lies above it', () => {
+  const c = new Conversation({ last_seq: 0, read_seq: 0, unread: 0 });
+  c.page([], { last_seq: 0 });
+  for (const seq of [1, 2, 3]) c.take(theirs(seq));
+  c.take({ seq: 4, mine: true, text: 'mine', ts: 4 });
+  c.take(theirs(5));
+  c.unread = 4;
+  c.readTo(2);
+  assert.equal(c.unread, 2, 'seq 3 and 5 are theirs and above the mark; 4 is mine');
+  assert.equal(c.readSeq, 2);
+  c.readTo(1);
+  assert.equal(c.readSeq, 2, 'a mark never moves back');
+  // Not every seq above the mark is held: the count can only shrink to what may be there.
+  const d = new Conversation({ last_seq: 10, read_seq: 0, unread: 9 });
+  d.readTo(7);
+  assert.equal(d.unread, 3);
+  d.readTo(10);
+  assert.equal(d.unread, 0);
+});

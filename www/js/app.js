@@ -7,7 +7,8 @@ import { api } from './api.js';
 import { sentence } from './codes.js';
 import { Conversation } from './conversation.js';
 import {
-  deliveredMarks, dropUnsent, forgetFriend, forgetKept, keepDelivered, keepUnsent, outbox,
+  deliveredMarks, dropUnsent, forgetFriend, forgetKept, forgetLogin, keepDelivered, keepLogin,
+  keepUnsent, outbox, rememberedLogin,
 } from './kept.js';
 import { Session } from './session.js';
 
@@ -33,6 +34,8 @@ const LIMITS = {
   sign: [256, 'signature'],
   note: [256, 'note'],
 };
+const EXPIRED = 'You were signed out here: this browser\'s saved sign-in has expired or was '
+  + 'revoked. Please log in again.';
 const OFFLINE = 'You are offline: cannot reach the server, so nothing was changed. '
   + 'Try again once reconnected.';
 const $ = (id) => document.getElementById(id);
@@ -168,6 +171,7 @@ function readPicture(input) {
 
 // ---------- authentication screens ----------
 
+/** The login form, the registration form, or neither ('resume': a remembered login). */
 function showAuth(which, message = '', good = false) {
   $('app').hidden = true;
   $('auth').hidden = false;
@@ -176,7 +180,38 @@ function showAuth(which, message = '', good = false) {
   const m = $('auth-message');
   m.textContent = message;
   m.classList.toggle('good', good);
-  (which === 'login' ? $('login-account') : $('reg-account')).focus();
+  // A known account (a refused saved sign-in, a 513) leaves only the password to type.
+  if (which === 'login') ($('login-account').value ? $('login-password') : $('login-account')).focus();
+  else if (which === 'register') $('reg-account').focus();
+}
+
+/** Why a login did not succeed; a refused device token is not a wrong password. */
+function loginFailure(code) {
+  return code === 505 && session.byDevice ? EXPIRED : sentence(code);
+}
+
+/** Accounts compare ASCII case-insensitively (docs/protocol.md §1). */
+function sameAccount(a, b) {
+  const fold = (x) => (typeof x === 'string' ? x.trim().replace(/[A-Z]/g, (c) => c.toLowerCase()) : null);
+  return fold(a) !== null && fold(a) === fold(b);
+}
+
+/** Logs in by the device token this browser keeps, if any (§11.2): no password asked. */
+async function resumeKept() {
+  const kept = rememberedLogin();
+  if (!kept) {
+    showAuth('login');
+    return;
+  }
+  $('login-account').value = kept.account;
+  showAuth('resume', 'Signing you in…', true);
+  try {
+    await session.resume(kept.account, kept.token);
+  } catch (code) {
+    // Unreachable (0): the session keeps trying by itself and the app opens when it
+    // gets through; meanwhile the person may log in by hand.
+    showAuth('login', code === 0 ? 'Cannot reach the server. Trying again…' : loginFailure(code));
+  }
 }
 
 $('show-register').addEventListener('click', () => showAuth('register'));
@@ -250,6 +285,7 @@ $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const account = $('login-account').value;
   const password = $('login-password').value;
+  const remember = $('login-remember').checked;
   const m = $('auth-message');
   m.classList.remove('good');
   if (!account.trim() || !password.trim()) {
@@ -261,8 +297,10 @@ $('login-form').addEventListener('submit', async (ev) => {
   if ('Notification' in window && Notification.permission === 'default') {
     Notification.requestPermission().catch(() => {});
   }
+  // Unchecked, this browser keeps nothing: a token from an earlier login goes too.
+  if (!remember) forgetLogin();
   try {
-    await session.start(account, password);
+    await session.start(account, password, remember);
     $('login-password').value = '';
   } catch (code) {
     m.textContent = sentence(code);
@@ -368,13 +406,27 @@ document.addEventListener('visibilitychange', () => {
 });
 
 session.addEventListener('replaced', () => {
+  // No reconnection: that would replace the newer session in turn. The device token
+  // stays, so a reload signs this browser in again when the person wants it.
   session.stop();
   showAuth('login', sentence(513));
 });
 
 session.addEventListener('failed', (ev) => {
+  const why = loginFailure(ev.detail);
   session.stop();
-  showAuth('login', sentence(ev.detail));
+  showAuth('login', why);
+});
+
+session.addEventListener('device', (ev) => {
+  const { account, token, old } = ev.detail;
+  if (token) {
+    keepLogin(account.trim(), token);
+    return;
+  }
+  // Another tab may have stored a newer token meanwhile: only this one goes.
+  const kept = rememberedLogin();
+  if (kept && kept.token === old) forgetLogin();
 });
 
 session.addEventListener('receive', (ev) => {
@@ -570,8 +622,7 @@ function readMark(p) {
   if (p.by === state.me.id) {
     const friend = state.friends.get(p.with);
     if (!friend) return;
-    friend.chat.readSeq = Math.max(friend.chat.readSeq, p.seq);
-    if (friend.chat.readSeq >= friend.chat.lastSeq) friend.chat.unread = 0;
+    friend.chat.readTo(p.seq);
     renderFriends();
     return;
   }
@@ -1104,12 +1155,38 @@ function forgetSession(why) {
   showAuth('login', why, true);
 }
 
-$('logoff').addEventListener('click', async () => {
+// Tabs of one browser share its remembered login, so they log off together: a person
+// who logs off on a shared computer leaves no tab signed in.
+const tabs = 'BroadcastChannel' in window ? new BroadcastChannel('imd') : null;
+
+/** Ends this session, forgets this browser's device (§11.2) and shows the login form. */
+async function logoff(why) {
   const auth = session.auth;
+  const account = session.account;
+  const kept = rememberedLogin();
+  if (kept && sameAccount(kept.account, account)) forgetLogin();
+  // The logoff goes while the session lives: once its socket is closed the server no
+  // longer knows its token, and the device would stay remembered there.
+  session.expectClose();
+  if (auth) await api.logoff(auth, true);
   session.stop();
-  if (auth) await api.logoff(auth);
-  forgetSession('You are logged off.');
+  forgetSession(why);
+}
+
+$('logoff').addEventListener('click', async () => {
+  const { account } = session;
+  await logoff('You are logged off.');
+  if (tabs) tabs.postMessage({ type: 'logoff', account });
 });
+
+if (tabs) {
+  tabs.onmessage = (ev) => {
+    const m = ev.data;
+    if (m && m.type === 'logoff' && state.me && sameAccount(m.account, session.account)) {
+      logoff('You logged off in another tab.');
+    }
+  };
+}
 
 // ---------- profile ----------
 
@@ -1194,7 +1271,13 @@ $('profile-form').addEventListener('submit', async (ev) => {
     msg.textContent = reply.code === 505 ? 'The current password is wrong.' : failure(reply.code, fields);
     return;
   }
-  if (fields.new_password) session.setPassword(fields.new_password);
+  if (fields.new_password) {
+    // The server revoked this browser's device token with the old password: a remembered
+    // login gets a new one, so a reload still needs no password.
+    const kept = rememberedLogin();
+    session.setPassword(fields.new_password);
+    if (kept && sameAccount(kept.account, session.account)) session.renew();
+  }
   for (const k of [...TEXT_FIELDS, 'picture', 'mail']) {
     if (fields[k]) me[k] = fields[k];
   }
@@ -1224,6 +1307,8 @@ $('erase-confirm').addEventListener('click', async () => {
     return;
   }
   const me = state.me;
+  const kept = rememberedLogin();
+  if (kept && sameAccount(kept.account, session.account)) forgetLogin();
   session.stop();
   try {
     localStorage.removeItem(`imd.outgoing.${me.id}`);
@@ -1235,4 +1320,4 @@ $('erase-confirm').addEventListener('click', async () => {
   forgetSession('Your account was deleted.');
 });
 
-showAuth('login');
+resumeKept();

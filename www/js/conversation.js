@@ -54,6 +54,29 @@ export class Conversation {
     }
   }
 
+  /**
+   * My read mark moved to `seq`, here or in another of my sessions (push 307): unread
+   * are the friend's messages above it. Exact when every seq above the mark is held
+   * here, else at most the seqs above it.
+   */
+  readTo(seq) {
+    this.readSeq = Math.max(this.readSeq, seq);
+    if (this.readSeq >= this.lastSeq) {
+      this.unread = 0;
+      return;
+    }
+    let theirs = 0;
+    for (let s = this.readSeq + 1; s <= this.lastSeq; s += 1) {
+      const m = this.bySeq.get(s);
+      if (!m) {
+        this.unread = Math.min(this.unread, this.lastSeq - this.readSeq);
+        return;
+      }
+      if (!m.mine) theirs += 1;
+    }
+    this.unread = theirs;
+  }
+
   /** My message, written here, before the server has it. */
   write(cid, text, ts = Date.now()) {
     const m = {

@@ -1,4 +1,6 @@
-// What this browser keeps per user across a reload, in localStorage:
+// What this browser keeps across a reload, in localStorage:
+// - the remembered login (docs/protocol.md §11.2): the account and its device token, one
+//   per browser, shared by its tabs; never a password;
 // - the outbox: my messages the server has not acknowledged, keyed by their cid, so a
 //   reload or a lost connection resends them with the same cid (docs/protocol.md §10.2:
 //   the server then stores each once); an entry goes as soon as its ack arrives;
@@ -23,8 +25,28 @@ function write(key, value) {
   }
 }
 
+const LOGIN_KEY = 'imd.login';
 const outboxKey = (me) => `imd.outbox.${me}`;
 const deliveredKey = (me) => `imd.delivered.${me}`;
+
+/** The remembered login, { account, token }, or null. */
+export function rememberedLogin() {
+  const login = read(LOGIN_KEY, null);
+  return login && typeof login.account === 'string' && login.account
+    && typeof login.token === 'string' && /^[0-9a-f]{64}$/.test(login.token) ? login : null;
+}
+
+export function keepLogin(account, token) {
+  write(LOGIN_KEY, { account, token });
+}
+
+export function forgetLogin() {
+  try {
+    localStorage.removeItem(LOGIN_KEY);
+  } catch {
+    // Nothing kept, nothing to remove.
+  }
+}
 
 /** My unacknowledged messages, oldest first: [{ cid, to, text, ts }]. */
 export function outbox(me) {
