@@ -178,6 +178,29 @@ impl Remote {
         }
     }
 
+    /// Runs `f` with this thread's commands to this reactor held, then hands them to
+    /// the loop together: one wake-up for a batch of replies made outside a worker (a
+    /// worker's are batched already). Also when `f` panics.
+    pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        let owner = self.owner();
+        let before = HELD.with(|held| held.borrow().owner);
+        if before != 0 {
+            // A worker (already batching), or a thread batching for another reactor,
+            // whose held commands must not go to this one.
+            return f();
+        }
+        struct Release<'a>(&'a Remote);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+                HELD.with(|held| held.borrow_mut().owner = 0);
+            }
+        }
+        HELD.with(|held| held.borrow_mut().owner = owner);
+        let _release = Release(self);
+        f()
+    }
+
     fn wake(&self) {
         // Pairs with the fence in `may_sleep`: either the loop sees the command queued
         // before it sleeps, or this sees the loop asleep and wakes it.
@@ -298,5 +321,33 @@ mod tests {
         remote.send_text(ConnId(1), "c".into());
         remote.send_text(ConnId(1), "d".into());
         assert_eq!(remote.wakes(), 1, "one wake for the burst");
+    }
+
+    /// A thread outside the worker pool that makes several replies wakes the sleeping
+    /// loop once for all of them, when its batch ends, and they keep their order.
+    #[test]
+    fn a_batch_wakes_the_loop_once_when_it_ends() {
+        let (remote, commands, _poll) = remote();
+        assert!(remote.may_sleep(&commands));
+        remote.batch(|| {
+            remote.send_text(ConnId(1), "a".into());
+            remote.done(ConnId(1));
+            remote.send_text(ConnId(2), "b".into());
+            assert_eq!(remote.wakes(), 0, "held until the batch ends");
+            assert!(commands.is_empty());
+        });
+        assert_eq!(remote.wakes(), 1);
+        let got: Vec<String> = commands
+            .try_iter()
+            .map(|c| match c {
+                Command::Text(id, t) => format!("{}:{t}", id.0),
+                Command::Done(id) => format!("{}:done", id.0),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(got, ["1:a", "1:done", "2:b"]);
+        // Outside a batch, commands go at once again.
+        remote.send_text(ConnId(1), "c".into());
+        assert_eq!(commands.len(), 1);
     }
 }
