@@ -75,6 +75,7 @@ impl Writer {
 
 fn run(rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv() {
+        let remote = first.done.remote.clone();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -82,7 +83,9 @@ fn run(rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit(batch);
+        // The batch's replies, pushes and releases reach the loop with one wake-up,
+        // not one per send.
+        remote.batch(|| commit(batch));
     }
 }
 
