@@ -8,6 +8,8 @@
 //!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
 //! - `history` — conversations that are kept (docs/protocol.md §10): [`Store::append_messages`]
 //!   numbers each message inside its commit; delivered and read marks; history reads.
+//! - `devices` — remembered logins (docs/protocol.md §11.2): device tokens by their
+//!   SHA-256, with a sliding expiry; revoked by logoff, password change and erase.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].
 //! - `error`  — [`StoreError`]: the answers a client may see (account taken, already
@@ -18,6 +20,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod devices;
 mod error;
 mod history;
 mod rows;
@@ -33,6 +36,8 @@ pub use rows::{
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::{Result, Store};
 
+#[cfg(test)]
+mod devices_tests;
 #[cfg(test)]
 mod history_tests;
 #[cfg(test)]

@@ -26,10 +26,10 @@ pub struct Store {
     pub(crate) conn: Connection,
 }
 
-const USER_COLUMNS: &str =
+pub(crate) const USER_COLUMNS: &str =
     "id, account, password_hash, name, picture, sex, birthday, sign, mail, created_ms";
 
-fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
         id: r.get(0)?,
         account: r.get(1)?,
@@ -133,7 +133,7 @@ impl Store {
         Ok(())
     }
 
-    fn write(&mut self) -> Result<Transaction<'_>> {
+    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
@@ -218,6 +218,11 @@ impl Store {
             Some(row) if n > 0 => row,
             _ => return Err(StoreError::UserGone),
         };
+        // A new password revokes every remembered login (docs/protocol.md §11.2), in the
+        // same commit: no device token outlives the password it was issued under.
+        if update.password_hash.is_some() {
+            tx.execute("DELETE FROM devices WHERE user_id = ?1", [id])?;
+        }
         tx.commit()?;
         Ok(row)
     }
@@ -235,8 +240,8 @@ impl Store {
     }
 
     /// Deletes the user `id` with its friendships (both sides), its requests (both
-    /// ways) and the undelivered messages it sent or was sent, in one transaction.
-    /// Returns the ids of its former friends; [`StoreError::UserGone`] when there is no
+    /// ways), the undelivered messages it sent or was sent and its remembered logins,
+    /// in one transaction. Returns the ids of its former friends; [`StoreError::UserGone`] when there is no
     /// such user (erased already: of two racing erases, one succeeds).
     pub fn delete_user(&mut self, id: &str) -> Result<Vec<String>> {
         let tx = self.write()?;
@@ -253,6 +258,7 @@ impl Store {
         tx.execute("DELETE FROM friends WHERE user_id = ?1 OR friend_id = ?1", [id])?;
         tx.execute("DELETE FROM requests WHERE from_id = ?1 OR to_id = ?1", [id])?;
         tx.execute("DELETE FROM messages WHERE from_id = ?1 OR to_id = ?1", [id])?;
+        tx.execute("DELETE FROM devices WHERE user_id = ?1", [id])?;
         tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(friends)

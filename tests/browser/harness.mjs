@@ -46,6 +46,9 @@ argon2_t = 1
 argon2_p = 1
 [history]
 enabled = true
+# One session per user, as the replacement step of chat.test.mjs expects (§11: default 5).
+[session]
+max_devices = 1
 [rate_limit]
 register_per_min = 0
 query_per_min = 0
