@@ -109,7 +109,6 @@ impl Run<'_> {
         // After a restart every session comes back at once: a blocking fetch each on the
         // loop would hold up the others' logins. The login backlog (§10.3) brings what
         // waited for them, and `fetch_all_missed` at the end fills any gap left.
-
     }
 
     /// At the end of a run: every session that still misses messages of its peer

@@ -33,11 +33,18 @@ const LISTEN_PROBE: Duration = Duration::from_millis(10);
 enum Stage {
     Chatting,
     /// SIGTERM sent at `since`; waiting for it to exit.
-    Stopping { since: Instant },
+    Stopping {
+        since: Instant,
+    },
     /// Started again at `since`; waiting for it to listen.
-    Starting { since: Instant, probed: Instant },
+    Starting {
+        since: Instant,
+        probed: Instant,
+    },
     /// The new process listens since `listening`.
-    Up { listening: Instant },
+    Up {
+        listening: Instant,
+    },
 }
 
 /// The daemon and every session's way back to it.
@@ -64,6 +71,12 @@ impl Restart {
     /// Starts the daemon with `--server-cmd` and waits for both its listeners.
     pub fn start(o: &Options) -> io::Result<Restart> {
         let cmd = o.server_cmd.clone().unwrap_or_default();
+        // Else the wait below would take another server for ours.
+        if let Some(busy) = [o.ws, o.http].into_iter().find(|a| server::listening(*a)) {
+            return Err(io::Error::other(format!(
+                "something already listens on {busy}: restart mode starts its own daemon"
+            )));
+        }
         let mut server = Server::spawn(&cmd)?;
         server.wait_listening(&[o.ws, o.http])?;
         eprintln!("daemon started (pid {})", server.pid());
@@ -225,10 +238,8 @@ impl Run<'_> {
         if ready.is_empty() {
             return Err(io::Error::other("no session is ready"));
         }
-        let missing_tokens = self
-            .restart
-            .as_ref()
-            .map_or(0, |r| r.tokens.iter().filter(|t| t.is_none()).count());
+        let missing_tokens =
+            self.restart.as_ref().map_or(0, |r| r.tokens.iter().filter(|t| t.is_none()).count());
         if missing_tokens > 0 && !self.o.password_relogin {
             return Err(io::Error::other(format!(
                 "{missing_tokens} logins with \"remember\":true got no device_token: \
@@ -297,7 +308,9 @@ impl Run<'_> {
                     return Ok(None);
                 }
                 if let Some(status) = r.server.exited()? {
-                    return Err(io::Error::other(format!("the restarted daemon exited ({status})")));
+                    return Err(io::Error::other(format!(
+                        "the restarted daemon exited ({status})"
+                    )));
                 }
                 if server::listening(self.o.ws) {
                     r.figures.start_s = since.elapsed().as_secs_f64();
