@@ -111,12 +111,15 @@ impl Run<'_> {
         // waited for them, and `fetch_all_missed` at the end fills any gap left.
     }
 
-    /// At the end of a run: every session that still misses messages of its peer
-    /// fetches them.
+    /// At the end of a run: every logged-in session that still misses messages of its
+    /// peer fetches them (one still logging in has no token to fetch with).
     pub(super) fn fetch_all_missed(&mut self, now_us: u64) {
         for user in 0..self.o.sessions {
             let missing = self.ledgers.get(user / 2).is_some_and(|l| l.lost() > 0);
-            let auth = self.clients[user].as_ref().map(|c| (c.id.clone(), c.token.clone()));
+            let auth = self.clients[user]
+                .as_ref()
+                .filter(|c| c.phase == super::Phase::Ready)
+                .map(|c| (c.id.clone(), c.token.clone()));
             if let (true, Some((id, token))) = (missing, auth) {
                 self.fetch_missed(user, &id, &token, now_us);
             }
