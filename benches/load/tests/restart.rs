@@ -85,11 +85,8 @@ impl Setup {
             std::env::temp_dir().join(format!("imd-load-restart-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let free = || {
-            let l = TcpListener::bind("127.0.0.1:0").expect("a free port");
-            l.local_addr().expect("its address")
-        };
-        let (plain, tls) = (free(), free());
+        let plain = free_port();
+        let tls = std::iter::repeat_with(free_port).find(|t| *t != plain).expect("endless");
         let text = format!(
             r#"
 [server]
@@ -146,6 +143,21 @@ enabled = true
         }
         Command::new(env!("CARGO_BIN_EXE_imd-load")).args(&args).output().expect("imd-load runs")
     }
+}
+
+/// A port that is free now, below Linux's ephemeral range (32768 up): while the daemon
+/// is down for its restart, a port from that range may be handed to some other
+/// process's connection or port-0 listener, and the daemon could not listen again.
+fn free_port() -> SocketAddr {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize)
+        ^ std::process::id() as usize;
+    (0..1000)
+        .map(|k| 20_000 + (seed.wrapping_mul(7919) + k * 4099) % 12_000)
+        .find_map(|port| TcpListener::bind(("127.0.0.1", port as u16)).ok())
+        .and_then(|l| l.local_addr().ok())
+        .expect("a free port between 20000 and 32000")
 }
 
 impl Drop for Setup {
