@@ -288,10 +288,10 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         }
     }
     if o.mode.keeps_outbox() && r.history != Some(true) {
-        return Err(io::Error::other(
-            "reconnect and restart modes need history on the server ([history] enabled = true): \
-             its replies carry no seq",
-        ));
+        return Err(io::Error::other(format!(
+            "{mode_name} mode needs history on the server ([history] enabled = true): \
+             its replies carry no seq"
+        )));
     }
     if let Some(gate) = gate {
         gate.report(&r.summary)?;
