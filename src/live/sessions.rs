@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,11 @@ pub struct Sessions {
     send_rate: Rate,
     heartbeat_rate: Rate,
     max_devices: usize,
+    /// Counts revocations (password changes, erases); see [`Sessions::login_mark`].
+    revocations: AtomicU64,
+    /// Each user's latest revocation, by that count. Locked only under the `users`
+    /// write lock.
+    revoked: Mutex<HashMap<Arc<str>, u64>>,
 }
 
 /// A view of who is online, given to code that runs under the registry lock.
@@ -102,6 +108,16 @@ pub enum Ended {
     Superseded(Arc<str>),
 }
 
+/// Why [`Sessions::start`] added no session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotStarted {
+    /// The connection closed meanwhile.
+    Closed,
+    /// The user's credentials were revoked (a password change, an erase) after the
+    /// login began checking them: they are no longer good.
+    Revoked,
+}
+
 /// What [`Sessions::start`] did besides adding the session.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Started<R> {
@@ -121,7 +137,23 @@ impl Sessions {
             send_rate,
             heartbeat_rate,
             max_devices: max_devices.max(1),
+            revocations: AtomicU64::new(0),
+            revoked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Taken by a login before it checks credentials, and handed to [`Sessions::start`]:
+    /// a revocation of the user's credentials after this point (a password change, an
+    /// erase, which end sessions only once their commit is done) refuses the login, so a
+    /// check that raced the commit cannot start a session the revocation never saw.
+    pub fn login_mark(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
+    }
+
+    /// Records a revocation of `user`'s credentials; call under the `users` write lock.
+    fn revoke(&self, user: &str) {
+        let n = self.revocations.fetch_add(1, Ordering::SeqCst) + 1;
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).insert(Arc::from(user), n);
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, ConnEntry>> {
@@ -187,20 +219,24 @@ impl Sessions {
     /// place (it queues the login reply and the 302 pushes, so nothing about this
     /// session can overtake them); its flag says whether friends hear 302: no other
     /// session of the user lives on (with one device, a replacement is announced, as
-    /// the seed did). `None` when the connection closed meanwhile.
+    /// the seed did). `since` is the login's [`Sessions::login_mark`].
     pub fn start<R>(
         &self,
         user: &str,
         session: Session,
+        since: u64,
         then: impl FnOnce(&Online<'_>, bool) -> R,
-    ) -> Option<Started<R>> {
+    ) -> Result<Started<R>, NotStarted> {
         let user: Arc<str> = Arc::from(user);
-        {
-            let mut conns = self.conns();
-            let entry = conns.get_mut(&session.conn)?;
-            entry.phase = Phase::Live { user: user.clone() };
-        }
+        let conn = session.conn;
+        self.set_phase(conn, Phase::Live { user: user.clone() })?;
         let mut users = self.users_write();
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner()).get(&user).copied();
+        if revoked.is_some_and(|n| n > since) {
+            drop(users);
+            self.set_phase(conn, Phase::LoggingIn)?;
+            return Err(NotStarted::Revoked);
+        }
         let mine = users.entry(user).or_default();
         mine.retain(|s| s.conn != session.conn);
         let over = (mine.len() + 1).saturating_sub(self.max_devices);
@@ -208,7 +244,14 @@ impl Sessions {
         let first = mine.is_empty();
         mine.push(session);
         let then = then(&Online { users: &users }, first);
-        Some(Started { replaced, then })
+        Ok(Started { replaced, then })
+    }
+
+    fn set_phase(&self, conn: ConnId, phase: Phase) -> Result<(), NotStarted> {
+        let mut conns = self.conns();
+        let entry = conns.get_mut(&conn).ok_or(NotStarted::Closed)?;
+        entry.phase = phase;
+        Ok(())
     }
 
     /// The user logged in on `conn`.
@@ -260,10 +303,12 @@ impl Sessions {
         found.ok_or(Code::AuthIllegal)
     }
 
-    /// Ends every session of `user` now (erase): their tokens die at once; the sockets
-    /// are closed by the caller. Under the lock `then` runs after the removal.
+    /// Ends every session of `user` now (erase): their tokens die at once, and logins
+    /// still checking credentials will not start; the sockets are closed by the caller.
+    /// Under the lock `then` runs after the removal.
     pub fn end_user<R>(&self, user: &str, then: impl FnOnce(&Online<'_>) -> R) -> (Vec<ConnId>, R) {
         let mut users = self.users_write();
+        self.revoke(user);
         let conns = users.remove(user).unwrap_or_default().into_iter().map(|s| s.conn).collect();
         let r = then(&Online { users: &users });
         (conns, r)
@@ -286,8 +331,9 @@ impl Sessions {
     }
 
     /// Ends every session of `user` but the one on `keep` (a password change): their
-    /// tokens die at once; the sockets are closed by the caller. Under the lock `then`
-    /// runs after the removal, told whether no session is left (`keep` was gone too).
+    /// tokens die at once, and logins still checking the old credentials will not start;
+    /// the sockets are closed by the caller. Under the lock `then` runs after the
+    /// removal, told whether no session is left (`keep` was gone too).
     pub fn end_others<R>(
         &self,
         user: &str,
@@ -295,6 +341,7 @@ impl Sessions {
         then: impl FnOnce(&Online<'_>, bool) -> R,
     ) -> (Vec<ConnId>, R) {
         let mut users = self.users_write();
+        self.revoke(user);
         let (ended, last) = remove_session(&mut users, user, |s| s.conn != keep);
         let r = then(&Online { users: &users }, last && !ended.is_empty());
         (ended.into_iter().map(|s| s.conn).collect(), r)
@@ -376,7 +423,8 @@ mod tests {
     /// whether friends would hear 302.
     fn login(s: &Sessions, user: &str, conn: u64, token: char) -> (Vec<ConnId>, bool) {
         s.open(ConnId(conn), IP);
-        let started = s.start(user, session(conn, token), |_, first| first).unwrap();
+        let started =
+            s.start(user, session(conn, token), s.login_mark(), |_, first| first).unwrap();
         (started.replaced, started.then)
     }
 
@@ -388,7 +436,7 @@ mod tests {
         assert!(s.begin_login(ConnId(1)));
         assert!(!s.begin_login(ConnId(1)), "one login per connection");
         assert!(s.login_overdue(Duration::ZERO).is_empty(), "a login in progress is not overdue");
-        let started = s.start("u1", session(1, 't'), |_, first| first).unwrap();
+        let started = s.start("u1", session(1, 't'), 0, |_, first| first).unwrap();
         assert_eq!(started, Started { replaced: vec![], then: true });
         assert_eq!(s.authenticate("u1", &"t".repeat(32)), Ok(ConnId(1)));
         assert_eq!(s.authenticate("u1", &"x".repeat(32)), Err(Code::AuthIllegal));
@@ -455,7 +503,7 @@ mod tests {
         s.open(ConnId(2), IP);
         let mut second = session(2, 'b');
         second.device = Some(7);
-        s.start("u", second, |_, _| ()).unwrap();
+        s.start("u", second, 0, |_, _| ()).unwrap();
         let (ended, last) = s.end_session("u", ConnId(2), |_, last| last);
         assert_eq!((ended.and_then(|e| e.device), last), (Some(7), false));
         assert_eq!(s.authenticate("u", &"b".repeat(32)), Err(Code::AuthIllegal));
@@ -476,6 +524,30 @@ mod tests {
         assert_eq!((conns, last), (vec![ConnId(1), ConnId(3)], false));
         assert_eq!(s.conns_of("u"), vec![ConnId(2)]);
         assert_eq!(s.authenticate("u", &"c".repeat(32)), Err(Code::AuthIllegal));
+    }
+
+    #[test]
+    fn a_revocation_refuses_logins_that_began_before_it() {
+        let s = registry(3);
+        login(&s, "u", 1, 'a');
+        s.open(ConnId(2), IP);
+        s.open(ConnId(3), IP);
+        let before = s.login_mark();
+        // A password change from session 1 while session 2's login checks credentials.
+        let (ended, _) = s.end_others("u", ConnId(1), |_, _| ());
+        assert!(ended.is_empty());
+        assert_eq!(
+            s.start("u", session(2, 'b'), before, |_, _| ()).err(),
+            Some(NotStarted::Revoked)
+        );
+        assert_eq!(s.user_of(ConnId(2)), None, "a refused login is no session");
+        assert_eq!(s.conns_of("u"), vec![ConnId(1)]);
+        // Another user's revocation, and a login that began after it, are not refused.
+        let after = s.login_mark();
+        s.end_user("v", |_| ());
+        assert!(s.start("u", session(3, 'c'), after, |_, _| ()).is_ok());
+        s.close(ConnId(9), |_, _| ());
+        assert_eq!(s.start("u", session(9, 'd'), after, |_, _| ()).err(), Some(NotStarted::Closed));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
 use crate::app::{App, Fail, Outcome};
 use crate::auth::devices::{self, Remembered};
-use crate::live::sessions::{Ended, Online, Session};
+use crate::live::sessions::{Ended, NotStarted, Online, Session};
 use crate::live::token::new_token;
 use crate::routes::accounts::authenticate_session;
 use crate::routes::friends::{friend_entries, request_entries};
@@ -229,8 +229,10 @@ fn login(app: &App, conn: ConnId, offered: Credentials, remote: &Remote) -> Flow
     };
     let Some(pool) = app.me.upgrade() else { return Flow::Done };
     let job_remote = remote.clone();
+    let since = app.sessions.login_mark();
     let queued = app.hasher.run_for(conn, remote, move || {
-        finish_login(&pool, conn, ip, &account, &password, remember, &job_remote);
+        let offered = Offered { account: &account, password: &password, remember, since };
+        finish_login(&pool, conn, ip, &offered, &job_remote);
     });
     if !queued {
         app.login_fail_limit.refund(ip);
@@ -242,15 +244,17 @@ fn login(app: &App, conn: ConnId, offered: Credentials, remote: &Remote) -> Flow
     Flow::Deferred
 }
 
-fn finish_login(
-    app: &App,
-    conn: ConnId,
-    ip: IpAddr,
-    account: &str,
-    password: &str,
+/// A password login on the hasher pool.
+struct Offered<'a> {
+    account: &'a str,
+    password: &'a str,
     remember: bool,
-    remote: &Remote,
-) {
+    /// The registry's login mark from before the check.
+    since: u64,
+}
+
+fn finish_login(app: &App, conn: ConnId, ip: IpAddr, offered: &Offered<'_>, remote: &Remote) {
+    let Offered { account, password, remember, since } = *offered;
     match check_login(app, account, password) {
         Ok(Some((user, rehash))) => {
             app.login_fail_limit.refund(ip);
@@ -259,7 +263,7 @@ fn finish_login(
             }
             let device = if remember { devices::remember(app, &user.id) } else { Ok(None) };
             match device {
-                Ok(device) => start(app, conn, user, device, remote),
+                Ok(device) => start(app, conn, user, device, since, remote),
                 Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
             }
         }
@@ -279,10 +283,12 @@ fn finish_login(
 /// A login by device token (§11.2): no password hash is run. An unknown, expired or
 /// revoked token, or one of another account, is a failed login like a wrong password.
 fn device_login(app: &App, conn: ConnId, ip: IpAddr, account: &str, token: &str, remote: &Remote) {
+    let since = app.sessions.login_mark();
     match devices::check(app, account, token) {
         Ok(Some((user, device))) => {
             app.login_fail_limit.refund(ip);
-            start(app, conn, user, Some(Remembered { id: device, token: None }), remote);
+            let device = Some(Remembered { id: device, token: None });
+            start(app, conn, user, device, since, remote);
         }
         Ok(None) => {
             app.metrics.login(false);
@@ -343,6 +349,7 @@ fn start(
     conn: ConnId,
     user: store::UserRow,
     device: Option<Remembered>,
+    since: u64,
     remote: &Remote,
 ) {
     let me = user.id.clone();
@@ -376,7 +383,7 @@ fn start(
     }
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
     let session = Session { conn, token: token.clone(), device };
-    let started = app.sessions.start(&me, session, |online, first| {
+    let started = app.sessions.start(&me, session, since, |online, first| {
         let mut friends = marked;
         for f in &mut friends {
             f.online = online.is_online(&f.id);
@@ -397,7 +404,14 @@ fn start(
         stored.send(remote, conn);
     });
     drop(delivery);
-    let Some(started) = started else { return };
+    let started = match started {
+        Ok(started) => started,
+        // Its password or device token was revoked while it was being checked.
+        Err(NotStarted::Revoked) => {
+            return refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL)
+        }
+        Err(NotStarted::Closed) => return,
+    };
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
     log::debug!("login: session started for a user");
