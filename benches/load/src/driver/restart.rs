@@ -409,6 +409,23 @@ mod tests {
     }
 
     #[test]
+    fn restart_mode_needs_its_command_and_one_process() {
+        let parse = |a: &str| parse_args(a.split_whitespace().map(String::from));
+        assert!(parse("restart --sessions 4").unwrap_err().contains("--server-cmd"));
+        let err = parse("restart --sessions 40 --per-process 10 --server-cmd x").unwrap_err();
+        assert!(err.contains("one process"), "{err}");
+        let o = parse(
+            "restart --sessions 4 --server-cmd x --restart-cmd y --password-relogin \
+                       --back-within 7.5",
+        )
+        .expect("options");
+        assert_eq!((o.server_cmd.as_deref(), o.restart_cmd.as_deref()), (Some("x"), Some("y")));
+        assert!(o.password_relogin && o.mode.keeps_outbox());
+        assert_eq!(o.back_within, Duration::from_millis(7500));
+        assert!(parse("restart --sessions 4 --server-cmd x --back-within 0").is_err());
+    }
+
+    #[test]
     fn backoff_doubles_with_jitter_up_to_its_cap() {
         let mut r = restart("restart --sessions 2 --server-cmd x");
         let mut ceilings = Vec::new();
