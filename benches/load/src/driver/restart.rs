@@ -126,6 +126,17 @@ impl Restart {
             self.tokens[user] = Some(t.to_string());
         }
         self.attempts[user] = 0;
+        if let Stage::Starting { since, .. } = self.stage {
+            // A login on the new process before the probe saw it listen (a device-token
+            // login takes a few ms): it listens, and this session is back.
+            self.figures.start_s = since.elapsed().as_secs_f64();
+            self.stage = Stage::Up { listening: Instant::now() };
+            eprintln!(
+                "daemon started again (pid {}), a login on it {:.2} s after its start",
+                self.server.pid(),
+                self.figures.start_s
+            );
+        }
         if let Stage::Up { .. } = self.stage {
             if self.back_at[user].is_none() {
                 let now = Instant::now();
@@ -469,6 +480,18 @@ mod tests {
         let mut p = p;
         p.logged_in(0, false, Some("cd"));
         assert_eq!(p.token(0), None);
+    }
+
+    #[test]
+    fn a_login_before_the_probe_saw_the_new_process_listen_is_back() {
+        let mut r = restart("restart --sessions 2 --server-cmd x");
+        r.stage = Stage::Stopping { since: Instant::now() };
+        r.logged_in(0, true, None);
+        assert_eq!(r.back, 0, "the old process, stopping: it will close this session");
+        r.stage = Stage::Starting { since: Instant::now(), probed: Instant::now() };
+        r.logged_in(0, true, None);
+        assert!(matches!(r.stage, Stage::Up { .. }));
+        assert_eq!(r.back, 1);
     }
 
     #[test]
