@@ -240,6 +240,12 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     if o.per_process < 2 {
         return Err("--per-process must be at least 2".into());
     }
+    let restart_only = o.server_cmd.is_some() || o.restart_cmd.is_some() || o.password_relogin;
+    if o.mode != Mode::Restart && restart_only {
+        return Err(
+            "--server-cmd, --restart-cmd and --password-relogin belong to restart mode".into()
+        );
+    }
     if o.mode == Mode::Restart {
         if o.server_cmd.is_none() {
             return Err("restart mode needs --server-cmd: it stops and starts the daemon".into());

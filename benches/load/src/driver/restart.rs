@@ -434,6 +434,7 @@ mod tests {
         assert!(o.password_relogin && o.mode.keeps_outbox());
         assert_eq!(o.back_within, Duration::from_millis(7500));
         assert!(parse("restart --sessions 4 --server-cmd x --back-within 0").is_err());
+        assert!(parse("chat --sessions 4 --password-relogin").unwrap_err().contains("restart"));
     }
 
     #[test]
