@@ -22,7 +22,17 @@ fn main() -> ExitCode {
             return serve(Path::new(config));
         }
     }
-    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    // Names filter the tests, as libtest's do; the flags cargo may pass are skipped,
+    // with the value of those that take one.
+    let mut filter: Vec<&String> = Vec::new();
+    let mut rest = args.iter();
+    while let Some(a) = rest.next() {
+        if ["--test-threads", "--skip", "--color", "--format", "-Z"].contains(&a.as_str()) {
+            rest.next();
+        } else if !a.starts_with('-') {
+            filter.push(a);
+        }
+    }
     let tests: [(&str, fn()); 4] = [
         ("restart_over_plain_brings_every_session_back_by_device_token", restart_over_plain),
         ("restart_over_tls_brings_every_session_back_by_device_token", restart_over_tls),
