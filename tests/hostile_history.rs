@@ -257,3 +257,40 @@ fn after_an_erase_or_a_removal_every_conversation_surface_answers_512() {
         assert_code(&v, 514, "Auth Info Empty");
     }
 }
+
+#[test]
+fn logoff_forget_takes_only_a_boolean_and_frames_after_logoff_go_nowhere() {
+    let s = server();
+    let (mut a, mut b, ua, _) = pair(&s, Via::Plain, "off");
+    // Anything but true/false/empty is 403, before the auth checks (a bad token here).
+    for odd in ["TRUE", "1", "yes", "%00", "true%00"] {
+        let v = get(&s, Via::Plain, &format!("/im/logoff?id={}&token=bad&forget={odd}", a.id));
+        assert_code(&v, 403, "Protocol Error");
+    }
+    for odd in [json!("true"), json!(1), json!([true]), json!({})] {
+        let v =
+            post(&s, Via::Plain, "/im/logoff", &json!({"id": a.id, "token": "bad", "forget": odd}));
+        assert_code(&v, 403, "Protocol Error");
+    }
+    let v = get(&s, Via::Plain, &format!("/im/logoff?id={}&token=bad&forget=true", a.id));
+    assert_code(&v, 515, "Auth Illegal");
+    // A second device stays; the logged-off socket answers nothing more and is closed.
+    let mut a2 = Session::login(&s, Via::Tls, &ua);
+    assert_code(&get(&s, Via::Plain, &format!("/im/logoff?{}&forget=", a.auth())), 200, "Success");
+    a.ws.send_json(
+        &json!({"id": "late", "toFriend": b.id, "payload": "after logoff", "cid": "late"}),
+    );
+    a.ws.send_json(&json!({"type": "typing", "to": b.id}));
+    assert_eq!(a.ws.expect_close(), Some(1000));
+    b.ws.expect_silence(Duration::from_millis(300));
+    let v = get(&s, Via::Plain, &format!("/im/messages?{}&with={}", a2.auth(), b.id));
+    assert_eq!(v["messages"], json!([]), "nothing was kept from the logged-off socket");
+    // The old token is dead on every route.
+    let v = get(&s, Via::Plain, &format!("/im/messages?{}&with={}", a.auth(), b.id));
+    assert_code(&v, 515, "Auth Illegal");
+    let v = ask(
+        &mut a2.ws,
+        &json!({"id": "1", "toFriend": b.id, "payload": "p", "cid": "late"}).to_string(),
+    );
+    assert_eq!((v["code"].as_u64(), v["seq"].as_i64()), (Some(200), Some(1)), "{v}");
+}
