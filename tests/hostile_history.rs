@@ -294,3 +294,18 @@ fn logoff_forget_takes_only_a_boolean_and_frames_after_logoff_go_nowhere() {
     );
     assert_eq!((v["code"].as_u64(), v["seq"].as_i64()), (Some(200), Some(1)), "{v}");
 }
+
+#[test]
+fn a_frame_type_is_trimmed_like_every_input_field() {
+    let s = server();
+    let (mut a, mut b, _, _) = pair(&s, Via::Tls, "trim");
+    exchange(&mut a, &mut b, 1);
+    let v = ask(&mut b.ws, &json!({"type": " read\n", "with": a.id, "seq": 1}).to_string());
+    assert_eq!(v, json!({"code":200,"message":"Success","ok":true,"type":"read"}));
+    assert_code(&a.ws.recv(), 307, "Message Read");
+    let v = ask(&mut b.ws, &json!({"type": "\ttyping ", "to": a.id}).to_string());
+    assert_eq!(v, json!({"code":200,"message":"Success","ok":true,"type":"typing"}));
+    assert_code(&a.ws.recv(), 308, "Friend Typing");
+    let v = ask(&mut b.ws, r#"{"type":" heartbeat "}"#);
+    assert_eq!(v, json!({"code":200,"message":"Success","ok":true,"type":"heartbeat"}));
+}

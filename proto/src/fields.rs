@@ -65,10 +65,11 @@ impl Fields {
         keys.iter().try_for_each(|k| self.string(k).map(drop))
     }
 
-    /// The `type` member when it is a string (`"read"`, `"typing"`, …).
+    /// The `type` member when it is a string (`"read"`, `"typing"`, …), trimmed like
+    /// every input field (§1).
     pub fn frame_type(&self) -> Option<&str> {
         match self.map.get("type") {
-            Some(Value::String(t)) => Some(t),
+            Some(Value::String(t)) => Some(t.trim()),
             _ => None,
         }
     }
@@ -96,7 +97,7 @@ impl Fields {
 
     /// Whether this is the JSON heartbeat `{"type":"heartbeat"}` (§4.3).
     pub fn is_heartbeat(&self) -> bool {
-        matches!(self.map.get("type"), Some(Value::String(t)) if t == "heartbeat")
+        self.frame_type() == Some("heartbeat")
     }
 }
 
@@ -303,6 +304,8 @@ mod tests {
         assert!(Fields::parse(br#"{"type":"heartbeat"}"#).unwrap().is_heartbeat());
         assert!(!Fields::parse(br#"{"type":"other"}"#).unwrap().is_heartbeat());
         assert!(!Fields::parse(br#"{"type":1}"#).unwrap().is_heartbeat());
+        assert!(Fields::parse(b"{\"type\":\" heartbeat\\n\"}").unwrap().is_heartbeat());
+        assert_eq!(Fields::parse(br#"{"type":"\tread "}"#).unwrap().frame_type(), Some("read"));
         let f = Fields::parse(br#"{"account":" al ","password":" pw "}"#).unwrap();
         assert_eq!(
             LoginFrame::from_fields(&f),
