@@ -309,3 +309,26 @@ fn a_frame_type_is_trimmed_like_every_input_field() {
     let v = ask(&mut b.ws, r#"{"type":" heartbeat "}"#);
     assert_eq!(v, json!({"code":200,"message":"Success","ok":true,"type":"heartbeat"}));
 }
+
+#[test]
+fn json_beyond_its_limits_is_invalid_even_in_an_unknown_field() {
+    let s = server();
+    let (mut a, mut b, _, _) = pair(&s, Via::Plain, "lim");
+    let bid = b.id.as_str();
+    let with =
+        |extra: &str| format!(r#"{{"id":"7","toFriend":"{bid}","payload":"p","x":{extra}}}"#);
+    let invalid = json!({"code":403,"message":"Protocol Error","ok":false});
+    assert_eq!(ask(&mut a.ws, &with("1e400")), invalid);
+    assert_eq!(ask(&mut a.ws, &with(&format!("{}{}", "[".repeat(200), "]".repeat(200)))), invalid);
+    // Within them, an unknown field is ignored, whatever it holds.
+    let deep = format!("{}{}", "[".repeat(100), "]".repeat(100));
+    for extra in ["1e300", "-1e-300", "18446744073709551616", deep.as_str()] {
+        let v = ask(&mut a.ws, &with(extra));
+        assert_code(&v, 200, "Success");
+        b.ws.recv();
+        a.ws.recv();
+    }
+    // The session lives on after each 403 (§4.1).
+    let v = ask(&mut a.ws, &json!({"type": "typing", "to": bid}).to_string());
+    assert_code(&v, 200, "Success");
+}
