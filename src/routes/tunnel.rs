@@ -49,8 +49,9 @@ enum Credentials {
 }
 
 impl Credentials {
-    /// The credentials of a first frame: a device token counts only without a password.
-    /// A frame that is not a login frame offers an empty password (505).
+    /// The credentials of a first frame: a device token counts only without a password
+    /// (absent, or empty: only white space, docs/protocol.md §1). A frame that is not a
+    /// login frame offers an empty password (505).
     fn of(frame: Option<LoginFrame<'_>>) -> Credentials {
         let f = frame.unwrap_or(LoginFrame {
             account: "",
@@ -58,7 +59,7 @@ impl Credentials {
             device_token: "",
             remember: false,
         });
-        if f.password.is_empty() && !f.device_token.is_empty() {
+        if proto::is_blank(f.password) && !f.device_token.is_empty() {
             return Credentials::Device {
                 account: f.account.to_string(),
                 token: f.device_token.to_string(),

@@ -173,8 +173,13 @@ impl Store {
         Ok(out)
     }
 
-    /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns the marks
-    /// that moved, with their new value.
+    /// Moves `user`'s delivered marks up to the given `(peer, seq)`, each capped at its
+    /// conversation's last `seq`; returns the marks that moved, with their new value.
+    ///
+    /// The cap matters when the friendship ended after the marks were read (a login's
+    /// backlog racing a removal or an erase): the conversation is gone, so no mark is
+    /// written, and none is left to hide the first messages of the pair's next
+    /// conversation, which starts again at `seq` 1.
     pub fn mark_delivered(
         &mut self,
         user: &str,
@@ -183,8 +188,9 @@ impl Store {
         let tx = self.write_tx()?;
         let mut moved = Vec::new();
         for (peer, seq) in marks {
-            if mark_delivered(&tx, user, peer, *seq)? {
-                moved.push((peer.clone(), *seq));
+            let seq = (*seq).min(last_seq(&tx, user, peer)?);
+            if seq > 0 && mark_delivered(&tx, user, peer, seq)? {
+                moved.push((peer.clone(), seq));
             }
         }
         tx.commit()?;
@@ -195,13 +201,7 @@ impl Store {
     /// last `seq`) if that is above it; returns the new mark when it moved.
     pub fn mark_read(&mut self, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
         let tx = self.write_tx()?;
-        let (a, b) = pair(user, peer);
-        let last: i64 = tx
-            .prepare_cached("SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2")?
-            .query_row([a, b], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        let seq = seq.min(last);
+        let seq = seq.min(last_seq(&tx, user, peer)?);
         let moved = seq > 0
             && tx
                 .prepare_cached(
@@ -296,6 +296,16 @@ impl Store {
     fn write_tx(&mut self) -> Result<Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
+}
+
+/// The last `seq` of the conversation of `x` and `y`; 0 when there is none.
+fn last_seq(tx: &Transaction<'_>, x: &str, y: &str) -> rusqlite::Result<i64> {
+    let (a, b) = pair(x, y);
+    Ok(tx
+        .prepare_cached("SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2")?
+        .query_row([a, b], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 fn mark_delivered(

@@ -159,6 +159,28 @@ fn marks_move_up_only_and_read_is_capped() {
 }
 
 #[test]
+fn a_delivered_mark_is_capped_and_never_outlives_its_conversation() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1"), msg("a", "b", None, "2")]).unwrap();
+    assert_eq!(s.mark_delivered("b", &[("a".into(), 1)]).unwrap(), vec![("a".into(), 1)]);
+    assert_eq!(s.mark_delivered("b", &[("a".into(), 99)]).unwrap(), vec![("a".into(), 2)]);
+    s.append_messages(&[msg("a", "b", None, "3")]).unwrap();
+    // A login read this backlog; the friendship ended before its marks were written.
+    let backlog = s.undelivered("b", 10).unwrap();
+    assert_eq!(backlog.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(s.remove_friendship("a", "b").unwrap());
+    assert!(s.mark_delivered("b", &[("a".into(), 3)]).unwrap().is_empty());
+    // Friends again: the new conversation's first message is undelivered.
+    s.make_friends("a", "B", "b", "A").unwrap();
+    assert_eq!(
+        s.append_messages(&[msg("a", "b", None, "new")]).unwrap(),
+        vec![Appended::New { seq: 1 }]
+    );
+    assert_eq!(s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
 fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one() {
     let (_db, mut s) = friends(&["a", "b", "c"]);
     s.make_friends("a", "B", "b", "A").unwrap();
