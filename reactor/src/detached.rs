@@ -12,7 +12,7 @@ use crate::{ConnId, Remote, Response, Upgrade};
 /// A command a handler sent through a [`DetachedRemote`].
 #[derive(Debug)]
 pub enum Sent {
-    /// [`Remote::send_text`].
+    /// [`Remote::send_text`], and [`Remote::send_text_tracked`] without its tag.
     Text(ConnId, String),
     /// [`Remote::send_binary`].
     Binary(ConnId, Vec<u8>),
@@ -31,7 +31,7 @@ pub enum Sent {
 impl From<Command> for Sent {
     fn from(cmd: Command) -> Sent {
         match cmd {
-            Command::Text(c, t) => Sent::Text(c, t),
+            Command::Text(c, t) | Command::Tracked(c, t, _) => Sent::Text(c, t),
             Command::Binary(c, b) => Sent::Binary(c, b),
             Command::Close(c, code, reason) => Sent::Close(c, code, reason),
             Command::Done(c) | Command::Handled(c, _, false) => Sent::Done(c),

@@ -148,6 +148,7 @@ impl MemoryConn {
             ws_config: self.ws_config,
             jobs: &self.jobs_tx,
             stats: self.remote.remote().stats(),
+            open: &self.remote.remote().shared.open,
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
             static_files: None,
@@ -223,6 +224,10 @@ impl MemoryConn {
             Job::Messages(c, msgs) => Some(deliver(c, msgs, |m| h.message(c, m, remote))),
             Job::Closed(c, reason) => {
                 h.closed(c, reason, remote);
+                None
+            }
+            Job::Written(c, tags) => {
+                h.written(c, tags, remote);
                 None
             }
         };

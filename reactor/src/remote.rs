@@ -12,11 +12,14 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 use rustls::ServerConfig;
 
+use crate::receipts::OpenSockets;
 use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade, WsMessage};
 
 /// What the event loop is asked to do.
 pub(crate) enum Command {
     Text(ConnId, String),
+    /// A text frame whose write is reported with its tag ([`crate::Handler::written`]).
+    Tracked(ConnId, String, u64),
     Binary(ConnId, Vec<u8>),
     Close(ConnId, u16, String),
     /// The application finished a job of this connection it had deferred.
@@ -36,6 +39,7 @@ impl Command {
     pub(crate) fn conn(&self) -> Option<ConnId> {
         match self {
             Command::Text(id, _)
+            | Command::Tracked(id, _, _)
             | Command::Binary(id, _)
             | Command::Close(id, _, _)
             | Command::Done(id)
@@ -113,6 +117,7 @@ pub(crate) struct Shared {
     wake_pending: AtomicBool,
     shutting_down: AtomicBool,
     pub(crate) stats: Stats,
+    pub(crate) open: OpenSockets,
 }
 
 /// A handle to the running reactor, usable from any thread.
@@ -130,6 +135,7 @@ impl Remote {
                 wake_pending: AtomicBool::new(false),
                 shutting_down: AtomicBool::new(false),
                 stats: Stats::default(),
+                open: OpenSockets::default(),
             }),
         }
     }
@@ -193,6 +199,20 @@ impl Remote {
     /// Queues a text frame to `conn`; dropped if `conn` is gone.
     pub fn send_text(&self, conn: ConnId, text: String) {
         self.command(Command::Text(conn, text));
+    }
+
+    /// Queues a text frame to `conn` like [`send_text`](Self::send_text), and reports
+    /// `tag` through [`Handler::written`](crate::Handler::written) once the frame is in
+    /// the socket; never if `conn` closes first (or is gone, or no WebSocket).
+    pub fn send_text_tracked(&self, conn: ConnId, text: String, tag: u64) {
+        self.command(Command::Tracked(conn, text, tag));
+    }
+
+    /// Whether `conn` is a WebSocket that takes frames: false from the moment its close
+    /// begins (ours or the peer's, a timeout, a failure, a peer gone) and for a
+    /// connection that is gone. A frame sent to it now is written unless it closes first.
+    pub fn takes_frames(&self, conn: ConnId) -> bool {
+        self.shared.open.contains(conn)
     }
 
     /// Queues a binary frame to `conn`; dropped if `conn` is gone.

@@ -148,6 +148,7 @@ impl Server {
                 ws_config,
                 jobs: &jobs_tx,
                 stats: &remote.shared.stats,
+                open: &remote.shared.open,
                 scratch: &mut scratch,
                 shutting_down: shutdown_at.is_some(),
                 static_files: static_files.as_deref(),
