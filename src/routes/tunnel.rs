@@ -244,15 +244,11 @@ fn check_login(
 /// older session, deliver kept messages (history on).
 fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     let me = user.id.clone();
-    // No message can be pushed to this session and also be in its backlog (see history).
-    let delivery = app.config.history.enabled.then(|| app.history.delivery());
-    let loaded = app
-        .store(|s| {
-            let newest = app.config.requests.login_requests;
-            Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
-        })
-        .and_then(|(f, r)| Ok((f, r, crate::history::backlog(app, &me)?)));
-    let (friends, requests, stored) = match loaded {
+    let loaded = app.store(|s| {
+        let newest = app.config.requests.login_requests;
+        Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
+    });
+    let (friends, requests) = match loaded {
         Ok(x) => x,
         Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
     };
@@ -272,6 +268,8 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    // Kept messages follow the login reply, before anything sent from now on (see history).
+    crate::history::before_session(app, conn);
     let started = app.sessions.start(&me, conn, token.clone(), |online| {
         let mut friends = marked;
         for f in &mut friends {
@@ -285,10 +283,8 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
                 app.metrics.pushed(Code::FriendOnline);
             }
         }
-        // Kept messages follow the login reply, before anything sent from now on.
-        stored.send(remote, conn);
     });
-    drop(delivery);
+    crate::history::after_session(app, remote, conn, &me, started.is_some());
     let Some((replaced, ())) = started else { return };
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
@@ -298,7 +294,6 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
         remote.send_text(old, proto::status(Code::LoginInOtherPlace));
         remote.close(old, CLOSE_NORMAL, "login in other place");
     }
-    crate::history::delivered_at_login(app, remote, &me, &stored);
 }
 
 /// `/im/logoff?id&token`: ends the session at once, then closes its socket (1000).

@@ -25,9 +25,21 @@ pub struct NewHistoryMessage {
     pub payload: String,
     /// When the server accepted it, unix milliseconds.
     pub ts_ms: i64,
-    /// It is being queued on a live session of the receiver: its send is answered 200
-    /// and the receiver's delivered mark moves to it, in the same commit; else 202.
+    /// It goes to a live session of the receiver: its send is answered 200, else 202.
+    /// The receiver's delivered mark moves later, once the frame is written
+    /// ([`Store::append_and_mark`]).
     pub live: bool,
+}
+
+/// A delivered mark to move up: `user`'s mark of the conversation with `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The receiver whose mark it is.
+    pub user: String,
+    /// The sender: the other side of the conversation.
+    pub peer: String,
+    /// The `seq` to move it to.
+    pub seq: i64,
 }
 
 /// A message of a conversation, as stored.
@@ -153,9 +165,6 @@ fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<A
         m.ts_ms,
         code
     ])?;
-    if m.live {
-        mark_delivered(tx, &m.to_id, &m.from_id, seq)?;
-    }
     Ok(Appended::New { seq })
 }
 
@@ -164,13 +173,30 @@ impl Store {
     /// in order; a message whose `(sender, cid)` is already stored, or whose sender
     /// and receiver are not friends, is not stored (see [`Appended`]).
     pub fn append_messages(&mut self, messages: &[NewHistoryMessage]) -> Result<Vec<Appended>> {
+        Ok(self.append_and_mark(messages, &[])?.0)
+    }
+
+    /// [`append_messages`](Self::append_messages) and the delivered `marks` of messages
+    /// written meanwhile, in one transaction (one fsync for both); returns what became
+    /// of each message and the marks that moved.
+    pub fn append_and_mark(
+        &mut self,
+        messages: &[NewHistoryMessage],
+        marks: &[Delivered],
+    ) -> Result<(Vec<Appended>, Vec<Delivered>)> {
         let tx = self.write_tx()?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             out.push(append_one(&tx, m)?);
         }
+        let mut moved = Vec::new();
+        for d in marks {
+            if mark_delivered(&tx, &d.user, &d.peer, d.seq)? {
+                moved.push(d.clone());
+            }
+        }
         tx.commit()?;
-        Ok(out)
+        Ok((out, moved))
     }
 
     /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns the marks

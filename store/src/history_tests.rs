@@ -113,16 +113,20 @@ fn a_cid_is_stored_once_per_sender() {
 }
 
 #[test]
-fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit() {
+fn a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit() {
     let (_db, mut s) = friends(&["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     let live = NewHistoryMessage { live: true, ..msg("a", "b", Some("k"), "1") };
     s.append_messages(&[live.clone(), msg("a", "b", None, "2")]).unwrap();
-    let r = s.append_messages(&[live]).unwrap();
+    let seqs =
+        |s: &Store| s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&s), vec![1, 2], "queued is not delivered: the frame is not written yet");
+    let written = Delivered { user: "b".into(), peer: "a".into(), seq: 1 };
+    let (r, moved) = s.append_and_mark(&[live], &[written.clone(), written.clone()]).unwrap();
     let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
     assert_eq!(m.code, 200);
-    let undelivered = s.undelivered("b", 10).unwrap();
-    assert_eq!(undelivered.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(moved, vec![written], "a mark moves once, and only up");
+    assert_eq!(seqs(&s), vec![2]);
 }
 
 #[test]
