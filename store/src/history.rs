@@ -257,6 +257,36 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The first of [`undelivered`](Self::undelivered), as many as fit in `bytes` of
+    /// payload (at least one) and at most `limit`; and whether any are left after them.
+    /// Rows are read one at a time, so no more than one row past the slice is read.
+    pub fn undelivered_slice(
+        &self,
+        user: &str,
+        limit: usize,
+        bytes: usize,
+    ) -> Result<(Vec<HistoryMessage>, bool)> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM history h
+             WHERE h.to_id = ?1
+               AND h.seq > COALESCE((SELECT delivered FROM marks
+                                     WHERE user_id = ?1 AND peer_id = h.from_id), 0)
+             ORDER BY h.a, h.b, h.seq"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query_map(params![user], message_row)?;
+        let (mut slice, mut total) = (Vec::new(), 0);
+        for row in rows.by_ref() {
+            let m = row?;
+            if slice.len() == limit || (!slice.is_empty() && total + m.payload.len() > bytes) {
+                return Ok((slice, true));
+            }
+            total += m.payload.len();
+            slice.push(m);
+        }
+        Ok((slice, false))
+    }
+
     /// `user`'s view of the conversation with `peer`.
     pub fn conversation(&self, user: &str, peer: &str) -> Result<ConversationState> {
         let (a, b) = pair(user, peer);

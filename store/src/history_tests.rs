@@ -130,6 +130,39 @@ fn a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit() {
 }
 
 #[test]
+fn an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left() {
+    let (_db, mut s) = friends(&["a", "b", "c"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.make_friends("c", "B", "b", "C").unwrap();
+    s.append_messages(&[
+        msg("c", "b", None, "12345"),
+        msg("a", "b", None, "1234"),
+        msg("a", "b", None, "12"),
+        msg("c", "b", None, "1"),
+    ])
+    .unwrap();
+    let got = |(v, more): (Vec<HistoryMessage>, bool)| {
+        (v.iter().map(|m| (m.from_id.clone(), m.seq)).collect::<Vec<_>>(), more)
+    };
+    let ab = |n| ("a".to_string(), n);
+    let cb = |n| ("c".to_string(), n);
+    // Conversation by conversation (a-b before b-c), each in seq order.
+    assert_eq!(
+        got(s.undelivered_slice("b", 10, 100).unwrap()),
+        (vec![ab(1), ab(2), cb(1), cb(2)], false)
+    );
+    assert_eq!(got(s.undelivered_slice("b", 10, 6).unwrap()), (vec![ab(1), ab(2)], true));
+    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![ab(1)], true), "at least one");
+    assert_eq!(got(s.undelivered_slice("b", 3, 100).unwrap()), (vec![ab(1), ab(2), cb(1)], true));
+    assert_eq!(
+        got(s.undelivered_slice("b", 4, 100).unwrap()),
+        (vec![ab(1), ab(2), cb(1), cb(2)], false)
+    );
+    s.mark_delivered("b", &[("a".into(), 2), ("c".into(), 1)]).unwrap();
+    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![cb(2)], false));
+}
+
+#[test]
 fn not_friends_stores_nothing() {
     let (_db, mut s) = friends(&["a", "b"]);
     assert_eq!(s.append_messages(&[msg("a", "b", None, "1")]).unwrap(), vec![Appended::NotFriends]);
