@@ -51,12 +51,25 @@ pub struct DetachedRemote {
 }
 
 impl DetachedRemote {
-    /// A remote and its command channel.
+    /// A remote and its command channel. Nothing closes a connection behind it, so
+    /// every connection takes frames ([`Remote::takes_frames`]).
     pub fn new() -> io::Result<DetachedRemote> {
+        DetachedRemote::make(Remote::detached)
+    }
+
+    /// The remote of [`crate::internals::MemoryConn`], whose connection code reports
+    /// which WebSockets take frames as the event loop's does.
+    pub(crate) fn driven() -> io::Result<DetachedRemote> {
+        DetachedRemote::make(Remote::new)
+    }
+
+    fn make(
+        remote: fn(crossbeam_channel::Sender<Command>, mio::Waker) -> Remote,
+    ) -> io::Result<DetachedRemote> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), mio::Token(0))?;
         let (tx, commands) = crossbeam_channel::unbounded();
-        Ok(DetachedRemote { remote: Remote::new(tx, waker), commands, _poll: poll })
+        Ok(DetachedRemote { remote: remote(tx, waker), commands, _poll: poll })
     }
 
     /// The handle to give to handlers.

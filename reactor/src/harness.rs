@@ -57,7 +57,7 @@ impl MemoryConn {
             ws_config,
             jobs_tx,
             jobs,
-            remote: DetachedRemote::new()?,
+            remote: DetachedRemote::driven()?,
             handler,
             scratch: vec![0; 16 * 1024],
             now: Instant::now(),

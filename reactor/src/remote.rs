@@ -118,6 +118,9 @@ pub(crate) struct Shared {
     shutting_down: AtomicBool,
     pub(crate) stats: Stats,
     pub(crate) open: OpenSockets,
+    /// No event loop behind this remote (tests, fuzz targets): nothing ever closes, so
+    /// every connection takes frames.
+    detached: bool,
 }
 
 /// A handle to the running reactor, usable from any thread.
@@ -128,6 +131,15 @@ pub struct Remote {
 
 impl Remote {
     pub(crate) fn new(tx: Sender<Command>, waker: mio::Waker) -> Remote {
+        Remote::with_loop(tx, waker, true)
+    }
+
+    /// A remote whose commands no event loop carries out ([`crate::internals::DetachedRemote`]).
+    pub(crate) fn detached(tx: Sender<Command>, waker: mio::Waker) -> Remote {
+        Remote::with_loop(tx, waker, false)
+    }
+
+    fn with_loop(tx: Sender<Command>, waker: mio::Waker, event_loop: bool) -> Remote {
         Remote {
             shared: Arc::new(Shared {
                 tx,
@@ -136,6 +148,7 @@ impl Remote {
                 shutting_down: AtomicBool::new(false),
                 stats: Stats::default(),
                 open: OpenSockets::default(),
+                detached: !event_loop,
             }),
         }
     }
@@ -212,7 +225,7 @@ impl Remote {
     /// begins (ours or the peer's, a timeout, a failure, a peer gone) and for a
     /// connection that is gone. A frame sent to it now is written unless it closes first.
     pub fn takes_frames(&self, conn: ConnId) -> bool {
-        self.shared.open.contains(conn)
+        self.shared.detached || self.shared.open.contains(conn)
     }
 
     /// Queues a binary frame to `conn`; dropped if `conn` is gone.
