@@ -163,6 +163,23 @@ fn an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left() {
 }
 
 #[test]
+fn marks_alone_commit_lazily_and_the_configured_level_comes_back() {
+    let (_db, mut s) = friends(&["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1")]).unwrap();
+    let level = |s: &Store| -> i64 {
+        s.conn_for_tests().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+    };
+    let full = level(&s);
+    assert_eq!(full, 2, "the store opens FULL by default");
+    let mark = Delivered { user: "b".into(), peer: "a".into(), seq: 1 };
+    let (_, moved) = s.append_and_mark(&[], &[mark.clone()]).unwrap();
+    assert_eq!(moved, vec![mark]);
+    assert_eq!(level(&s), full);
+    assert!(s.undelivered("b", 10).unwrap().is_empty());
+}
+
+#[test]
 fn not_friends_stores_nothing() {
     let (_db, mut s) = friends(&["a", "b"]);
     assert_eq!(s.append_messages(&[msg("a", "b", None, "1")]).unwrap(), vec![Appended::NotFriends]);
