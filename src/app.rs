@@ -343,8 +343,8 @@ impl Handler for App {
     }
 
     /// Pushed messages are in the socket: their delivered marks move (docs/protocol.md §10.3).
-    fn written(&self, conn: ConnId, tags: Vec<u64>, remote: &Remote) {
-        self.history.written(self, conn, tags, remote);
+    fn written(&self, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
+        self.history.written(self, reports, remote);
     }
 }
 

@@ -48,6 +48,9 @@ pub(crate) struct Cx<'a> {
     pub stats: &'a Stats,
     /// The WebSockets that take frames ([`crate::Remote::takes_frames`]).
     pub open: &'a OpenSockets,
+    /// Tagged frames written during this pass, per connection: one report for all
+    /// ([`Cx::report_written`]).
+    pub written: Vec<(ConnId, Vec<u64>)>,
     pub scratch: &'a mut [u8],
     pub shutting_down: bool,
     /// Files the loop may answer from memory without a worker.
@@ -58,6 +61,14 @@ pub(crate) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Hands the tags written so far to a worker, all connections' in one job.
+    pub fn report_written(&mut self) {
+        if !self.written.is_empty() {
+            let reports = std::mem::take(&mut self.written);
+            self.dispatch(Job::Written(reports));
+        }
+    }
+
     fn dispatch(&self, job: Job) {
         self.stats.queue_depth.fetch_add(1, Relaxed);
         if self.jobs.send(job).is_err() {
@@ -907,11 +918,11 @@ impl Conn {
 
     /// Reports the tagged frames written, and leaves [`Cx::open`] once the WebSocket
     /// takes no more frames: at once when its close begins, whichever side begins it.
-    fn report(&mut self, cx: &Cx<'_>) {
+    fn report(&mut self, cx: &mut Cx<'_>) {
         if let Some(receipts) = self.receipts.as_deref_mut() {
             let written = receipts.take_written();
             if !written.is_empty() {
-                cx.dispatch(Job::Written(self.id, written));
+                cx.written.push((self.id, written));
             }
             if receipts.is_idle() {
                 self.receipts = None;
@@ -1380,8 +1391,8 @@ mod tests {
             crate::Flow::Done
         }
 
-        fn written(&self, _: crate::ConnId, tags: Vec<u64>, _: &crate::Remote) {
-            self.written.lock().unwrap().extend(tags);
+        fn written(&self, reports: Vec<(crate::ConnId, Vec<u64>)>, _: &crate::Remote) {
+            self.written.lock().unwrap().extend(reports.into_iter().flat_map(|(_, tags)| tags));
         }
     }
 

@@ -149,6 +149,7 @@ impl MemoryConn {
             jobs: &self.jobs_tx,
             stats: self.remote.remote().stats(),
             open: &self.remote.remote().shared.open,
+            written: Vec::new(),
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
             static_files: None,
@@ -193,6 +194,7 @@ impl MemoryConn {
         let Some(mut conn) = self.conn.take() else { return };
         let mut cx = self.cx();
         let next = call(&mut conn, &mut cx);
+        cx.report_written();
         if let Some(pipe) = conn.pipe() {
             self.output.append(&mut pipe.outgoing);
         }
@@ -201,7 +203,9 @@ impl MemoryConn {
             Next::Keep(_) => false,
             Next::DropSocket => {
                 conn.drop_socket(cx.stats);
-                conn.settle(&mut cx)
+                let freed = conn.settle(&mut cx);
+                cx.report_written();
+                freed
             }
             Next::Free => true,
         };
@@ -226,8 +230,8 @@ impl MemoryConn {
                 h.closed(c, reason, remote);
                 None
             }
-            Job::Written(c, tags) => {
-                h.written(c, tags, remote);
+            Job::Written(reports) => {
+                h.written(reports, remote);
                 None
             }
         };

@@ -28,8 +28,8 @@ pub(crate) enum Job {
     /// Messages of one connection, in the order they came.
     Messages(ConnId, Vec<WsMessage>),
     Closed(ConnId, CloseReason),
-    /// Tagged frames of this connection reached its socket; apart from its other jobs.
-    Written(ConnId, Vec<u64>),
+    /// Tagged frames reached their sockets, per connection; apart from other jobs.
+    Written(Vec<(ConnId, Vec<u64>)>),
 }
 
 /// A worker hands its replies to the loop after at most this many jobs, so a long run
@@ -158,8 +158,8 @@ fn run(jobs: &Receiver<Job>, idle: &Idle, handler: &dyn Handler, remote: &Remote
                     .map_err(|_| log::error!("handler panicked in closed"));
                 continue;
             }
-            Job::Written(conn, tags) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| handler.written(conn, tags, remote)))
+            Job::Written(reports) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| handler.written(reports, remote)))
                     .map_err(|_| log::error!("handler panicked in written"));
                 continue;
             }

@@ -76,10 +76,10 @@ impl History {
         self.catching_up().remove(&conn);
     }
 
-    /// Tagged frames of `conn` are in its socket: the writer moves their marks.
-    pub fn written(&self, app: &App, conn: ConnId, tags: Vec<u64>, remote: &Remote) {
+    /// Tagged frames are in their sockets: the writer moves their marks.
+    pub fn written(&self, app: &App, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
         if let Some(app) = app.me.upgrade() {
-            self.writer.submit(Work::Written { app, remote: remote.clone(), conn, tags });
+            self.writer.submit(Work::Written { app, remote: remote.clone(), reports });
         }
     }
 

@@ -73,8 +73,8 @@ impl Drop for Done {
 pub enum Work {
     /// A send to commit.
     Send(Job),
-    /// Tagged frames of `conn` reached its socket.
-    Written { app: Arc<App>, remote: Remote, conn: ConnId, tags: Vec<u64> },
+    /// Tagged frames reached their sockets, per connection.
+    Written { app: Arc<App>, remote: Remote, reports: Vec<(ConnId, Vec<u64>)> },
     /// A session of `user` started on `conn`: feed it its backlog.
     Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String },
     /// `conn` closed.
@@ -161,9 +161,9 @@ impl Deliveries {
                     context = Some((job.app.clone(), job.done.remote.clone()));
                     sends.push(job);
                 }
-                Work::Written { app, remote, conn, tags } => {
+                Work::Written { app, remote, reports } => {
                     context = Some((app, remote));
-                    written.push((conn, tags));
+                    written.extend(reports);
                 }
                 Work::Backlog { app, remote, conn, user } => {
                     context = Some((app, remote));
