@@ -173,7 +173,7 @@ fn marks_alone_commit_lazily_and_the_configured_level_comes_back() {
     let full = level(&s);
     assert_eq!(full, 2, "the store opens FULL by default");
     let mark = Delivered { user: "b".into(), peer: "a".into(), seq: 1 };
-    let (_, moved) = s.append_and_mark(&[], &[mark.clone()]).unwrap();
+    let (_, moved) = s.append_and_mark(&[], std::slice::from_ref(&mark)).unwrap();
     assert_eq!(moved, vec![mark]);
     assert_eq!(level(&s), full);
     assert!(s.undelivered("b", 10).unwrap().is_empty());
