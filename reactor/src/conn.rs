@@ -928,10 +928,17 @@ impl Conn {
                 self.receipts = None;
             }
         }
-        if self.takes_frames && !self.is_websocket() {
+        if self.takes_frames && !self.open_to_frames() {
             self.takes_frames = false;
             cx.open.remove(self.id);
         }
+    }
+
+    /// An open WebSocket with no close begun: none queued, none due after a protocol
+    /// failure, and the peer has not ended its side (it is gone, or going).
+    fn open_to_frames(&self) -> bool {
+        let failing = matches!(&self.phase, Phase::WebSocket(ws) if ws.failing.is_some());
+        self.is_websocket() && !failing && !self.peer_eof && !self.peer_closing
     }
 
     /// What the loop should do now.
@@ -1424,6 +1431,24 @@ mod tests {
         c.advance(super::CLOSE_GRACE);
         assert!(c.is_freed());
         assert_eq!(*handler.written.lock().unwrap(), vec![1, 2], "3 was never written");
+    }
+
+    /// A peer that vanishes while a job of its connection is still with the application:
+    /// the slot waits for that job, but the WebSocket takes no frames from that moment.
+    #[test]
+    fn a_peer_gone_takes_no_frames_before_its_connection_is_reaped() {
+        let handler = Arc::new(Deferring::default());
+        let mut c = MemoryConn::new(Config::default(), handler.clone()).expect("conn");
+        c.send(UPGRADE);
+        c.send(&frames(&["defer"]));
+        let conn = handler.0.lock().unwrap().expect("a message was handled");
+        assert!(c.remote().takes_frames(conn));
+        c.close_input();
+        assert!(!c.is_freed(), "the deferred job still holds the slot");
+        assert!(!c.remote().takes_frames(conn), "no delivery target once the peer is gone");
+        c.remote().done(conn);
+        c.send(b"");
+        assert!(c.is_freed());
     }
 
     /// A burst of frames several times the inbox arrives at once: reading and parsing
