@@ -354,15 +354,11 @@ fn start(
     remote: &Remote,
 ) {
     let me = user.id.clone();
-    // No message can be pushed to this session and also be in its backlog (see history).
-    let delivery = app.config.history.enabled.then(|| app.history.delivery());
-    let loaded = app
-        .store(|s| {
-            let newest = app.config.requests.login_requests;
-            Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
-        })
-        .and_then(|(f, r)| Ok((f, r, crate::history::backlog(app, &me)?)));
-    let (friends, requests, stored) = match loaded {
+    let loaded = app.store(|s| {
+        let newest = app.config.requests.login_requests;
+        Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
+    });
+    let (friends, requests) = match loaded {
         Ok(x) => x,
         Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
     };
@@ -382,6 +378,8 @@ fn start(
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    // Kept messages follow the login reply, before anything sent from now on (see history).
+    crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
     let session = Session { conn, token: token.clone(), device };
     let started = app.sessions.start(&me, session, since, |online, first| {
@@ -401,10 +399,8 @@ fn start(
                 app.metrics.pushed(Code::FriendOnline);
             }
         }
-        // Kept messages follow the login reply, before anything sent from now on.
-        stored.send(remote, conn);
     });
-    drop(delivery);
+    crate::history::after_session(app, remote, conn, &me, started.is_ok());
     let started = match started {
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
@@ -417,7 +413,6 @@ fn start(
     app.metrics.ws_reply(Code::Success);
     log::debug!("login: session started for a user");
     end_replaced(app, remote, &started.replaced, "login in other place");
-    crate::history::delivered_at_login(app, remote, &me, &stored);
 }
 
 /// Sends 513 to each session in `replaced` and closes it (1000): a login beyond

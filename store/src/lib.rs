@@ -28,7 +28,9 @@ mod schema;
 mod store;
 
 pub use error::StoreError;
-pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
+pub use history::{
+    Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+};
 pub use rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
     StoredMessage, UserRow,
