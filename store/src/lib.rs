@@ -1,8 +1,14 @@
-//! imd's persistent state in SQLite (rusqlite, bundled): users, friendships, friend
-//! requests and kept conversations (history, with delivered and read marks).
+//! imd's persistent state in SQLite (rusqlite, bundled; the embedded default) or
+//! PostgreSQL (the `postgres` crate; several nodes on one database): users,
+//! friendships, friend requests and kept conversations (history, with delivered and
+//! read marks).
 //!
-//! - `store`  — [`Store`]: one connection (the daemon opens one per worker thread) and
-//!   every operation; writes run in `BEGIN IMMEDIATE` transactions.
+//! - `backend` — [`Store`]: one connection (the daemon opens one per worker thread),
+//!   every operation listed once and dispatched to the backend it was opened on.
+//! - `store`  — the SQLite backend's operations; writes run in `BEGIN IMMEDIATE`
+//!   transactions.
+//! - `pg`     — the PostgreSQL backend: the same operations, schema and answers;
+//!   writes run SERIALIZABLE, retried on a serialization failure (docs/cluster.md).
 //! - `schema` — [`StoreOptions`], [`Synchronous`], WAL and pragmas at open, and the
 //!   schema versioned by `PRAGMA user_version` ([`SCHEMA_VERSION`]), migrated at open;
 //!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
@@ -18,12 +24,15 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod backend;
 mod error;
 mod history;
+mod pg;
 mod rows;
 mod schema;
 mod store;
 
+pub use backend::Store;
 pub use error::StoreError;
 pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
 pub use rows::{
@@ -31,9 +40,11 @@ pub use rows::{
     StoredMessage, UserRow,
 };
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
-pub use store::{Result, Store};
+pub use store::Result;
 
 #[cfg(test)]
 mod history_tests;
+#[cfg(test)]
+mod testdb;
 #[cfg(test)]
 mod tests;
