@@ -35,6 +35,7 @@ mod store;
 pub use backend::Store;
 pub use error::StoreError;
 pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
+pub use pg::PostgresUrl;
 pub use rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
     StoredMessage, UserRow,
@@ -44,7 +45,7 @@ pub use store::Result;
 
 #[cfg(test)]
 mod history_tests;
-#[cfg(test)]
-mod testdb;
+#[cfg(any(test, feature = "testing"))]
+pub mod testdb;
 #[cfg(test)]
 mod tests;

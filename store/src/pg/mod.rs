@@ -5,6 +5,7 @@
 //!   migrated at open under an advisory lock so that nodes starting together migrate
 //!   once.
 //! - `users` — users, friendships, friend requests and offline messages.
+//! - `url` — [`PostgresUrl`](crate::PostgresUrl), checked at load.
 //! - `history` — kept conversations: `seq` given out from the pair's counter row inside
 //!   the commit that stores the message.
 //!
@@ -14,6 +15,7 @@
 
 mod history;
 mod schema;
+mod url;
 mod users;
 
 #[cfg(test)]
@@ -29,11 +31,13 @@ use crate::error::StoreError;
 use crate::schema::{StoreOptions, Synchronous};
 use crate::store::Result;
 
+pub use url::PostgresUrl;
+
 /// One connection to a PostgreSQL database.
 pub(crate) struct Postgres {
     /// Reads take `&self` in the store's API; the client needs `&mut` for every query.
     /// A `Store` is used by one thread at a time (`Send`, not `Sync`).
-    client: RefCell<Client>,
+    client: RefCell<Conn>,
     /// How long a write retries serialization failures, and `lock_timeout`.
     busy_timeout: Duration,
 }
@@ -46,9 +50,14 @@ impl std::fmt::Debug for Postgres {
 
 impl Postgres {
     /// Connects to `url` (a libpq URL or key=value string, without TLS), applies
-    /// `opts` and migrates the schema.
+    /// `opts` and migrates the schema. A server that does not answer fails the
+    /// connection after the busy timeout unless the URL sets `connect_timeout`.
     pub(crate) fn open(url: &str, opts: &StoreOptions) -> Result<Postgres> {
-        let mut client = Client::connect(url, NoTls)?;
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(opts.busy_timeout.max(Duration::from_secs(1)));
+        }
+        let mut client = config.connect(NoTls)?;
         // SQLite's NORMAL in WAL mode may lose the last commits on a power loss but is
         // never corrupt: PostgreSQL's asynchronous commit promises the same.
         let commit = match opts.synchronous {
@@ -60,7 +69,7 @@ impl Postgres {
             "SET lock_timeout = {lock_ms}; SET synchronous_commit = {commit};"
         ))?;
         schema::migrate(&mut client)?;
-        Ok(Postgres { client: RefCell::new(client), busy_timeout: opts.busy_timeout })
+        Ok(Postgres { client: RefCell::new(Conn(Some(client))), busy_timeout: opts.busy_timeout })
     }
 
     /// The schema version of the database.
@@ -97,6 +106,44 @@ impl Postgres {
             }
         }
         Err(StoreError::Busy)
+    }
+}
+
+/// The client, closed on a thread of its own. The daemon keeps each worker's store in a
+/// thread-local, dropped as the thread ends; closing a client runs its internal
+/// runtime, which needs thread-locals of its own that may already be gone then
+/// (the process aborts). A new thread has all of its thread-locals.
+struct Conn(Option<Client>);
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        // Some from construction until `drop` takes it.
+        self.0.as_ref().expect("an open client")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        // Some from construction until `drop` takes it.
+        self.0.as_mut().expect("an open client")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let Some(client) = self.0.take() else { return };
+        let closing =
+            std::thread::Builder::new().name("imd-pg-close".into()).spawn(move || drop(client));
+        match closing {
+            // Closed by the time the caller goes on: a test that drops its stores and
+            // then the database finds no session left.
+            Ok(thread) => {
+                let _ = thread.join();
+            }
+            // The socket closes with the process; the server ends the session then.
+            Err(e) => log::warn!("store: a PostgreSQL connection left open: {e}"),
+        }
     }
 }
 

@@ -109,7 +109,7 @@ impl Postgres {
     }
 
     pub(crate) fn user_by_id(&self, id: &str) -> Result<Option<UserRow>> {
-        user_in(&mut *self.client.borrow_mut(), id)
+        user_in(&mut **self.client.borrow_mut(), id)
     }
 
     pub(crate) fn account_exists(&self, account: &str) -> Result<bool> {
@@ -197,7 +197,7 @@ impl Postgres {
     // ---- friendships ----
 
     pub(crate) fn are_friends(&self, a: &str, b: &str) -> Result<bool> {
-        friends_in(&mut *self.client.borrow_mut(), a, b)
+        friends_in(&mut **self.client.borrow_mut(), a, b)
     }
 
     pub(crate) fn friends_of(&self, id: &str) -> Result<Vec<FriendRow>> {
@@ -313,7 +313,7 @@ impl Postgres {
     }
 
     pub(crate) fn pending_request(&self, from: &str, to: &str) -> Result<bool> {
-        request_in(&mut *self.client.borrow_mut(), from, to)
+        request_in(&mut **self.client.borrow_mut(), from, to)
     }
 
     pub(crate) fn requests_to(&self, id: &str, limit: usize) -> Result<Vec<RequestRow>> {
