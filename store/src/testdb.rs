@@ -5,10 +5,13 @@
 //!
 //! Without PostgreSQL installed the tests install Debian's `postgresql` package when
 //! they run as root, and fail with the reason when it cannot be had: never skipped.
+//!
+//! Built for the store's own tests, and for the daemon's with the `testing` feature.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -16,20 +19,40 @@ use crate::{Store, StoreOptions};
 
 /// Which backend a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
+    /// A temporary SQLite file.
     Sqlite,
+    /// A database of its own on the test process's PostgreSQL server.
     Postgres,
 }
 
 /// A database for one test, removed on drop.
-pub(crate) enum TempDb {
+#[derive(Debug)]
+pub enum TempDb {
+    /// The file.
     Sqlite(PathBuf),
-    Postgres { name: String, url: String },
+    /// The database's name and URL.
+    Postgres {
+        /// Its name on the server.
+        name: String,
+        /// Where to connect.
+        url: String,
+    },
+}
+
+/// A name no other test of any process uses: pid, a counter and the clock.
+fn unique() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{}_{}_{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 impl TempDb {
-    pub(crate) fn new(kind: Kind) -> TempDb {
-        let id = uuid::Uuid::new_v4().simple().to_string();
+    /// A new, empty database on `kind`.
+    pub fn new(kind: Kind) -> TempDb {
+        let id = unique();
         match kind {
             Kind::Sqlite => {
                 TempDb::Sqlite(std::env::temp_dir().join(format!("imd-store-test-{id}.sqlite3")))
@@ -39,16 +62,16 @@ impl TempDb {
     }
 
     /// A PostgreSQL database created with `options` (`CREATE DATABASE … options`).
-    pub(crate) fn postgres_with(options: &str) -> TempDb {
+    pub fn postgres_with(options: &str) -> TempDb {
         let server = server();
-        let name = format!("imd_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("imd_test_{}", unique());
         let sql = format!("CREATE DATABASE {name} {options}");
         server.admin().batch_execute(&sql).expect(&sql);
         TempDb::Postgres { url: server.url(&name), name }
     }
 
     /// The PostgreSQL URL (tests of PostgreSQL's own behaviour only).
-    pub(crate) fn url(&self) -> &str {
+    pub fn url(&self) -> &str {
         match self {
             TempDb::Postgres { url, .. } => url,
             TempDb::Sqlite(_) => panic!("a SQLite database has no URL"),
@@ -56,18 +79,20 @@ impl TempDb {
     }
 
     /// The SQLite file (tests of SQLite's own features only).
-    pub(crate) fn path(&self) -> &Path {
+    pub fn path(&self) -> &Path {
         match self {
             TempDb::Sqlite(path) => path,
             TempDb::Postgres { .. } => panic!("a PostgreSQL database has no path"),
         }
     }
 
-    pub(crate) fn open(&self) -> Store {
+    /// A connection with the default options.
+    pub fn open(&self) -> Store {
         self.open_with(&StoreOptions::default()).expect("open")
     }
 
-    pub(crate) fn open_with(&self, opts: &StoreOptions) -> crate::Result<Store> {
+    /// A connection with `opts`.
+    pub fn open_with(&self, opts: &StoreOptions) -> crate::Result<Store> {
         match self {
             TempDb::Sqlite(path) => Store::open(path, opts),
             TempDb::Postgres { url, .. } => Store::connect(url, opts),
@@ -94,6 +119,7 @@ impl Drop for TempDb {
     }
 }
 
+#[cfg(test)]
 /// `on_both_backends!(name, …)`: for each `fn name(kind: Kind)`, the tests
 /// `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {
@@ -106,6 +132,7 @@ macro_rules! on_both_backends {
         }
     };
 }
+#[cfg(test)]
 pub(crate) use on_both_backends;
 
 /// The test process's PostgreSQL server.
@@ -190,11 +217,8 @@ fn as_owner(root: bool, program: &Path) -> Command {
 fn start() -> Result<Server, String> {
     let bin = install()?;
     let root = is_root();
-    let dir = std::env::temp_dir().join(format!(
-        "imd-store-pg-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir =
+        std::env::temp_dir().join(format!("imd-store-pg-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if root {
         run(Command::new("chown").arg("postgres").arg(&dir))?;
