@@ -16,6 +16,8 @@
 //!   numbers each message inside its commit; delivered and read marks; history reads.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].
+//! - `testdb` — throwaway SQLite files and PostgreSQL databases for tests (the store's,
+//!   and the daemon's with the `testing` feature), on a server each test process starts.
 //! - `error`  — [`StoreError`]: the answers a client may see (account taken, already
 //!   friends, no such user, …), each decided inside its operation's transaction, and
 //!   the internal failures (500).
