@@ -150,9 +150,14 @@ impl Server {
     }
 }
 
+/// The server, started by the first test that asks; when it could not be had, every
+/// test that asks fails with the reason (one attempt per process, not one per test).
 fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| start().unwrap_or_else(|e| panic!("PostgreSQL for the tests: {e}")))
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    match SERVER.get_or_init(start) {
+        Ok(server) => server,
+        Err(e) => panic!("PostgreSQL for the tests: {e}"),
+    }
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -7,8 +7,9 @@
 //! transaction that rolls back takes its increment with it, so numbers stay dense
 //! (a `SEQUENCE` would leave gaps). The primary key `(a, b, seq)` refuses a duplicate.
 
-use postgres::{Row, Transaction};
+use postgres::Row;
 
+use super::conn::{Queries, Tx};
 use super::{sql_limit, Postgres};
 use crate::history::{
     pair, Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window,
@@ -36,7 +37,7 @@ fn messages_of(rows: &[Row]) -> Result<Vec<HistoryMessage>> {
     Ok(rows.iter().map(message_row).collect::<Result<_, _>>()?)
 }
 
-fn append_one(tx: &mut Transaction<'_>, m: &NewHistoryMessage) -> Result<Appended> {
+fn append_one(tx: &mut Tx<'_>, m: &NewHistoryMessage) -> Result<Appended> {
     if let Some(cid) = &m.cid {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM history WHERE from_id = $1 AND cid = $2");
         if let Some(found) = tx.query_opt(&sql, &[&m.from_id, cid])? {
@@ -71,7 +72,7 @@ fn append_one(tx: &mut Transaction<'_>, m: &NewHistoryMessage) -> Result<Appende
     Ok(Appended::New { seq })
 }
 
-fn mark_delivered(tx: &mut Transaction<'_>, user: &str, peer: &str, seq: i64) -> Result<bool> {
+fn mark_delivered(tx: &mut Tx<'_>, user: &str, peer: &str, seq: i64) -> Result<bool> {
     let n = tx.execute(
         "INSERT INTO marks (user_id, peer_id, delivered) VALUES ($1, $2, $3)
          ON CONFLICT (user_id, peer_id) DO UPDATE SET delivered = excluded.delivered

@@ -5,6 +5,7 @@
 //!   migrated at open under an advisory lock so that nodes starting together migrate
 //!   once.
 //! - `users` — users, friendships, friend requests and offline messages.
+//! - `conn` — a client with its statements, prepared once per connection.
 //! - `url` — [`PostgresUrl`](crate::PostgresUrl), checked at load.
 //! - `history` — kept conversations: `seq` given out from the pair's counter row inside
 //!   the commit that stores the message.
@@ -13,6 +14,7 @@
 //! failure or deadlock until the busy timeout: the answers of racing operations are
 //! those of one running after the other, as under SQLite's `BEGIN IMMEDIATE`.
 
+mod conn;
 mod history;
 mod schema;
 mod url;
@@ -25,11 +27,12 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use postgres::error::SqlState;
-use postgres::{Client, IsolationLevel, NoTls, Transaction};
+use postgres::NoTls;
 
 use crate::error::StoreError;
 use crate::schema::{StoreOptions, Synchronous};
 use crate::store::Result;
+use conn::{Conn, Tx};
 
 pub use url::PostgresUrl;
 
@@ -69,32 +72,27 @@ impl Postgres {
             "SET lock_timeout = {lock_ms}; SET synchronous_commit = {commit};"
         ))?;
         schema::migrate(&mut client)?;
-        Ok(Postgres { client: RefCell::new(Conn(Some(client))), busy_timeout: opts.busy_timeout })
+        Ok(Postgres { client: RefCell::new(Conn::new(client)), busy_timeout: opts.busy_timeout })
     }
 
     /// The schema version of the database.
     pub(crate) fn schema_version(&self) -> Result<i64> {
-        schema::version(&mut self.client.borrow_mut())
+        schema::version(self.client.borrow_mut().client())
     }
 
     /// Runs `op` in a SERIALIZABLE transaction and commits it; runs it again from the
     /// start while PostgreSQL aborts it for a serialization failure or a deadlock,
     /// until the busy timeout ([`StoreError::Busy`] after). An `Err` from `op` rolls
     /// back and is returned as it is.
-    fn write<T>(&mut self, mut op: impl FnMut(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn write<T>(&mut self, mut op: impl FnMut(&mut Tx<'_>) -> Result<T>) -> Result<T> {
         let deadline = Instant::now() + self.busy_timeout;
-        let client = self.client.get_mut();
+        let conn = self.client.get_mut();
         for attempt in 0u32.. {
-            let result = client
-                .build_transaction()
-                .isolation_level(IsolationLevel::Serializable)
-                .start()
-                .map_err(StoreError::from)
-                .and_then(|mut tx| {
-                    let value = op(&mut tx)?;
-                    tx.commit()?;
-                    Ok(value)
-                });
+            let result = conn.serializable().map_err(StoreError::from).and_then(|mut tx| {
+                let value = op(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
             match result {
                 Err(StoreError::Postgres(e)) if is_conflict(&e) => {
                     if Instant::now() >= deadline {
@@ -106,44 +104,6 @@ impl Postgres {
             }
         }
         Err(StoreError::Busy)
-    }
-}
-
-/// The client, closed on a thread of its own. The daemon keeps each worker's store in a
-/// thread-local, dropped as the thread ends; closing a client runs its internal
-/// runtime, which needs thread-locals of its own that may already be gone then
-/// (the process aborts). A new thread has all of its thread-locals.
-struct Conn(Option<Client>);
-
-impl std::ops::Deref for Conn {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        // Some from construction until `drop` takes it.
-        self.0.as_ref().expect("an open client")
-    }
-}
-
-impl std::ops::DerefMut for Conn {
-    fn deref_mut(&mut self) -> &mut Client {
-        // Some from construction until `drop` takes it.
-        self.0.as_mut().expect("an open client")
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let Some(client) = self.0.take() else { return };
-        let closing =
-            std::thread::Builder::new().name("imd-pg-close".into()).spawn(move || drop(client));
-        match closing {
-            // Closed by the time the caller goes on: a test that drops its stores and
-            // then the database finds no session left.
-            Ok(thread) => {
-                let _ = thread.join();
-            }
-            // The socket closes with the process; the server ends the session then.
-            Err(e) => log::warn!("store: a PostgreSQL connection left open: {e}"),
-        }
     }
 }
 
@@ -175,15 +135,18 @@ impl From<postgres::Error> for StoreError {
 }
 
 /// Whether a PostgreSQL failure leaves the connection unusable: it was closed, or the
-/// server is shutting down or lost it (classes 08 and 57P).
+/// server is shutting down or lost it (classes 08 and 57P), or its prepared
+/// statements no longer fit the schema.
 pub(crate) fn needs_reopen(e: &postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }
     match e.as_db_error() {
         Some(db) => {
+            // 0A000: "cached plan must not change result type", after another node
+            // migrated the schema: a new connection prepares its statements again.
             let code = db.code().code();
-            code.starts_with("08") || code.starts_with("57P")
+            code.starts_with("08") || code.starts_with("57P") || code == "0A000"
         }
         // I/O, protocol or decoding failure: a new connection starts clean.
         None => true,
@@ -205,11 +168,11 @@ fn sql_limit(limit: usize) -> i64 {
 #[cfg(test)]
 impl Postgres {
     pub(crate) fn query_i64_for_tests(&self, sql: &str) -> i64 {
-        self.client.borrow_mut().query_one(sql, &[]).expect(sql).get(0)
+        self.client.borrow_mut().client().query_one(sql, &[]).expect(sql).get(0)
     }
 
     pub(crate) fn set_schema_version_for_tests(&mut self, version: i64) {
         let sql = "UPDATE imd_schema SET version = $1";
-        self.client.get_mut().execute(sql, &[&version]).expect(sql);
+        self.client.get_mut().client().execute(sql, &[&version]).expect(sql);
     }
 }

@@ -88,3 +88,23 @@ fn ids_pair_bytewise_under_a_linguistic_collation() {
     assert_eq!(s.count_for_tests("SELECT count(*) FROM history"), 0);
     assert_eq!(s.count_for_tests("SELECT count(*) FROM conversations"), 0);
 }
+
+/// Each SQL text is prepared once per connection and kept: later runs are one round
+/// trip (bind and execute), not two.
+#[test]
+fn a_statement_is_prepared_once_per_connection() {
+    let db = TempDb::new(Kind::Postgres);
+    let mut s = db.open();
+    add_user(&mut s, "a");
+    let prepared = |s: &Store| s.count_for_tests("SELECT count(*) FROM pg_prepared_statements");
+    let before = prepared(&s);
+    for _ in 0..3 {
+        assert!(s.user_by_id("a").unwrap().is_some());
+    }
+    assert_eq!(prepared(&s), before + 1, "kept once");
+    for _ in 0..3 {
+        s.update_profile("a", &ProfileUpdate::default()).unwrap();
+    }
+    // The UPDATE, and the SELECT it reads the row with, which user_by_id prepared.
+    assert_eq!(prepared(&s), before + 2, "a write's statements are kept too");
+}

@@ -2,8 +2,9 @@
 //! statements of `crate::store`, in PostgreSQL's dialect, with the same checks in the
 //! same order inside each transaction.
 
-use postgres::{GenericClient, Row};
+use postgres::Row;
 
+use super::conn::Queries;
 use super::{is_account_taken, sql_limit, Postgres};
 use crate::error::StoreError;
 use crate::rows::{
@@ -30,17 +31,17 @@ fn user_row(r: &Row) -> Result<UserRow, postgres::Error> {
     })
 }
 
-fn user_in(c: &mut impl GenericClient, id: &str) -> Result<Option<UserRow>> {
+fn user_in(c: &mut impl Queries, id: &str) -> Result<Option<UserRow>> {
     let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
     Ok(c.query_opt(&sql, &[&id])?.map(|r| user_row(&r)).transpose()?)
 }
 
-fn friends_in(c: &mut impl GenericClient, a: &str, b: &str) -> Result<bool> {
+fn friends_in(c: &mut impl Queries, a: &str, b: &str) -> Result<bool> {
     let sql = "SELECT 1 FROM friends WHERE user_id = $1 AND friend_id = $2";
     Ok(c.query_opt(sql, &[&a, &b])?.is_some())
 }
 
-fn request_in(c: &mut impl GenericClient, from: &str, to: &str) -> Result<bool> {
+fn request_in(c: &mut impl Queries, from: &str, to: &str) -> Result<bool> {
     let sql = "SELECT 1 FROM requests WHERE from_id = $1 AND to_id = $2";
     Ok(c.query_opt(sql, &[&from, &to])?.is_some())
 }
@@ -48,7 +49,7 @@ fn request_in(c: &mut impl GenericClient, from: &str, to: &str) -> Result<bool> 
 /// Both friendship rows (an existing row keeps its alias) and no request left between
 /// `a` and `b`, either way.
 fn befriend_in(
-    c: &mut impl GenericClient,
+    c: &mut impl Queries,
     a: &str,
     alias_a_for_b: &str,
     b: &str,
@@ -109,7 +110,7 @@ impl Postgres {
     }
 
     pub(crate) fn user_by_id(&self, id: &str) -> Result<Option<UserRow>> {
-        user_in(&mut **self.client.borrow_mut(), id)
+        user_in(&mut *self.client.borrow_mut(), id)
     }
 
     pub(crate) fn account_exists(&self, account: &str) -> Result<bool> {
@@ -197,7 +198,7 @@ impl Postgres {
     // ---- friendships ----
 
     pub(crate) fn are_friends(&self, a: &str, b: &str) -> Result<bool> {
-        friends_in(&mut **self.client.borrow_mut(), a, b)
+        friends_in(&mut *self.client.borrow_mut(), a, b)
     }
 
     pub(crate) fn friends_of(&self, id: &str) -> Result<Vec<FriendRow>> {
@@ -313,7 +314,7 @@ impl Postgres {
     }
 
     pub(crate) fn pending_request(&self, from: &str, to: &str) -> Result<bool> {
-        request_in(&mut **self.client.borrow_mut(), from, to)
+        request_in(&mut *self.client.borrow_mut(), from, to)
     }
 
     pub(crate) fn requests_to(&self, id: &str, limit: usize) -> Result<Vec<RequestRow>> {
@@ -367,14 +368,12 @@ impl Postgres {
 
     pub(crate) fn store_messages(&mut self, messages: &[NewMessage<'_>]) -> Result<Vec<i64>> {
         self.write(|tx| {
-            let ins = tx.prepare(
-                "INSERT INTO messages (to_id, from_id, dialogue_id, payload, ts_ms)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
-            )?;
+            let ins = "INSERT INTO messages (to_id, from_id, dialogue_id, payload, ts_ms)
+                       VALUES ($1, $2, $3, $4, $5) RETURNING seq";
             let mut seqs = Vec::with_capacity(messages.len());
             for m in messages {
                 let row = tx.query_one(
-                    &ins,
+                    ins,
                     &[&m.to_id, &m.from_id, &m.dialogue_id, &m.payload, &m.ts_ms],
                 )?;
                 seqs.push(row.try_get(0)?);
