@@ -74,7 +74,11 @@ impl fmt::Display for StoreError {
             ),
             StoreError::NotWal(mode) => write!(f, "journal_mode is {mode:?}, not WAL"),
             StoreError::Sqlite(e) => write!(f, "sqlite: {e}"),
-            StoreError::Postgres(e) => write!(f, "postgres: {e}"),
+            // The client's own line is generic ("db error"); the cause says what.
+            StoreError::Postgres(e) => match std::error::Error::source(e) {
+                Some(cause) => write!(f, "postgres: {e}: {cause}"),
+                None => write!(f, "postgres: {e}"),
+            },
             StoreError::Unsupported(what) => write!(f, "{what} is not supported on this backend"),
         }
     }

@@ -50,6 +50,8 @@ fn a_lost_connection_asks_for_a_new_one_and_a_refused_write_does_not() {
     let dup =
         s.create_user(&NewUser { id: "a".into(), account: "other".into(), ..NewUser::default() });
     assert!(matches!(&dup, Err(e @ StoreError::Postgres(_)) if !e.needs_reopen()), "{dup:?}");
+    let line = dup.unwrap_err().to_string();
+    assert!(line.contains("users_pkey"), "the cause is in the line: {line}");
     let pid = s.count_for_tests("SELECT pg_backend_pid()::bigint");
     let killer = db.open();
     let killed =
