@@ -282,6 +282,31 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_postgres_connection_is_replaced_on_the_next_operation() {
+        let pg = store::testdb::TempDb::new(store::testdb::Kind::Postgres);
+        let config = StoreConfig {
+            path: PathBuf::from("unused.sqlite3"),
+            url: Some(store::PostgresUrl::parse(pg.url()).expect("url")),
+            synchronous: store::Synchronous::Normal,
+        };
+        let db = Db::new(config).expect("db");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                db.with(|s| s.schema_version()).expect("first use");
+                let opened = db.opened();
+                assert!(pg.terminate_sessions() >= 2, "the anchor and this worker's");
+                let lost = db.with(|s| s.schema_version());
+                assert!(matches!(&lost, Err(e) if e.needs_reopen()), "{lost:?}");
+                assert_eq!(db.with(|s| s.schema_version()).expect("again"), store::SCHEMA_VERSION);
+                assert_eq!(db.opened(), opened + 1, "reopened once");
+                assert!(db.check_files().is_ok(), "no file to watch");
+                assert!(matches!(db.backup(), Err(StoreError::Unsupported(_))));
+            });
+        });
+        assert!(!Path::new("unused.sqlite3").exists(), "path is not used beside a url");
+    }
+
+    #[test]
     fn a_replaced_file_stops_every_operation_and_is_saved() {
         let config = temp_config();
         let db = Db::new(config.clone()).expect("db");

@@ -78,6 +78,17 @@ impl TempDb {
         }
     }
 
+    /// Ends every session connected to this PostgreSQL database (a server restart, as
+    /// its clients see it); returns how many.
+    pub fn terminate_sessions(&self) -> i64 {
+        let TempDb::Postgres { name, .. } = self else {
+            panic!("a SQLite database has no sessions");
+        };
+        let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE datname = $1 AND pid <> pg_backend_pid()";
+        server().admin().query_one(sql, &[name]).expect(sql).get(0)
+    }
+
     /// The SQLite file (tests of SQLite's own features only).
     pub fn path(&self) -> &Path {
         match self {
