@@ -34,7 +34,7 @@ test-autobahn:
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches, imd-load against imd and the echo baseline, wrk against imd and nginx (~8 min; writes target/bench/results.md)
+## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx (~12 min; writes target/bench/results.md)
 bench:
 	bash benches/run.sh
 
@@ -65,7 +65,7 @@ DESTDIR ?=
 
 ## install: the daemon, its config (kept if present), the web client and the systemd unit
 install:
-	$(CARGO) build --release --bins
+	$(CARGO) build --release --workspace --bins
 	install -D -m 0755 $(RELEASE)/imd $(DESTDIR)$(PREFIX)/bin/imd
 	install -D -m 0755 $(RELEASE)/imd-load $(DESTDIR)$(PREFIX)/bin/imd-load
 	mkdir -p $(DESTDIR)$(PREFIX)/share/imd/www
@@ -86,7 +86,7 @@ install:
 	fi
 	@if [ -z "$(DESTDIR)" ] && id imd >/dev/null 2>&1; then chgrp imd /etc/imd/imd.conf; fi
 
-## soak: the slow hardening runs (30 kill -9 with durability checks, the sslyze TLS scan, 1,000 slow and abusive clients, 100 pipelining clients that never read); not part of make test
+## soak: the slow hardening runs (30 kill -9 with durability checks of accounts and kept conversations, the sslyze TLS scan, 1,000 slow and abusive clients, 100 pipelining clients that never read); not part of make test
 soak: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd python3 tests/hardening/crash.py
 	IMD_BIN=$(RELEASE)/imd bash tests/hardening/tls-scan.sh

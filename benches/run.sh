@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# make bench: criterion benches, imd under imd-load (idle, chat, storm) beside the raw
-# echo baseline, and imd's static files and search beside nginx under wrk. Loopback
-# only, every step bounded; about 8 minutes. Writes target/bench/results.md.
+# make bench: criterion benches, the disk's own figures (B4: rusqlite's durable inserts of
+# imd's message rows; fsync p99), imd under imd-load (idle, chat, storm) beside the raw
+# echo baseline, imd with history on (persisted chat beside B4 and fsync, CPU per
+# message beside history off), and imd's static files, search and /im/messages beside
+# nginx under wrk. Loopback only, every step bounded; about 12 minutes. Writes
+# target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
-rm -rf "$out" && mkdir -p "$out/www" "$out/data"
+rm -rf "$out" && mkdir -p "$out/www" "$out/data" "$out/data-history"
 ulimit -n 20000 || true
 export CARGO_TERM_COLOR=never
 target="${CARGO_TARGET_DIR:-target}"
@@ -15,15 +18,15 @@ need wrk wrk
 need nginx nginx
 need perf linux-perf
 
-for port in 18080 18443 18090 18101 18102; do
+for port in 18080 18443 18081 18444 18090 18101 18102; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "make bench: port $port is in use; stop what listens there first" >&2
     exit 1
   fi
 done
 
-cargo build --release --bins
-cargo bench --no-run --bench echo_baseline >/dev/null 2>&1 || true
+cargo build --release --workspace --bins
+cargo bench --no-run --bench echo_baseline --bench disk >/dev/null 2>&1 || true
 
 echo "== criterion"
 cargo bench --bench protocol --bench store -- --warm-up-time 1 --measurement-time 3 2>/dev/null >"$out/criterion-full.txt" || true
@@ -95,10 +98,11 @@ find_max() {
   max_rate=$lo
   max_capped=$([ "$hi" -gt 0 ] && echo false || echo true)
 }
-# profile NAME SECONDS: a CPU profile of imd for SECONDS, its hottest symbols in NAME.txt.
+# profile NAME SECONDS [PID]: a CPU profile of imd (or PID) for SECONDS, its hottest
+# symbols in NAME.txt.
 profile() {
   command -v perf >/dev/null || return 0
-  perf record -F 499 -g -p "$imd" -o "$out/$1.data" -- sleep "$2" >/dev/null 2>&1 || return 0
+  perf record -F 499 -g -p "${3:-$imd}" -o "$out/$1.data" -- sleep "$2" >/dev/null 2>&1 || return 0
   perf report -i "$out/$1.data" --no-children --sort comm,dso,sym --stdio -g none 2>/dev/null \
     | grep -E '^ +[0-9]' | head -25 > "$out/$1.txt" || true
 }
@@ -143,26 +147,39 @@ chat_cpu_after=$(head -1 /proc/stat)
 storm=$(load storm --sessions 200 --rate "$half" --storm-users 20 --tls --ws 127.0.0.1:18443 --http 127.0.0.1:18080 --duration 10 --prefix storm | summary)
 echo "storm: $storm"
 
-echo "== wrk: imd static 1 KB and search, nginx static 1 KB"
-python3 - "$out/auth.txt" <<'PY' &
-import base64, json, os, socket, sys, time, urllib.request
-req = urllib.request.Request("http://127.0.0.1:18080/im/register", json.dumps({"account": "wrkuser", "password": "pw", "mail": "m", "name": "Wrk User"}).encode())
-urllib.request.urlopen(req).read()
-s = socket.create_connection(("127.0.0.1", 18080))
-key = base64.b64encode(os.urandom(16)).decode()
-s.sendall(f"GET /im/login?account=wrkuser&password=pw HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\r\n".encode())
-buf = b""
-while b"}" not in buf.split(b"\r\n\r\n", 1)[-1] or b"\r\n\r\n" not in buf:
-    buf += s.recv(65536)
-body = buf.split(b"\r\n\r\n", 1)[1]
-payload = body[4:] if body[1] == 126 else body[2:]
-login = json.loads(payload[: payload.rindex(b"}") + 1])
-open(sys.argv[1], "w").write(f"id={login['profile']['id']}&token={login['token']}")
-time.sleep(600)
-PY
+# imd with history on (the shipped default) and synchronous = full: every send is
+# committed, in groups, before its ack. Its own ports and database.
+sed -e "s|web_root = \"www\"|web_root = \"$out/www\"|" -e "s|target/bench/data|$out/data-history|" \
+    -e 's|127.0.0.1:18080|127.0.0.1:18081|' -e 's|127.0.0.1:18443|127.0.0.1:18444|' \
+    -e 's|^synchronous = "normal"|synchronous = "full"|' -e 's|^enabled = false|enabled = true|' \
+    benches/load.conf > "$out/imd-history.conf"
+"$target/release/imd" --config "$out/imd-history.conf" 2>"$out/imd-history.log" &
+imdh=$!; pids+=("$imdh")
+wait_port 18081 && wait_port 18444
+
+echo "== CPU per routed message at 1,000 msgs/s, 200 WSS sessions: history off, history on"
+# cpu_per PID HTTP_PORT WSS_PORT PREFIX: the daemon's CPU time over 7 s of sending ÷
+# the messages it answered in them (provisioning left out).
+cpu_per() {
+  python3 benches/cpu_per_message.py "$1" "$2" 7 "$target/release/imd-load" chat --sessions 200 --size 64 \
+    --rate 1000 --duration 10 --tls --ws "127.0.0.1:$3" --http "127.0.0.1:$2" --prefix "$4" 2>>"$out/load.log" \
+    | grep '^CPU ' | sed 's/^CPU //' || true
+}
+cpu_off=$(cpu_per "$imd" 18080 18443 cpuoff)
+echo "history off: $cpu_off"
+cpu_on=$(cpu_per "$imdh" 18081 18444 cpuon)
+echo "history on: $cpu_on"
+
+echo "== wrk: imd static 1 KB, search and /im/messages, nginx static 1 KB"
+# A token for search (imd, history off), and a conversation of 50 messages of 64 B to
+# read back (imd, history on).
+python3 benches/conversation.py 18080 "$out/auth.txt" 0 2>>"$out/load.log" &
 pids+=($!)
-for _ in $(seq 50); do [ -s "$out/auth.txt" ] && break; sleep 0.2; done
-auth=$(cat "$out/auth.txt")
+python3 benches/conversation.py 18081 "$out/conversation.txt" 50 2>>"$out/load.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$out/auth.txt" ] && [ -s "$out/conversation.txt" ] && break; sleep 0.2; done
+auth=$(cut -d'&' -f1,2 "$out/auth.txt")
+conversation=$(cat "$out/conversation.txt")
 wrk_rps() { wrk -t2 -c64 -d10s "$1" | awk '/Requests\/sec/ {print $2}'; }
 median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 # nginx beside imd, measured in turns with it: a shared host's noise comes in bursts,
@@ -182,19 +199,47 @@ EOF
 nginx -c "$PWD/$out/nginx/nginx.conf" -p "$PWD/$out/nginx" &
 pids+=($!)
 wait_port 18090
-statics=(); nginxes=(); founds=()
+statics=(); nginxes=(); founds=(); histories=()
+messages_url="http://127.0.0.1:18081/im/messages?$conversation&limit=50"
 for turn in 1 2 3; do
   statics+=("$(wrk_rps "http://127.0.0.1:18080/im/www/v1/1k.html")")
   nginxes+=("$(wrk_rps "http://127.0.0.1:18090/1k.html")")
   founds+=("$(wrk_rps "http://127.0.0.1:18080/im/friends/found?$auth&name=user")")
-  echo "turn $turn: imd static ${statics[-1]}, nginx static ${nginxes[-1]}, imd found ${founds[-1]} req/s"
+  histories+=("$(wrk_rps "$messages_url")")
+  echo "turn $turn: imd static ${statics[-1]}, nginx static ${nginxes[-1]}, imd found ${founds[-1]}, imd messages ${histories[-1]} req/s"
 done
 imd_static=$(median "${statics[@]}"); nginx_static=$(median "${nginxes[@]}"); imd_found=$(median "${founds[@]}")
-# Its profile, apart from the measured run.
+imd_messages=$(median "${histories[@]}")
+# Their profiles, apart from the measured runs.
 wrk -t2 -c64 -d8s "http://127.0.0.1:18080/im/friends/found?$auth&name=user" >/dev/null &
 busy=$!; sleep 2; profile perf-found 5; wait "$busy"
-echo "medians: imd static 1 KB $imd_static req/s, nginx $nginx_static req/s, imd /im/friends/found $imd_found req/s"
+wrk -t2 -c64 -d8s "$messages_url" >/dev/null &
+busy=$!; sleep 2; profile perf-messages 5 "$imdh"; wait "$busy"
+echo "medians: imd static 1 KB $imd_static req/s, nginx $nginx_static req/s, imd /im/friends/found $imd_found req/s, imd /im/messages $imd_messages req/s"
 kill "$imd" 2>/dev/null || true
+
+echo "== disk: B4 (rusqlite, imd's message rows, 100 per commit, synchronous = full) and fsync"
+# In the data directory, on the disk imd's database is on, right before the persisted
+# runs they are compared with: this host's disk latency changes from minute to minute.
+disk=$(cargo bench --bench disk -- "$out/data" 2>/dev/null | grep '^DISK ' | sed 's/^DISK //' || true)
+echo "$disk"
+
+echo "== chat with history on: find the maximum persisted rate over WSS"
+chat_h_args=(chat --sessions 200 --size 64 --tls --ws 127.0.0.1:18444 --http 127.0.0.1:18081)
+find_max h "1000 2000 4000 8000 12000 16000 24000 32000 48000" "${chat_h_args[@]}"
+persisted=$max_rate; persisted_line=$max_line; persisted_capped=$max_capped
+echo "maximum persisted $persisted msgs/s"
+half_h_all=""
+if [ "$persisted" -gt 0 ]; then
+  load "${chat_h_args[@]}" --rate "$persisted" --duration 8 --prefix hprof >/dev/null &
+  busy=$!; sleep 3; profile perf-persisted 4 "$imdh"; wait "$busy"
+  for turn in 1 2 3; do
+    line=$(load "${chat_h_args[@]}" --rate $(( persisted / 2 )) --duration 10 --prefix "hhalf$turn" | summary || true)
+    echo "history on, half rate $(( persisted / 2 )), turn $turn: $line"
+    half_h_all+="$line"$'\n'
+  done
+fi
+kill "$imdh" 2>/dev/null || true
 
 echo "== echo baseline (plain and TLS)"
 echo_steps="200000 400000 600000 800000 1000000 1200000 1400000 1600000"
@@ -213,6 +258,14 @@ half, echo_half = half_turns[len(half_turns) // 2], (echo_half_turns[len(echo_ha
 best_rate, echo_tls, echo_plain = float('$best'), float('$echo_tls'), float('$echo_plain')
 best_capped, echo_capped = '$best_capped' == 'true', '$echo_capped' == 'true'
 imd_static, imd_found, nginx_static = float('$imd_static' or 0), float('$imd_found' or 0), float('$nginx_static' or 0)
+imd_messages = float('$imd_messages' or 0)
+parse = lambda text: json.loads(text) if text.strip() else None
+disk, cpu_off, cpu_on = parse('''$disk'''), parse('''$cpu_off'''), parse('''$cpu_on''')
+persisted, persisted_line, persisted_capped = float('$persisted'), parse('''$persisted_line'''), '$persisted_capped' == 'true'
+half_h_turns = turns('''$half_h_all''')
+half_h = half_h_turns[len(half_h_turns) // 2] if half_h_turns else None
+b4 = disk["b4_msgs_per_s"] if disk else 0
+fsync_p99_ms = disk["fsync_p99_us"] / 1000 if disk else None
 per = idle["server_rss"]["bytes_per_session"] if idle.get("server_rss") else None
 drop = 1 - storm["rate"] / storm["baseline_rate"] if storm.get("baseline_rate") else None
 missed = []
@@ -226,13 +279,21 @@ def row(what, imd, base, ratio, target, ok, profile=None):
         missed.append((what, profile))
     return f"| {what} | {imd} | {base} | {ratio} | {target} | {'met' if ok else 'MISSED'} |"
 capped = lambda c: " (top step: a lower bound)" if c else ""
-bad = lambda key: best[key] + sum(t[key] for t in half_turns) + storm[key]
+bad = lambda key: best[key] + sum(t[key] for t in half_turns) + storm[key] + (persisted_line or {}).get(key, 0) + sum(t[key] for t in half_h_turns)
+info = lambda what, value: f"| {what} | {value} | - | - | (measured here, for the rows below) | |"
+us = lambda c: f"{c['us_per_msg']:.1f} µs ({c['routed']} msgs, {c['cpu_s']:.2f} s CPU)" if c and c.get("us_per_msg") is not None else "-"
 rows = [
-    row("routed msgs/s over WSS (64 B)", f"{best_rate:.0f}{capped(best_capped)}", f"TLS echo {echo_tls:.0f}{capped(echo_capped)} (plain {echo_plain:.0f})", f"{best_rate/echo_tls:.2f}" if echo_tls else "-", "≥ 0.5 × TLS echo", echo_tls and best_rate / echo_tls >= 0.5, "perf-chat"),
+    info(f"B4: rusqlite inserting imd's message rows, {disk['batch']} per commit, synchronous = full", f"{b4:.0f} msgs/s (imd's store append, same batches: {disk['append_msgs_per_s']:.0f})") if disk else info("B4", "not measured"),
+    info(f"fsync on this disk (4 KiB append + fsync, {disk['fsync_samples']} samples)", f"p99 {fsync_p99_ms:.2f} ms (p50 {disk['fsync_p50_us']/1000:.2f}, max {disk['fsync_max_us']/1000:.2f})") if disk else info("fsync", "not measured"),
+    row("routed msgs/s over WSS (64 B), history off", f"{best_rate:.0f}{capped(best_capped)}", f"TLS echo {echo_tls:.0f}{capped(echo_capped)} (plain {echo_plain:.0f})", f"{best_rate/echo_tls:.2f}" if echo_tls else "-", "≥ 0.5 × TLS echo", echo_tls and best_rate / echo_tls >= 0.5, "perf-chat"),
     row(f"p99 send→receive at half max ({half['rate']:.0f} msgs/s; median of {len(half_turns)} turns)", f"{half['p99_us']/1000:.2f} ms (p50 {half['p50_us']/1000:.2f} ms" + (f"; sent late by the generator: p99 {lag/1000:.2f} ms)" if lag is not None else ")"), f"TLS echo at the same rate {echo_half['p99_us']/1000:.2f} ms (p50 {echo_half['p50_us']/1000:.2f} ms)" if echo_half else "-", f"{half['p99_us']/echo_half['p99_us']:.2f}" if echo_half else "-", "≤ 5 ms", half["p99_us"] <= 5000, "perf-half-loop"),
+    row("persisted routed msgs/s over WSS (64 B), history on, synchronous = full", f"{persisted:.0f}{capped(persisted_capped)}", f"B4 {b4:.0f}", f"{persisted/b4:.2f}" if b4 else "-", "≥ 0.7 × B4", bool(b4) and persisted / b4 >= 0.7, "perf-persisted"),
+    row(f"p99 send→receive at half the persisted max ({half_h['rate']:.0f} msgs/s; median of {len(half_h_turns)} turns)" if half_h else "p99 send→receive at half the persisted max", f"{half_h['p99_us']/1000:.2f} ms (p50 {half_h['p50_us']/1000:.2f} ms)" if half_h else "not measured", f"fsync p99 + 3 ms = {fsync_p99_ms + 3:.2f} ms" if fsync_p99_ms is not None else "-", f"{half_h['p99_us']/1000/(fsync_p99_ms + 3):.2f}" if half_h and fsync_p99_ms is not None else "-", "≤ fsync p99 + 3 ms", bool(half_h) and fsync_p99_ms is not None and half_h["p99_us"] / 1000 <= fsync_p99_ms + 3),
+    row("CPU per routed message, 1,000 msgs/s, 200 WSS sessions (daemon utime+stime ÷ messages)", f"history off {us(cpu_off)}", f"history on {us(cpu_on)}", f"{cpu_on['us_per_msg']/cpu_off['us_per_msg']:.2f} (on ÷ off)" if cpu_off and cpu_on and cpu_off.get("us_per_msg") and cpu_on.get("us_per_msg") else "-", "≤ 40 µs, history off", bool(cpu_off) and cpu_off.get("us_per_msg") is not None and cpu_off["us_per_msg"] <= 40),
     row("idle authenticated WSS sessions, one imd process", f"{idle['sessions']} ({idle['failed_sessions']} failed), {per} B each", "-", "-", "19,000 at ≤ 20 KB", per is not None and per <= 20000 and idle["failed_sessions"] == 0),
     row("static 1 KB file, wrk -t2 -c64 (median of 3 turns)", f"{imd_static:.0f} req/s", f"nginx {nginx_static:.0f}", f"{imd_static/nginx_static:.2f}" if nginx_static else "-", "≥ 0.9 × nginx", nginx_static and imd_static / nginx_static >= 0.9),
     row("/im/friends/found, wrk -t2 -c64 (median of 3 turns)", f"{imd_found:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_found/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", nginx_static and imd_found / nginx_static >= 0.5, "perf-found"),
+    row("/im/messages (50 messages of 64 B, limit=50), wrk -t2 -c64 (median of 3 turns)", f"{imd_messages:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_messages/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", bool(nginx_static) and imd_messages / nginx_static >= 0.5, "perf-messages"),
     row("chat rate during a login storm", f"{storm['rate']:.0f} msgs/s ({storm['logins']} logins)", f"before {storm['baseline_rate']:.0f}", f"drop {drop*100:.1f} %" if drop is not None else "-", "drop ≤ 20 %", drop is not None and drop <= 0.2),
     row("lost / duplicated / misordered", f"{bad('lost')} / {bad('dup')} / {bad('misordered')}", "-", "-", "0", bad('lost') + bad('dup') + bad('misordered') == 0),
 ]
@@ -244,7 +305,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 mem = next((l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal")), "0")
 text = ["| measure | imd | baseline | ratio | target | |", "|---|---|---|---|---|---|", *rows, "",
         f"Machine: {os.cpu_count()} cores ({cpu}), {int(mem)//1024//1024} GiB, Linux {platform.release()}; load generator on the same cores; CPU time taken by the host (steal) during the chat runs: {steal:.0f} %, during the half-rate turns: {half_steal:.0f} %.", "",
-        "Maximum rate: the highest offered rate delivered in full with p99 ≤ 100 ms (coarse steps, then three halvings of the gap to the first rate not sustained).", ""]
+        "Maximum rate: the highest offered rate delivered in full with p99 ≤ 100 ms (coarse steps, then three halvings of the gap to the first rate not sustained). History off is the seed's send path (nothing stored, synchronous = normal); history on commits every send (group commit, synchronous = full) before its ack and its delivery. B4 and fsync are measured in the bench's data directory right before the persisted runs; CPU per message counts 7 s of sending, not the provisioning before it.", ""]
 for what, name in missed:
     prof = text_of(name + ".txt")
     if prof:

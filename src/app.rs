@@ -163,6 +163,7 @@ impl App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
                 Rate::per_min(r.heartbeat_per_min),
+                config.session.max_devices,
             ),
             passwords,
             db,

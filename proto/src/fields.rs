@@ -85,6 +85,16 @@ impl Fields {
         }
     }
 
+    /// The boolean field `key`: absent or `null` is false; 403 when present with
+    /// another JSON type.
+    pub fn flag(&self, key: &str) -> Result<bool, Code> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(Code::ProtocolError),
+        }
+    }
+
     /// Whether this is the JSON heartbeat `{"type":"heartbeat"}` (§4.3).
     pub fn is_heartbeat(&self) -> bool {
         matches!(self.map.get("type"), Some(Value::String(t)) if t == "heartbeat")
@@ -125,13 +135,18 @@ impl<'a> SendFrame<'a> {
     }
 }
 
-/// The first-frame login `{"account","password"}` (§4.1 ext).
+/// The first-frame login `{"account","password"}` (§4.1 ext), or
+/// `{"account","device_token"}` (§11.2 ext), with `"remember":true` optional.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoginFrame<'a> {
     /// The account, trimmed; `""` when absent.
     pub account: &'a str,
     /// The password exactly as sent; `""` when absent.
     pub password: &'a str,
+    /// The device token of a remembered login, trimmed; `""` when absent.
+    pub device_token: &'a str,
+    /// Whether the client asks for a device token (`"remember":true`).
+    pub remember: bool,
 }
 
 impl<'a> LoginFrame<'a> {
@@ -141,6 +156,8 @@ impl<'a> LoginFrame<'a> {
         Ok(LoginFrame {
             account: f.text("account")?,
             password: f.string("password")?.unwrap_or(""),
+            device_token: f.text("device_token")?,
+            remember: f.flag("remember")?,
         })
     }
 }
@@ -274,9 +291,29 @@ mod tests {
         assert!(!Fields::parse(br#"{"type":"other"}"#).unwrap().is_heartbeat());
         assert!(!Fields::parse(br#"{"type":1}"#).unwrap().is_heartbeat());
         let f = Fields::parse(br#"{"account":" al ","password":" pw "}"#).unwrap();
-        assert_eq!(LoginFrame::from_fields(&f), Ok(LoginFrame { account: "al", password: " pw " }));
+        assert_eq!(
+            LoginFrame::from_fields(&f),
+            Ok(LoginFrame { account: "al", password: " pw ", device_token: "", remember: false })
+        );
         let f = Fields::parse(br#"{"account":[]}"#).unwrap();
         assert_eq!(LoginFrame::from_fields(&f), Err(Code::ProtocolError));
+    }
+
+    #[test]
+    fn remembered_login_frames() {
+        let f =
+            Fields::parse(br#"{"account":"al","device_token":" ab ","remember":true}"#).unwrap();
+        assert_eq!(
+            LoginFrame::from_fields(&f),
+            Ok(LoginFrame { account: "al", password: "", device_token: "ab", remember: true })
+        );
+        let f = Fields::parse(br#"{"account":"al","remember":null}"#).unwrap();
+        assert!(!LoginFrame::from_fields(&f).unwrap().remember);
+        for bad in [&br#"{"remember":"true"}"#[..], br#"{"remember":1}"#, br#"{"device_token":7}"#]
+        {
+            let f = Fields::parse(bad).unwrap();
+            assert_eq!(LoginFrame::from_fields(&f), Err(Code::ProtocolError), "{bad:?}");
+        }
     }
 
     #[test]

@@ -27,5 +27,5 @@ pub use limits::{check_account, check_bytes, check_chars, is_blank, trimmed, Fie
 pub use reply::{
     found_reply, friend_added_push, heartbeat_reply, kept_receive_frame, list_reply, login_reply,
     profile_push, push_id, query_reply, receive_frame, replaced_push, request_push, requests_reply,
-    status, status_with_id, FoundEntry, FriendEntry, Profile, Reply, RequestEntry,
+    status, status_with_id, with_str, FoundEntry, FriendEntry, Profile, Reply, RequestEntry,
 };

@@ -354,6 +354,15 @@ pub fn kept_receive_frame(
     out
 }
 
+/// `obj`, a finished JSON object, with the string field `key` added at its end: the
+/// login reply's `device_token` and a carbon copy's `to` (§11) on frames built
+/// elsewhere.
+pub fn with_str(mut obj: String, key: &str, value: &str) -> String {
+    debug_assert!(obj.ends_with('}'), "with_str on {obj}");
+    obj.pop();
+    Reply { buf: obj }.str(key, value).finish()
+}
+
 /// A push that carries only the other user's `id`: 300, 302, 304 or 305 (§6.3).
 pub fn push_id(code: Code, id: &str) -> String {
     debug_assert!(
@@ -431,6 +440,17 @@ mod tests {
             to: "me".into(),
             note: "hi\t\u{1}".into(),
         }
+    }
+
+    #[test]
+    fn with_str_adds_a_field_at_the_end() {
+        let frame = kept_receive_frame("1", "me", "hi \"x\"", 5, 7, Some("c"));
+        let copy: Value = serde_json::from_str(&with_str(frame.clone(), "to", "f\"r")).unwrap();
+        let mut want: Value = serde_json::from_str(&frame).unwrap();
+        want["to"] = json!("f\"r");
+        assert_eq!(copy, want);
+        let r = with_str(status(Code::Success), "device_token", "ab");
+        assert_eq!(r, r#"{"code":200,"message":"Success","ok":true,"device_token":"ab"}"#);
     }
 
     #[test]

@@ -6,10 +6,10 @@
 //! reply, and sees more of each connection's frames at once, so it writes them together.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use rustls::ServerConfig;
 
 use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade, WsMessage};
@@ -110,7 +110,12 @@ impl Stats {
 pub(crate) struct Shared {
     tx: Sender<Command>,
     waker: mio::Waker,
-    wake_pending: AtomicBool,
+    /// The loop is awake and looks at the channel before it sleeps again: a command
+    /// sent meanwhile needs no wake-up (an eventfd write, and an epoll return with
+    /// nothing else in it). Set by the first wake and by the loop when its poll returns.
+    loop_awake: AtomicBool,
+    /// Times the loop's waker was written; tests count them.
+    wakes: AtomicU64,
     shutting_down: AtomicBool,
     pub(crate) stats: Stats,
 }
@@ -127,7 +132,8 @@ impl Remote {
             shared: Arc::new(Shared {
                 tx,
                 waker,
-                wake_pending: AtomicBool::new(false),
+                loop_awake: AtomicBool::new(false),
+                wakes: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 stats: Stats::default(),
             }),
@@ -172,8 +178,35 @@ impl Remote {
         }
     }
 
+    /// Runs `f` with this thread's commands to this reactor held, then hands them to
+    /// the loop together: one wake-up for a batch of replies made outside a worker (a
+    /// worker's are batched already). Also when `f` panics.
+    pub fn batch<R>(&self, f: impl FnOnce() -> R) -> R {
+        let owner = self.owner();
+        let before = HELD.with(|held| held.borrow().owner);
+        if before != 0 {
+            // A worker (already batching), or a thread batching for another reactor,
+            // whose held commands must not go to this one.
+            return f();
+        }
+        struct Release<'a>(&'a Remote);
+        impl Drop for Release<'_> {
+            fn drop(&mut self) {
+                self.0.release();
+                HELD.with(|held| held.borrow_mut().owner = 0);
+            }
+        }
+        HELD.with(|held| held.borrow_mut().owner = owner);
+        let _release = Release(self);
+        f()
+    }
+
     fn wake(&self) {
-        if !self.shared.wake_pending.swap(true, Ordering::AcqRel) {
+        // Pairs with the fence in `may_sleep`: either the loop sees the command queued
+        // before it sleeps, or this sees the loop asleep and wakes it.
+        fence(Ordering::SeqCst);
+        if !self.shared.loop_awake.swap(true, Ordering::SeqCst) {
+            self.shared.wakes.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.shared.waker.wake() {
                 log::error!("waking the event loop failed: {e}");
             }
@@ -185,9 +218,24 @@ impl Remote {
         Arc::as_ptr(&self.shared) as usize
     }
 
-    /// Called by the loop before it drains the channel: later commands wake it again.
-    pub(crate) fn woken(&self) {
-        self.shared.wake_pending.store(false, Ordering::Release);
+    /// Called by the loop when its poll returns: commands sent until it next calls
+    /// [`may_sleep`](Self::may_sleep) are served without a wake-up.
+    pub(crate) fn awake(&self) {
+        self.shared.loop_awake.store(true, Ordering::SeqCst);
+    }
+
+    /// Called by the loop before it polls: from now on a command wakes it. False when
+    /// commands are already queued (the loop must not sleep on them).
+    pub(crate) fn may_sleep(&self, commands: &Receiver<Command>) -> bool {
+        self.shared.loop_awake.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        commands.is_empty()
+    }
+
+    /// Times a command had to wake the loop.
+    #[cfg(test)]
+    pub(crate) fn wakes(&self) -> u64 {
+        self.shared.wakes.load(Ordering::Relaxed)
     }
 
     /// Queues a text frame to `conn`; dropped if `conn` is gone.
@@ -243,5 +291,63 @@ impl Remote {
     /// The reactor's counters.
     pub fn stats(&self) -> &Stats {
         &self.shared.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote() -> (Remote, Receiver<Command>, mio::Poll) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("waker");
+        let (tx, rx) = crossbeam_channel::unbounded();
+        (Remote::new(tx, waker), rx, poll)
+    }
+
+    /// Commands sent while the loop is awake cost no wake-up: it looks at the channel
+    /// before it sleeps, and does not sleep while one is queued. Once it may sleep, the
+    /// first command of a burst wakes it, and only the first.
+    #[test]
+    fn an_awake_loop_is_not_woken_and_a_sleeping_one_once_per_burst() {
+        let (remote, commands, _poll) = remote();
+        remote.awake();
+        remote.send_text(ConnId(1), "a".into());
+        remote.send_text(ConnId(1), "b".into());
+        assert_eq!(remote.wakes(), 0, "the loop is awake");
+        assert!(!remote.may_sleep(&commands), "two commands wait");
+        assert_eq!(commands.try_iter().count(), 2);
+        assert!(remote.may_sleep(&commands));
+        remote.send_text(ConnId(1), "c".into());
+        remote.send_text(ConnId(1), "d".into());
+        assert_eq!(remote.wakes(), 1, "one wake for the burst");
+    }
+
+    /// A thread outside the worker pool that makes several replies wakes the sleeping
+    /// loop once for all of them, when its batch ends, and they keep their order.
+    #[test]
+    fn a_batch_wakes_the_loop_once_when_it_ends() {
+        let (remote, commands, _poll) = remote();
+        assert!(remote.may_sleep(&commands));
+        remote.batch(|| {
+            remote.send_text(ConnId(1), "a".into());
+            remote.done(ConnId(1));
+            remote.send_text(ConnId(2), "b".into());
+            assert_eq!(remote.wakes(), 0, "held until the batch ends");
+            assert!(commands.is_empty());
+        });
+        assert_eq!(remote.wakes(), 1);
+        let got: Vec<String> = commands
+            .try_iter()
+            .map(|c| match c {
+                Command::Text(id, t) => format!("{}:{t}", id.0),
+                Command::Done(id) => format!("{}:done", id.0),
+                _ => "other".into(),
+            })
+            .collect();
+        assert_eq!(got, ["1:a", "1:done", "2:b"]);
+        // Outside a batch, commands go at once again.
+        remote.send_text(ConnId(1), "c".into());
+        assert_eq!(commands.len(), 1);
     }
 }

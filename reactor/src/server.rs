@@ -136,12 +136,16 @@ impl Server {
             if let Some(at) = shutdown_at.into_iter().chain(state.accept_retry).min() {
                 sleep = sleep.min(at.saturating_duration_since(now));
             }
+            if !remote.may_sleep(&commands) {
+                sleep = Duration::ZERO;
+            }
             if let Err(e) = poll.poll(&mut events, Some(sleep.min(MAX_SLEEP))) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 break Err(Error::Io(e));
             }
+            remote.awake();
             let mut cx = Cx {
                 now: Instant::now(),
                 config: &config,
@@ -154,7 +158,6 @@ impl Server {
                 over_budget: over_budget(&remote.shared.stats, &config),
             };
             let registry = poll.registry();
-            let mut woken = false;
             let mut served = 0;
             for event in events.iter() {
                 if served == EVENTS_PER_HANDOFF {
@@ -164,14 +167,7 @@ impl Server {
                     idle.wake_for(&jobs_tx);
                     if !commands.is_empty() {
                         let mut listeners = (&mut plain, &mut tls, &mut shutdown_at);
-                        serve_commands(
-                            &commands,
-                            &remote,
-                            &mut state,
-                            &mut listeners,
-                            registry,
-                            &mut cx,
-                        );
+                        serve_commands(&commands, &mut state, &mut listeners, registry, &mut cx);
                     }
                 }
                 match event.token() {
@@ -185,7 +181,8 @@ impl Server {
                             state.accept(l, Some(c), registry, &mut cx);
                         }
                     }
-                    WAKER => woken = true,
+                    // The commands it announced are served below.
+                    WAKER => {}
                     Token(t) => {
                         let Some(i) = t.checked_sub(FIRST_CONN) else { continue };
                         if let Some(conn) = state.conns.get_mut(i) {
@@ -199,9 +196,9 @@ impl Server {
                     }
                 }
             }
-            if woken {
+            if !commands.is_empty() {
                 let mut listeners = (&mut plain, &mut tls, &mut shutdown_at);
-                serve_commands(&commands, &remote, &mut state, &mut listeners, registry, &mut cx);
+                serve_commands(&commands, &mut state, &mut listeners, registry, &mut cx);
             }
             state.expire(registry, &mut cx);
             if state.accept_retry.is_some_and(|at| at <= cx.now) {
@@ -252,13 +249,11 @@ type Listeners<'a> = (
 /// queued: one write per connection for the whole batch.
 fn serve_commands(
     commands: &Receiver<Command>,
-    remote: &Remote,
     state: &mut State,
     (plain, tls, shutdown_at): &mut Listeners<'_>,
     registry: &Registry,
     cx: &mut Cx<'_>,
 ) {
-    remote.woken();
     for cmd in commands.try_iter() {
         match cmd {
             Command::Shutdown if shutdown_at.is_none() => {

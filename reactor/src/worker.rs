@@ -59,7 +59,7 @@ impl Idle {
         if sleeping == 0 || queued == 0 {
             return;
         }
-        let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pass_the_lock();
         for _ in 0..sleeping.min(1 + queued / JOBS_PER_WAKE) {
             self.wake.notify_one();
         }
@@ -67,8 +67,16 @@ impl Idle {
 
     /// Wakes every sleeper (the job channel has closed).
     pub(crate) fn wake_all(&self) {
-        let _held = self.lock.lock().unwrap_or_else(PoisonError::into_inner);
+        self.pass_the_lock();
         self.wake.notify_all();
+    }
+
+    /// Takes and drops the lock before a notify: a sleeper that counted itself before
+    /// our look holds it until it waits, so it is waiting by the time we notify. Not
+    /// held across the notify: the woken thread would find it taken and sleep again
+    /// on it (two more futex calls and a context switch per wake-up).
+    fn pass_the_lock(&self) {
+        drop(self.lock.lock().unwrap_or_else(PoisonError::into_inner));
     }
 
     /// Sleeps until woken, unless a job arrived meanwhile.

@@ -88,6 +88,12 @@ pub struct HistoryConfig {
 pub struct SessionConfig {
     /// How long a login without credentials in the URL waits for its first frame.
     pub login_frame_timeout: Duration,
+    /// Live sessions a user may hold (docs/protocol.md §11.1); a login beyond replaces
+    /// the oldest. 1 is the seed's single session.
+    pub max_devices: usize,
+    /// Days a remembered login stays valid after its last use (§11.2); 0 turns
+    /// remembered logins off.
+    pub remember_days: u32,
 }
 
 /// `[rate_limit]`: 0 turns a limit off.
@@ -137,7 +143,11 @@ impl Default for Config {
                 threads: std::thread::available_parallelism().map_or(1, |n| n.get() / 2).max(1),
             },
             history: HistoryConfig { enabled: true, retention_days: 0, login_backlog: 1000 },
-            session: SessionConfig { login_frame_timeout: Duration::from_secs(10) },
+            session: SessionConfig {
+                login_frame_timeout: Duration::from_secs(10),
+                max_devices: 5,
+                remember_days: 30,
+            },
             allowed_origins: Vec::new(),
             rate_limit: RateLimits {
                 register_per_min: 10,
@@ -332,6 +342,8 @@ impl Doc<'_> {
 
         let s = &mut c.session;
         self.secs("session", "login_frame_timeout_s", &mut s.login_frame_timeout)?;
+        self.count("session", "max_devices", 1, 1000, &mut s.max_devices)?;
+        self.count("session", "remember_days", 0, 3650, &mut s.remember_days)?;
 
         let h = &mut c.history;
         self.flag("history", "enabled", &mut h.enabled)?;
@@ -520,6 +532,18 @@ mod tests {
         assert!(c.history.enabled, "conversations are kept by default (§10)");
         assert_eq!((c.history.retention_days, c.history.login_backlog), (0, 1000));
         assert_eq!((c.rate_limit.typing_per_s, c.rate_limit.typing_burst), (2, 5));
+        assert_eq!((c.session.max_devices, c.session.remember_days), (5, 30));
+    }
+
+    #[test]
+    fn devices_are_bounded() {
+        let (c, _) = parse("[session]\nmax_devices = 1\nremember_days = 0\n");
+        let c = c.unwrap();
+        assert_eq!((c.session.max_devices, c.session.remember_days), (1, 0));
+        for bad in ["max_devices = 0", "max_devices = 1001", "remember_days = 3651"] {
+            let (c, _) = parse(&format!("[session]\n{bad}\n"));
+            assert!(c.unwrap_err().to_string().contains("[session]"), "{bad}");
+        }
     }
 
     #[test]

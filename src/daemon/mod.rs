@@ -104,7 +104,8 @@ const TRIM_EVERY_TICKS: u64 = 8;
 /// Four times a second: close logins that sent no credentials in time, and check that
 /// the database path still names the file opened at start. Every two seconds when
 /// connections have closed meanwhile: give their memory back to the system. Every
-/// minute: forget rate-limit buckets that have refilled. Ends when the server shuts down.
+/// minute: forget rate-limit buckets that have refilled, delete messages past retention
+/// and remembered logins past remember_days. Ends when the server shuts down.
 fn housekeeping(app: &App, remote: &Remote) {
     let mut tick = 0u64;
     let mut closed_at_trim = 0;
@@ -125,6 +126,7 @@ fn housekeeping(app: &App, remote: &Remote) {
             app.login_fail_limit.prune();
             app.search_limit.prune();
             crate::history::expire(app);
+            crate::auth::devices::expire(app);
         }
     }
 }

@@ -16,7 +16,7 @@ const CID_CHARS: usize = 64;
 pub fn frame(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Flow {
     match fields.frame_type() {
         Some("read") => {
-            let code = read(app, me, fields, remote).unwrap_or_else(|c| c);
+            let code = read(app, conn, me, fields, remote).unwrap_or_else(|c| c);
             typed_reply(app, remote, conn, code, "read");
             Flow::Done
         }
@@ -72,8 +72,9 @@ fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistor
     })
 }
 
-/// `{"type":"read","with","seq"}`: moves my read mark; 307 to the friend when it moved.
-fn read(app: &App, me: &str, fields: &Fields, remote: &Remote) -> Result<Code, Code> {
+/// `{"type":"read","with","seq"}`: moves my read mark; 307 to the friend's sessions
+/// and my other sessions (§11.1) when it moved.
+fn read(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Result<Code, Code> {
     let with = fields.text("with")?;
     if with.is_empty() {
         return Err(Code::FriendInfoEmpty);
@@ -84,13 +85,11 @@ fn read(app: &App, me: &str, fields: &Fields, remote: &Remote) -> Result<Code, C
     let seq = fields.non_negative("seq")?.ok_or(Code::ProtocolError)?;
     let moved = app.store(|s| s.mark_read(me, with, seq)).map_err(|f| f.code())?;
     if let Some(seq) = moved {
-        if let Some(friend) = app.sessions.conn_of(with) {
-            let push = Reply::new(Code::MessageRead)
-                .str("by", me)
-                .str("with", with)
-                .int("seq", seq)
-                .finish();
-            remote.send_text(friend, push);
+        let push =
+            Reply::new(Code::MessageRead).str("by", me).str("with", with).int("seq", seq).finish();
+        let mine = app.sessions.conns_of(me).into_iter().filter(|c| *c != conn);
+        for c in app.sessions.conns_of(with).into_iter().chain(mine) {
+            remote.send_text(c, push.clone());
             app.metrics.pushed(Code::MessageRead);
         }
     }
@@ -116,7 +115,7 @@ fn typing(
         app.metrics.rate_limited("typing");
         return Err(Code::TooManyRequests);
     }
-    if let Some(friend) = app.sessions.conn_of(to) {
+    for friend in app.sessions.conns_of(to) {
         remote.send_text(friend, Reply::new(Code::FriendTyping).str("id", me).finish());
         app.metrics.pushed(Code::FriendTyping);
     }

@@ -48,7 +48,7 @@ pub fn delivered_at_login(app: &App, remote: &Remote, me: &str, backlog: &Backlo
     match app.store(|s| s.mark_delivered(me, &marks)) {
         Ok(moved) => {
             for (sender, seq) in moved {
-                if let Some(c) = app.sessions.conn_of(&sender) {
+                for c in app.sessions.conns_of(&sender) {
                     remote.send_text(c, delivered_push(me, seq));
                     app.metrics.pushed(Code::MessageDelivered);
                 }

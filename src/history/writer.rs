@@ -75,6 +75,7 @@ impl Writer {
 
 fn run(rx: &Receiver<Job>) {
     while let Ok(first) = rx.recv() {
+        let remote = first.done.remote.clone();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -82,7 +83,9 @@ fn run(rx: &Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit(batch);
+        // The batch's replies, pushes and releases reach the loop with one wake-up,
+        // not one per send.
+        remote.batch(|| commit(batch));
     }
 }
 
@@ -93,12 +96,12 @@ fn commit(batch: Vec<Job>) {
     // live here are the ones pushed to after the commit; their 200 and delivered marks
     // go into the same commit as the messages.
     let _delivery = app.history.delivery();
-    let targets: Vec<Option<ConnId>> =
-        batch.iter().map(|j| app.sessions.conn_of(&j.message.to_id)).collect();
+    let targets: Vec<Vec<ConnId>> =
+        batch.iter().map(|j| app.sessions.conns_of(&j.message.to_id)).collect();
     let messages: Vec<NewHistoryMessage> = batch
         .iter()
         .zip(&targets)
-        .map(|(j, t)| NewHistoryMessage { live: t.is_some(), ..j.message.clone() })
+        .map(|(j, t)| NewHistoryMessage { live: !t.is_empty(), ..j.message.clone() })
         .collect();
     let started = std::time::Instant::now();
     let results = app.db.with(|store| store.append_messages(&messages));
@@ -128,26 +131,30 @@ fn commit(batch: Vec<Job>) {
     }
 }
 
-/// After the commit: pushes the message to the receiver's live session `target`, if
-/// any, and acks the sender: 200 when it was queued there (then 306), else 202.
-fn deliver(app: &App, job: &Job, target: Option<ConnId>, seq: i64) {
+/// After the commit: pushes the message to the receiver's live sessions `targets`
+/// and copies it to the sender's other sessions (§11.1), and acks the sender: 200 when
+/// it was queued on a session of the receiver (then 306), else 202.
+fn deliver(app: &App, job: &Job, targets: Vec<ConnId>, seq: i64) {
     let m = &job.message;
-    if let Some(friend) = target {
-        let frame = proto::kept_receive_frame(
-            &m.dialogue_id,
-            &m.from_id,
-            &m.payload,
-            m.ts_ms,
-            seq,
-            m.cid.as_deref(),
-        );
-        job.done.remote.send_text(friend, frame);
+    let frame = proto::kept_receive_frame(
+        &m.dialogue_id,
+        &m.from_id,
+        &m.payload,
+        m.ts_ms,
+        seq,
+        m.cid.as_deref(),
+    );
+    let remote = &job.done.remote;
+    crate::routes::tunnel::carbon_copies(app, remote, job.conn, &m.from_id, &m.to_id, &frame);
+    let live = !targets.is_empty();
+    for friend in targets {
+        remote.send_text(friend, frame.clone());
     }
-    let code = if target.is_some() { Code::Success } else { Code::StoredForOfflineFriend };
+    let code = if live { Code::Success } else { Code::StoredForOfflineFriend };
     reply(app, job, code, Some((seq, m.ts_ms)), m.cid.as_deref());
-    if target.is_some() {
-        if let Some(me) = app.sessions.conn_of(&m.from_id) {
-            job.done.remote.send_text(me, delivered_push(&m.to_id, seq));
+    if live {
+        for me in app.sessions.conns_of(&m.from_id) {
+            remote.send_text(me, delivered_push(&m.to_id, seq));
             app.metrics.pushed(Code::MessageDelivered);
         }
     } else {

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use proto::{Code, Field};
-use reactor::{Remote, Request};
+use reactor::{ConnId, Remote, Request};
 use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Deferrable, Fail, Later, Outcome};
@@ -116,15 +116,14 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     })?;
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
     let push = proto::push_id(Code::FriendRemoved, me);
-    let (conn, ()) = app.sessions.end_user(me, |online| {
-        for friend in &former_friends {
-            if let Some(c) = online.conn(friend) {
-                remote.send_text(c, push.clone());
-                app.metrics.pushed(Code::FriendRemoved);
-            }
+    // Every session of the account ends (§11.1); its devices went with it in the store.
+    let (conns, ()) = app.sessions.end_user(me, |online| {
+        for c in former_friends.iter().flat_map(|f| online.conns(f)) {
+            remote.send_text(c, push.clone());
+            app.metrics.pushed(Code::FriendRemoved);
         }
     });
-    if let Some(conn) = conn {
+    for conn in conns {
         remote.close(conn, 1000, "account erased");
     }
     log::debug!("erased a user");
@@ -187,7 +186,7 @@ pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable 
         "new_password",
     ])?;
     let clear = cleared(&input)?;
-    let me = authenticate(app, &input)?;
+    let (me, session) = authenticate_session(app, &input)?;
     let limits = &app.config.fields;
 
     let old = input.raw("password")?;
@@ -235,8 +234,25 @@ pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable 
     let (old, new) = (old.to_string(), new.to_string());
     with_password(app, later, req.peer.ip(), me, old, move |app, remote, me| {
         update.password_hash = Some(app.passwords.hash(&new).map_err(|_| Fail::Hash)?);
-        apply_update(app, me, update, remote)
+        // The store revokes every device token with the new password (§11.2).
+        let reply = apply_update(app, me, update, remote)?;
+        end_other_sessions(app, remote, me, session)?;
+        Ok(reply)
     })
+}
+
+/// After a password change: every session of `me` but `keep`, the one that changed
+/// it, gets 513 and is closed (§11.1).
+fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId) -> Result<(), Fail> {
+    let friends = app.store(|s| s.friend_ids(me))?;
+    let (others, ()) = app.sessions.end_others(me, keep, |online, last| {
+        // Only when the changing session itself closed meanwhile.
+        if last {
+            crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
+        }
+    });
+    crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
+    Ok(())
 }
 
 /// Stores a checked update, then pushes 301 to every online friend.
@@ -256,7 +272,7 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
     let watchers = app.store(|s| s.aliases_for(me))?;
     app.sessions.with_online(|online| {
         for (friend, alias) in &watchers {
-            if let Some(c) = online.conn(friend) {
+            for c in online.conns(friend) {
                 let push = proto::profile_push(
                     me,
                     alias,
@@ -288,8 +304,14 @@ fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
 
 /// The common checks of docs/protocol.md §5; the caller's user id on success.
 pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
+    Ok(authenticate_session(app, input)?.0)
+}
+
+/// [`authenticate`], with the connection of the session whose token it is (a user
+/// may have several, §11.1).
+pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, ConnId), Fail> {
     let token = input.text("token")?;
     let id = input.text("id")?;
-    app.sessions.authenticate(id, token)?;
-    Ok(id.to_string())
+    let conn = app.sessions.authenticate(id, token)?;
+    Ok((id.to_string(), conn))
 }

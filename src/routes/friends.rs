@@ -62,15 +62,19 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
             });
         }
         Requested::Stored { requester: mine } => {
-            if let Some(conn) = app.sessions.conn_of(to) {
+            let targets = app.sessions.conns_of(to);
+            if !targets.is_empty() {
                 let entry = RequestEntry {
                     id: me.clone(),
                     name: mine.name,
                     to: to.to_string(),
                     note: note.to_string(),
                 };
-                remote.send_text(conn, proto::request_push(&entry));
-                app.metrics.pushed(Code::ApplyForAFriend);
+                let push = proto::request_push(&entry);
+                for conn in targets {
+                    remote.send_text(conn, push.clone());
+                    app.metrics.pushed(Code::ApplyForAFriend);
+                }
             }
         }
     }
@@ -114,7 +118,7 @@ pub fn decline(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !app.store(|s| s.delete_request(from, &me))? {
         return Err(Code::RequestNotExists.into());
     }
-    if let Some(conn) = app.sessions.conn_of(from) {
+    for conn in app.sessions.conns_of(from) {
         remote.send_text(conn, proto::push_id(Code::RequestDeclined, &me));
         app.metrics.pushed(Code::RequestDeclined);
     }
@@ -134,7 +138,7 @@ pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
         return Err(Code::NotRelationOfFriend.into());
     }
     app.friend_cache.forget([me.as_str(), to]);
-    if let Some(conn) = app.sessions.conn_of(to) {
+    for conn in app.sessions.conns_of(to) {
         remote.send_text(conn, proto::push_id(Code::FriendRemoved, &me));
         app.metrics.pushed(Code::FriendRemoved);
     }
@@ -165,7 +169,7 @@ pub fn requests(app: &App, req: &Request) -> Outcome {
 pub fn friend_entries(rows: Vec<FriendRow>, online: &Online<'_>) -> Vec<FriendEntry> {
     rows.into_iter()
         .map(|r| FriendEntry {
-            online: online.conn(&r.id).is_some(),
+            online: online.is_online(&r.id),
             id: r.id,
             name: r.alias,
             picture: r.picture,
@@ -184,7 +188,7 @@ pub fn request_entries(rows: Vec<store::RequestRow>) -> Vec<RequestEntry> {
         .collect()
 }
 
-/// Tells `to`, if online, that `friend` (whose id is `friend_id`) is now its friend,
+/// Tells each session of `to` that `friend` (whose id is `friend_id`) is now its friend,
 /// under the alias `to` got by default: `friend`'s profile name.
 fn push_added(
     app: &App,
@@ -194,7 +198,7 @@ fn push_added(
     friend: &UserRow,
     friend_id: &str,
 ) {
-    if let Some(conn) = online.conn(to) {
+    if online.is_online(to) {
         let entry = FriendEntry {
             id: friend_id.to_string(),
             name: friend.name.clone(),
@@ -202,13 +206,16 @@ fn push_added(
             sex: friend.sex.clone(),
             birthday: friend.birthday.clone(),
             sign: friend.sign.clone(),
-            online: online.conn(friend_id).is_some(),
+            online: online.is_online(friend_id),
             ..FriendEntry::default()
         };
         // A new friendship starts an empty conversation (§10.5).
         let kept = app.config.history.enabled.then_some(0);
         let entry = FriendEntry { last_seq: kept, read_seq: kept, unread: kept, ..entry };
-        remote.send_text(conn, proto::friend_added_push(&entry));
-        app.metrics.pushed(Code::FriendAdded);
+        let push = proto::friend_added_push(&entry);
+        for conn in online.conns(to) {
+            remote.send_text(conn, push.clone());
+            app.metrics.pushed(Code::FriendAdded);
+        }
     }
 }

@@ -50,6 +50,19 @@ impl Input {
         keys.iter().try_for_each(|k| self.raw(k).map(drop))
     }
 
+    /// A yes/no field: in a query string `true` is yes and `false`, empty or absent no;
+    /// in JSON a boolean (`null` or absent: no). Anything else → 403.
+    pub fn flag(&self, key: &str) -> Result<bool, Code> {
+        match self {
+            Input::Query(pairs) => match proto::query_value(pairs, key).map(str::trim) {
+                Some("true") => Ok(true),
+                None | Some("" | "false") => Ok(false),
+                Some(_) => Err(Code::ProtocolError),
+            },
+            Input::Json(fields) => fields.flag(key),
+        }
+    }
+
     /// The field trimmed; absent → "".
     pub fn text(&self, key: &str) -> Result<&str, Code> {
         Ok(self.raw(key)?.map_or("", str::trim))
@@ -89,6 +102,19 @@ mod tests {
         assert_eq!(i.raw("x"), Err(Code::ProtocolError));
         assert!(matches!(Input::of(&req("POST", "/", "[1]")), Err(Code::ProtocolError)));
         assert!(matches!(Input::of(&req("POST", "/", "{")), Err(Code::ProtocolError)));
+    }
+
+    #[test]
+    fn flags_from_a_query_or_a_body() {
+        let flag = |method, target, body| Input::of(&req(method, target, body))?.flag("f");
+        assert_eq!(flag("GET", "/x?f=true", ""), Ok(true));
+        assert_eq!(flag("GET", "/x?f=false", ""), Ok(false));
+        assert_eq!(flag("GET", "/x?f=", ""), Ok(false));
+        assert_eq!(flag("GET", "/x", ""), Ok(false));
+        assert_eq!(flag("GET", "/x?f=1", ""), Err(Code::ProtocolError));
+        assert_eq!(flag("POST", "/x", r#"{"f":true}"#), Ok(true));
+        assert_eq!(flag("POST", "/x", r#"{"f":null}"#), Ok(false));
+        assert_eq!(flag("POST", "/x", r#"{"f":"true"}"#), Err(Code::ProtocolError));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The login WebSocket (docs/protocol.md §4, §6): login by URL or first frame, the
-//! dialogue (send → receive), JSON heartbeats, presence pushes, logoff, and cleanup
+//! The login WebSocket (docs/protocol.md §4, §6, §11): login by URL or first frame
+//! (password or remembered device), the dialogue (send → receive, with carbon copies to
+//! the sender's other sessions), JSON heartbeats, presence pushes, logoff, and cleanup
 //! when the socket closes.
 
 use std::net::IpAddr;
@@ -9,9 +10,10 @@ use proto::{Code, Field, Fields, LoginFrame, Profile, SendFrame};
 use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
 use crate::app::{App, Fail, Outcome};
-use crate::live::sessions::Ended;
+use crate::auth::devices::{self, Remembered};
+use crate::live::sessions::{Ended, NotStarted, Online, Session};
 use crate::live::token::new_token;
-use crate::routes::accounts::authenticate;
+use crate::routes::accounts::authenticate_session;
 use crate::routes::friends::{friend_entries, request_entries};
 use crate::routes::input::Input;
 
@@ -27,9 +29,46 @@ pub fn opened(app: &App, conn: ConnId, req: &Request, remote: &Remote) -> Flow {
     match proto::query_value(&pairs, "account") {
         Some(account) => {
             let password = proto::query_value(&pairs, "password").unwrap_or("");
-            login(app, conn, account, password, remote)
+            let offered = Credentials::Password {
+                account: account.trim().to_string(),
+                password: password.to_string(),
+                remember: false,
+            };
+            login(app, conn, offered, remote)
         }
         None => Flow::Done,
+    }
+}
+
+/// What a login offers (docs/protocol.md §4.1, §11.2).
+enum Credentials {
+    /// An account and its password; with `remember`, the reply carries a device token.
+    Password { account: String, password: String, remember: bool },
+    /// An account and a device token from an earlier remembered login (no password).
+    Device { account: String, token: String },
+}
+
+impl Credentials {
+    /// The credentials of a first frame: a device token counts only without a password.
+    /// A frame that is not a login frame offers an empty password (505).
+    fn of(frame: Option<LoginFrame<'_>>) -> Credentials {
+        let f = frame.unwrap_or(LoginFrame {
+            account: "",
+            password: "",
+            device_token: "",
+            remember: false,
+        });
+        if f.password.is_empty() && !f.device_token.is_empty() {
+            return Credentials::Device {
+                account: f.account.to_string(),
+                token: f.device_token.to_string(),
+            };
+        }
+        Credentials::Password {
+            account: f.account.to_string(),
+            password: f.password.to_string(),
+            remember: f.remember,
+        }
     }
 }
 
@@ -46,8 +85,7 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow
         // The first text frame carries the credentials; anything else is a failed login.
         let fields = Fields::parse(text.as_bytes());
         let frame = fields.as_ref().ok().and_then(|f| LoginFrame::from_fields(f).ok());
-        let (account, password) = frame.map_or(("", ""), |f| (f.account, f.password));
-        return login(app, conn, account, password, remote);
+        return login(app, conn, Credentials::of(frame), remote);
     }
     // No user: a failed login is closing this socket.
     if let Some(me) = app.sessions.user_of(conn) {
@@ -90,11 +128,36 @@ fn check_send(
 ) -> Result<Code, Code> {
     let (id, to, payload) = checked_send(app, conn, me, fields)?;
     let ts = now_ms();
-    if let Some(friend) = app.sessions.conn_of(to) {
-        remote.send_text(friend, proto::receive_frame(id, me, payload, ts));
-        return Ok(Code::Success);
+    let friends = app.sessions.conns_of(to);
+    if friends.is_empty() {
+        return Err(Code::FriendIsOffline);
     }
-    Err(Code::FriendIsOffline)
+    let frame = proto::receive_frame(id, me, payload, ts);
+    carbon_copies(app, remote, conn, me, to, &frame);
+    for friend in friends {
+        remote.send_text(friend, frame.clone());
+    }
+    Ok(Code::Success)
+}
+
+/// docs/protocol.md §11.1: a message sent from `conn` is written to `me`'s other
+/// sessions too, as its receive `frame` with `"to":"<friend id>"`.
+pub(crate) fn carbon_copies(
+    app: &App,
+    remote: &Remote,
+    conn: ConnId,
+    me: &str,
+    to: &str,
+    frame: &str,
+) {
+    let mine = app.sessions.conns_of(me);
+    if mine.len() < 2 {
+        return;
+    }
+    let copy = proto::with_str(frame.to_string(), "to", to);
+    for c in mine.into_iter().filter(|c| *c != conn) {
+        remote.send_text(c, copy.clone());
+    }
 }
 
 /// The checks every send frame passes, kept or not, in the order of §6.1: 510, 511,
@@ -139,13 +202,14 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Checks credentials on the hasher pool and starts the session there, or answers
-/// 505/524 and closes. The connection's next frame waits for the outcome.
+/// Checks credentials and starts the session, or answers 505/524 and closes. A
+/// password is checked on the hasher pool, and the connection's next frame waits for
+/// the outcome; a device token costs no hash and is checked here.
 ///
 /// The failure is charged to the IP's budget before the check and refunded when the
-/// password was right, so however many attempts arrive at once, at most the budget's
-/// worth is ever checked.
-fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote) -> Flow {
+/// credentials were right, so however many attempts arrive at once, at most the
+/// budget's worth is ever checked; a wrong device token spends it like a wrong password.
+fn login(app: &App, conn: ConnId, offered: Credentials, remote: &Remote) -> Flow {
     if !app.sessions.begin_login(conn) {
         return Flow::Done;
     }
@@ -156,11 +220,19 @@ fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote
         refuse(app, remote, conn, Code::TooManyRequests, CLOSE_POLICY);
         return Flow::Done;
     }
+    let (account, password, remember) = match offered {
+        Credentials::Device { account, token } => {
+            device_login(app, conn, ip, &account, &token, remote);
+            return Flow::Done;
+        }
+        Credentials::Password { account, password, remember } => (account, password, remember),
+    };
     let Some(pool) = app.me.upgrade() else { return Flow::Done };
-    let (account, password) = (account.trim().to_string(), password.to_string());
     let job_remote = remote.clone();
+    let since = app.sessions.login_mark();
     let queued = app.hasher.run_for(conn, remote, move || {
-        finish_login(&pool, conn, ip, &account, &password, &job_remote);
+        let offered = Offered { account: &account, password: &password, remember, since };
+        finish_login(&pool, conn, ip, &offered, &job_remote);
     });
     if !queued {
         app.login_fail_limit.refund(ip);
@@ -172,21 +244,28 @@ fn login(app: &App, conn: ConnId, account: &str, password: &str, remote: &Remote
     Flow::Deferred
 }
 
-fn finish_login(
-    app: &App,
-    conn: ConnId,
-    ip: IpAddr,
-    account: &str,
-    password: &str,
-    remote: &Remote,
-) {
+/// A password login on the hasher pool.
+struct Offered<'a> {
+    account: &'a str,
+    password: &'a str,
+    remember: bool,
+    /// The registry's login mark from before the check.
+    since: u64,
+}
+
+fn finish_login(app: &App, conn: ConnId, ip: IpAddr, offered: &Offered<'_>, remote: &Remote) {
+    let Offered { account, password, remember, since } = *offered;
     match check_login(app, account, password) {
         Ok(Some((user, rehash))) => {
             app.login_fail_limit.refund(ip);
             if rehash {
                 rehash_password(app, &user, password);
             }
-            start(app, conn, user, remote);
+            let device = if remember { devices::remember(app, &user.id) } else { Ok(None) };
+            match device {
+                Ok(device) => start(app, conn, user, device, since, remote),
+                Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
+            }
         }
         Ok(None) => {
             app.metrics.login(false);
@@ -195,6 +274,28 @@ fn finish_login(
         }
         Err(f) => {
             // Not a wrong password: the reserved failure is given back.
+            app.login_fail_limit.refund(ip);
+            refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
+        }
+    }
+}
+
+/// A login by device token (§11.2): no password hash is run. An unknown, expired or
+/// revoked token, or one of another account, is a failed login like a wrong password.
+fn device_login(app: &App, conn: ConnId, ip: IpAddr, account: &str, token: &str, remote: &Remote) {
+    let since = app.sessions.login_mark();
+    match devices::check(app, account, token) {
+        Ok(Some((user, device))) => {
+            app.login_fail_limit.refund(ip);
+            let device = Some(Remembered { id: device, token: None });
+            start(app, conn, user, device, since, remote);
+        }
+        Ok(None) => {
+            app.metrics.login(false);
+            log::debug!("failed login by device token from {ip}");
+            refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
+        }
+        Err(f) => {
             app.login_fail_limit.refund(ip);
             refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
         }
@@ -240,9 +341,17 @@ fn check_login(
     Ok(user.filter(|_| verdict.ok).map(|u| (u, verdict.rehash)))
 }
 
-/// A successful login: register the session, answer, tell online friends, replace an
-/// older session, deliver kept messages (history on).
-fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
+/// A successful login: register the session, answer (with a new device token when one
+/// was made), tell online friends if the user just came online, replace the oldest
+/// session beyond `[session] max_devices`, deliver kept messages (history on).
+fn start(
+    app: &App,
+    conn: ConnId,
+    user: store::UserRow,
+    device: Option<Remembered>,
+    since: u64,
+    remote: &Remote,
+) {
     let me = user.id.clone();
     // No message can be pushed to this session and also be in its backlog (see history).
     let delivery = app.config.history.enabled.then(|| app.history.delivery());
@@ -268,19 +377,25 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
     };
     let requests = request_entries(requests);
     let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();
-    let mut marked = friend_entries(friends, &crate::live::sessions::Online::none());
+    let mut marked = friend_entries(friends, &Online::none());
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
-    let started = app.sessions.start(&me, conn, token.clone(), |online| {
+    let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
+    let session = Session { conn, token: token.clone(), device };
+    let started = app.sessions.start(&me, session, since, |online, first| {
         let mut friends = marked;
         for f in &mut friends {
-            f.online = online.conn(&f.id).is_some();
+            f.online = online.is_online(&f.id);
         }
-        remote.send_text(conn, proto::login_reply(&friends, &profile, &requests, &token));
-        let push = proto::push_id(Code::FriendOnline, &me);
-        for f in &friend_ids {
-            if let Some(c) = online.conn(f) {
+        let mut reply = proto::login_reply(&friends, &profile, &requests, &token);
+        if let Some(device_token) = &device_token {
+            reply = proto::with_str(reply, "device_token", device_token);
+        }
+        remote.send_text(conn, reply);
+        if first {
+            let push = proto::push_id(Code::FriendOnline, &me);
+            for c in friend_ids.iter().flat_map(|f| online.conns(f)) {
                 remote.send_text(c, push.clone());
                 app.metrics.pushed(Code::FriendOnline);
             }
@@ -289,45 +404,69 @@ fn start(app: &App, conn: ConnId, user: store::UserRow, remote: &Remote) {
         stored.send(remote, conn);
     });
     drop(delivery);
-    let Some((replaced, ())) = started else { return };
+    let started = match started {
+        Ok(started) => started,
+        // Its password or device token was revoked while it was being checked.
+        Err(NotStarted::Revoked) => {
+            return refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL)
+        }
+        Err(NotStarted::Closed) => return,
+    };
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
     log::debug!("login: session started for a user");
-    if let Some(old) = replaced {
-        app.metrics.pushed(Code::LoginInOtherPlace);
-        remote.send_text(old, proto::status(Code::LoginInOtherPlace));
-        remote.close(old, CLOSE_NORMAL, "login in other place");
-    }
+    end_replaced(app, remote, &started.replaced, "login in other place");
     crate::history::delivered_at_login(app, remote, &me, &stored);
 }
 
-/// `/im/logoff?id&token`: ends the session at once, then closes its socket (1000).
+/// Sends 513 to each session in `replaced` and closes it (1000): a login beyond
+/// `[session] max_devices`, or a password change from another session.
+pub(crate) fn end_replaced(app: &App, remote: &Remote, replaced: &[ConnId], why: &str) {
+    for old in replaced {
+        app.metrics.pushed(Code::LoginInOtherPlace);
+        remote.send_text(*old, proto::replaced_push());
+        remote.close(*old, CLOSE_NORMAL, why);
+    }
+}
+
+/// `/im/logoff?id&token[&forget=true]`: ends the session whose token this is at once,
+/// then closes its socket (1000); the user's other sessions live on (§11.1). With
+/// `forget`, the device token that session logged in with or was given is revoked
+/// first (§11.2).
 pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token"])?;
-    let me = authenticate(app, &input)?;
+    let forget = input.flag("forget")?;
+    let (me, conn) = authenticate_session(app, &input)?;
+    if forget {
+        if let Some(device) = app.sessions.device_of(&me, conn) {
+            app.store(|s| s.forget_device(&me, device))?;
+        }
+    }
     let friends = app.store(|s| s.friend_ids(&me))?;
-    let (conn, ()) =
-        app.sessions.end_user(&me, |online| announce_offline(app, remote, online, &me, &friends));
-    if let Some(conn) = conn {
-        remote.close(conn, CLOSE_NORMAL, "logoff");
+    let (ended, ()) = app.sessions.end_session(&me, conn, |online, last| {
+        if last {
+            announce_offline(app, remote, online, &me, &friends);
+        }
+    });
+    if let Some(ended) = ended {
+        remote.close(ended.conn, CLOSE_NORMAL, "logoff");
     }
     Ok(proto::status(Code::Success))
 }
 
-fn announce_offline(
+/// 300 to every live session of each of `friends`: `me` has no session left.
+pub(crate) fn announce_offline(
     app: &App,
     remote: &Remote,
-    online: &crate::live::sessions::Online<'_>,
+    online: &Online<'_>,
     me: &str,
     friends: &[String],
 ) {
     let push = proto::push_id(Code::FriendOffline, me);
-    for f in friends {
-        if let Some(c) = online.conn(f) {
-            remote.send_text(c, push.clone());
-            app.metrics.pushed(Code::FriendOffline);
-        }
+    for c in friends.iter().flat_map(|f| online.conns(f)) {
+        remote.send_text(c, push.clone());
+        app.metrics.pushed(Code::FriendOffline);
     }
 }
 
@@ -342,16 +481,16 @@ pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
     };
     app.history.forget(conn);
     let ended = app.sessions.close(conn, |ended, online| {
-        if let Ended::Session(me) = ended {
+        if let Ended::Last(me) = ended {
             announce_offline(app, remote, online, me, &friends);
         }
         match ended {
-            Ended::Session(me) | Ended::Superseded(me) => Some(me.clone()),
+            Ended::Last(me) | Ended::Other(me) | Ended::Superseded(me) => Some(me.clone()),
             Ended::Anonymous => None,
         }
     });
     if let Some(me) = ended {
-        if app.sessions.conn_of(&me).is_none() {
+        if !app.sessions.is_online(&me) {
             app.friend_cache.forget([&*me]);
         }
     }

@@ -148,6 +148,9 @@ delegate! { read;
     /// Up to `limit` messages of the conversation of `user` and `peer`, in `seq` order.
     fn messages(user: &str, peer: &str, window: Window, limit: usize)
         -> Result<Vec<HistoryMessage>>;
+
+    /// How many devices `user` has remembered.
+    fn device_count(user: &str) -> Result<usize>;
 }
 
 delegate! { write;
@@ -202,6 +205,19 @@ delegate! { write;
     /// Deletes kept messages accepted before `cutoff_ms`; returns how many. The
     /// counters stay, so no number is given out twice.
     fn expire_messages(cutoff_ms: i64) -> Result<usize>;
+
+    /// Remembers a new device of `user` by its token's SHA-256 and returns its id;
+    /// keeps at most `keep` per user (the least recently used go).
+    /// [`StoreError::UserGone`] when the user was erased meanwhile.
+    fn add_device(user: &str, token_sha256: &[u8; 32], now_ms: i64, keep: usize) -> Result<i64>;
+    /// The user a device token belongs to and the device's id, if known and used
+    /// within `max_age_ms`; records the use (the expiry slides); deletes it if expired.
+    fn device_login(token_sha256: &[u8; 32], now_ms: i64, max_age_ms: i64)
+        -> Result<Option<(UserRow, i64)>>;
+    /// Revokes the device `device` of `user`; `false` if it was gone already.
+    fn forget_device(user: &str, device: i64) -> Result<bool>;
+    /// Housekeeping: deletes every device token last used before `cutoff_ms`.
+    fn expire_devices(cutoff_ms: i64) -> Result<usize>;
 }
 
 #[cfg(test)]

@@ -167,12 +167,14 @@ fn retention_keeps_the_counter(kind: Kind) {
     assert_eq!(s.conversation("a", "b").unwrap().first_seq, 3);
 }
 
-/// Version 4 numbers friend requests per target; version 5 keeps conversations.
+/// Version 4 numbers friend requests per target; version 5 keeps conversations;
+/// version 6 remembers devices.
 #[test]
 fn schema_5_keeps_conversations_after_the_request_seq_of_4() {
-    assert_eq!(SCHEMA_VERSION, 5);
+    assert_eq!(SCHEMA_VERSION, 6);
     assert!(MIGRATIONS[3].contains("ALTER TABLE requests ADD COLUMN seq"));
     assert!(MIGRATIONS[4].contains("CREATE TABLE conversations"));
+    assert!(MIGRATIONS[5].contains("CREATE TABLE devices"));
 }
 
 /// A database at `version` (3: before both; 4: with the request seq) holding offline

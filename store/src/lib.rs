@@ -14,6 +14,8 @@
 //!   by default on the `unix-excl` VFS (one process owns the file, no `-shm`).
 //! - `history` — conversations that are kept (docs/protocol.md §10): [`Store::append_messages`]
 //!   numbers each message inside its commit; delivered and read marks; history reads.
+//! - `devices` — remembered logins (docs/protocol.md §11.2): device tokens by their
+//!   SHA-256, with a sliding expiry; revoked by logoff, password change and erase.
 //! - `rows`   — the row types: [`NewUser`], [`UserRow`], [`DirectoryRow`], [`ProfileUpdate`],
 //!   [`FriendRow`], [`RequestRow`], [`Requested`], [`NewMessage`], [`StoredMessage`].
 //! - `testdb` — throwaway SQLite files and PostgreSQL databases for tests (the store's,
@@ -27,6 +29,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+mod devices;
 mod error;
 mod history;
 mod pg;
@@ -45,6 +48,8 @@ pub use rows::{
 pub use schema::{StoreOptions, Synchronous, SCHEMA_VERSION};
 pub use store::Result;
 
+#[cfg(test)]
+mod devices_tests;
 #[cfg(test)]
 mod history_tests;
 #[cfg(any(test, feature = "testing"))]

@@ -86,7 +86,7 @@ pub struct ProfileUpdate {
     pub sign: Option<String>,
     /// New mail.
     pub mail: Option<String>,
-    /// New password hash.
+    /// New password hash; setting one also revokes every remembered login.
     pub password_hash: Option<String>,
 }
 

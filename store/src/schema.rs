@@ -193,6 +193,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     INSERT INTO conversations (a, b, last_seq)
         SELECT a, b, max(seq) FROM history GROUP BY a, b;
     DELETE FROM messages;",
+    // 6: remembered logins (docs/protocol.md §11.2). A device token is stored only as
+    //    its SHA-256, so a copy of the database logs nobody in; `last_used_ms` slides
+    //    its expiry. An erased user's devices go with the user.
+    "CREATE TABLE devices (
+        id           INTEGER PRIMARY KEY,
+        user_id      TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_sha256 BLOB NOT NULL UNIQUE,
+        created_ms   INTEGER NOT NULL,
+        last_used_ms INTEGER NOT NULL
+    );
+    CREATE INDEX devices_by_user ON devices(user_id, last_used_ms);",
 ];
 
 /// The schema version this build migrates to.

@@ -27,10 +27,10 @@ pub(crate) struct Sqlite {
     pub(crate) conn: Connection,
 }
 
-const USER_COLUMNS: &str =
+pub(crate) const USER_COLUMNS: &str =
     "id, account, password_hash, name, picture, sex, birthday, sign, mail, created_ms";
 
-fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
+pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
     Ok(UserRow {
         id: r.get(0)?,
         account: r.get(1)?,
@@ -134,7 +134,7 @@ impl Sqlite {
         Ok(())
     }
 
-    fn write(&mut self) -> Result<Transaction<'_>> {
+    pub(crate) fn write(&mut self) -> Result<Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
@@ -219,6 +219,11 @@ impl Sqlite {
             Some(row) if n > 0 => row,
             _ => return Err(StoreError::UserGone),
         };
+        // A new password revokes every remembered login (docs/protocol.md §11.2), in the
+        // same commit: no device token outlives the password it was issued under.
+        if update.password_hash.is_some() {
+            tx.execute("DELETE FROM devices WHERE user_id = ?1", [id])?;
+        }
         tx.commit()?;
         Ok(row)
     }
@@ -236,8 +241,8 @@ impl Sqlite {
     }
 
     /// Deletes the user `id` with its friendships (both sides), its requests (both
-    /// ways) and the undelivered messages it sent or was sent, in one transaction.
-    /// Returns the ids of its former friends; [`StoreError::UserGone`] when there is no
+    /// ways), the undelivered messages it sent or was sent and its remembered logins,
+    /// in one transaction. Returns the ids of its former friends; [`StoreError::UserGone`] when there is no
     /// such user (erased already: of two racing erases, one succeeds).
     pub fn delete_user(&mut self, id: &str) -> Result<Vec<String>> {
         let tx = self.write()?;
@@ -254,6 +259,7 @@ impl Sqlite {
         tx.execute("DELETE FROM friends WHERE user_id = ?1 OR friend_id = ?1", [id])?;
         tx.execute("DELETE FROM requests WHERE from_id = ?1 OR to_id = ?1", [id])?;
         tx.execute("DELETE FROM messages WHERE from_id = ?1 OR to_id = ?1", [id])?;
+        tx.execute("DELETE FROM devices WHERE user_id = ?1", [id])?;
         tx.execute("DELETE FROM users WHERE id = ?1", [id])?;
         tx.commit()?;
         Ok(friends)

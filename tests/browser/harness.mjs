@@ -26,8 +26,13 @@ function freePort() {
   });
 }
 
-/** Starts imd; resolves with { base, stop }. */
-export async function startServer() {
+/**
+ * Starts imd; resolves with { base, log, restart, stop }. `maxDevices` is `[session]
+ * max_devices` (1 by default, the seed's single session). `restart()` stops it with
+ * SIGTERM (its sessions close with 1001) and starts it again on the same port and
+ * database.
+ */
+export async function startServer({ maxDevices = 1 } = {}) {
   const port = await freePort();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'imd-browser-'));
   const conf = path.join(dir, 'imd.conf');
@@ -46,6 +51,10 @@ argon2_t = 1
 argon2_p = 1
 [history]
 enabled = true
+# One session per user unless asked, as the replacement step of chat.test.mjs expects
+# (§11: the default is 5).
+[session]
+max_devices = ${maxDevices}
 [rate_limit]
 register_per_min = 0
 query_per_min = 0
@@ -54,26 +63,38 @@ send_per_s = 0
 heartbeat_per_min = 0
 `);
   const bin = process.env.IMD_BIN || path.join(repo, 'target', 'release', 'imd');
-  const child = spawn(bin, ['--config', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  child.stderr.on('data', (d) => { log += d; });
   const base = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`imd exited: ${log}`);
-    try {
-      const r = await fetch(`${base}/im/health`);
-      if (r.status === 200) break;
-    } catch { /* not up yet */ }
-    if (Date.now() > deadline) throw new Error(`imd did not start: ${log}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  let log = '';
+  let child;
+  const run = async () => {
+    child = spawn(bin, ['--config', conf], { stdio: ['ignore', 'ignore', 'pipe'] });
+    child.stderr.on('data', (d) => { log += d; });
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`imd exited: ${log}`);
+      try {
+        const r = await fetch(`${base}/im/health`);
+        if (r.status === 200) break;
+      } catch { /* not up yet */ }
+      if (Date.now() > deadline) throw new Error(`imd did not start: ${log}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  const halt = async () => {
+    const running = child;
+    running.kill('SIGTERM');
+    await new Promise((r) => running.exitCode !== null ? r() : running.once('exit', r));
+  };
+  await run();
   return {
     base,
     log: () => log,
+    restart: async () => {
+      await halt();
+      await run();
+    },
     stop: async () => {
-      child.kill('SIGTERM');
-      await new Promise((r) => child.exitCode !== null ? r() : child.once('exit', r));
+      await halt();
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -186,9 +207,14 @@ export async function register(page, base, { account, password, name, sign }) {
   await page.waitForSelector('#auth-message.good');
 }
 
+/**
+ * Logs in by the form, unless the page signs in by itself with the device token this
+ * browser kept from an earlier login (the form's "Keep me signed in" is on by default).
+ */
 export async function login(page, base, account, password) {
   if (!page.url().startsWith(base)) await page.goto(`${base}/im/www/v1/chat.html`);
-  await page.waitForSelector('#login-form:not([hidden])');
+  await page.waitForSelector('#login-form:not([hidden]), #app:not([hidden])');
+  if (await page.isVisible('#app')) return;
   await page.fill('#login-account', account);
   await page.fill('#login-password', password);
   await page.press('#login-password', 'Enter');

@@ -76,6 +76,9 @@ login_fail_per_min = 0
 send_per_s = 0
 heartbeat_per_min = 0
 search_per_min = 0
+# The seed's single session per user unless a test allows more devices.
+[session]
+max_devices = 1
 # The seed's sending (508 for an offline friend) unless a test turns history on.
 [history]
 enabled = false
@@ -191,7 +194,13 @@ impl ChildDaemon {
     /// once both listeners are announced in its log.
     #[track_caller]
     pub fn spawn(dir: &Path, extra: &str) -> ChildDaemon {
-        ChildDaemon::spawn_by(Command::new(env!("CARGO_BIN_EXE_imd")), dir, extra)
+        ChildDaemon::spawn_by(Command::new(env!("CARGO_BIN_EXE_imd")), dir, extra, "info")
+    }
+
+    /// [`spawn`](Self::spawn) with `RUST_LOG` at `level` (e.g. to check what debug logs).
+    #[track_caller]
+    pub fn spawn_logging(dir: &Path, extra: &str, level: &str) -> ChildDaemon {
+        ChildDaemon::spawn_by(Command::new(env!("CARGO_BIN_EXE_imd")), dir, extra, level)
     }
 
     /// [`spawn`](Self::spawn) under `prlimit`, with `nofile` as both the soft and the hard
@@ -200,17 +209,17 @@ impl ChildDaemon {
     pub fn spawn_with_fd_limit(dir: &Path, extra: &str, nofile: u64) -> ChildDaemon {
         let mut prlimit = Command::new("prlimit");
         prlimit.arg(format!("--nofile={nofile}:{nofile}")).arg(env!("CARGO_BIN_EXE_imd"));
-        ChildDaemon::spawn_by(prlimit, dir, extra)
+        ChildDaemon::spawn_by(prlimit, dir, extra, "info")
     }
 
     #[track_caller]
-    fn spawn_by(mut command: Command, dir: &Path, extra: &str) -> ChildDaemon {
+    fn spawn_by(mut command: Command, dir: &Path, extra: &str, level: &str) -> ChildDaemon {
         let conf = dir.join("imd.conf");
         std::fs::write(&conf, config_text(dir, extra)).expect("write config");
         let mut child = command
             .arg("--config")
             .arg(&conf)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -35,7 +35,10 @@ export const api = {
   requests: (auth) => call('friends/requests', auth),
   updateProfile: (auth, fields) => call('profile/update', { ...auth, ...fields }),
   erase: (auth, password) => call('erase', { ...auth, password }),
-  logoff: (auth) => call('logoff', auth),
+  /** `forget` also revokes the device token this session logged in with (§11.2). */
+  logoff: (auth, forget = false) => call('logoff', { ...auth, forget }),
+  /** A page of a kept conversation (§10.4): `page` is { limit } with `after` or `before`. */
+  messages: (auth, friend, page) => call('messages', { ...auth, with: friend, ...page }),
 };
 
 /** The login WebSocket URL: same host, ws: or wss: like the page. No credentials. */

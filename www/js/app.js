@@ -5,11 +5,23 @@
 
 import { api } from './api.js';
 import { sentence } from './codes.js';
+import { Conversation } from './conversation.js';
+import {
+  deliveredMarks, dropUnsent, forgetFriend, forgetKept, forgetLogin, keepDelivered, keepLogin,
+  keepUnsent, outbox, rememberedLogin,
+} from './kept.js';
 import { Session } from './session.js';
 
 const PICTURE_LIMIT = 262144; // bytes of the base64 data URL (docs/protocol.md §9)
 const MIN_PASSWORD = 8; // for new passwords only: old accounts may have shorter ones
 const TITLE = 'imd chat';
+const PAGE = 50; // messages per history page shown when a chat opens or scrolls up
+const GAP_PAGE = 200; // the most /im/messages gives at once (docs/protocol.md §10.4)
+// A typing notice goes out at most every 3 s while I type (the server allows 2 a
+// second, §10.3) and shows for 5 s after the last one, so it stays on while the friend
+// types and goes soon after they stop.
+const TYPING_EVERY_MS = 3000;
+const TYPING_SHOWN_MS = 5000;
 // Field limits of docs/protocol.md §9, in characters, with the name the UI gives each field.
 const LIMITS = {
   account: [64, 'account'],
@@ -22,6 +34,8 @@ const LIMITS = {
   sign: [256, 'signature'],
   note: [256, 'note'],
 };
+const EXPIRED = 'You were signed out here: this browser\'s saved sign-in has expired or was '
+  + 'revoked. Please log in again.';
 const OFFLINE = 'You are offline: cannot reach the server, so nothing was changed. '
   + 'Try again once reconnected.';
 const $ = (id) => document.getElementById(id);
@@ -29,7 +43,7 @@ const $ = (id) => document.getElementById(id);
 const session = new Session();
 const state = {
   me: null,
-  friends: new Map(), // id -> { entry, unread, messages: [] }
+  friends: new Map(), // id -> { entry, chat: Conversation }
   requests: new Map(), // requester id -> entry
   outgoing: new Map(), // target id -> { id, name, note, state: 'pending' | 'declined' }
   current: null,
@@ -62,6 +76,11 @@ function avatarSrc(picture, name) {
 
 function avatar(picture, name, cls = 'avatar') {
   return el('img', { class: cls, alt: '', src: avatarSrc(picture, name) });
+}
+
+/** `img` when it already shows this picture, else a new avatar. */
+function keptAvatar(img, picture, name) {
+  return img && img.getAttribute('src') === avatarSrc(picture, name) ? img : avatar(picture, name);
 }
 
 /** Text with its http(s) links as anchors, built node by node (never parsed as HTML). */
@@ -129,7 +148,9 @@ function toast(text) {
 
 function time(ms) {
   const d = new Date(ms);
-  return d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  const clock = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  // History reaches back past today: older messages say which day.
+  return d.toDateString() === new Date().toDateString() ? clock : `${d.toLocaleDateString()} ${clock}`;
 }
 
 function readPicture(input) {
@@ -150,6 +171,7 @@ function readPicture(input) {
 
 // ---------- authentication screens ----------
 
+/** The login form, the registration form, or neither ('resume': a remembered login). */
 function showAuth(which, message = '', good = false) {
   $('app').hidden = true;
   $('auth').hidden = false;
@@ -158,7 +180,38 @@ function showAuth(which, message = '', good = false) {
   const m = $('auth-message');
   m.textContent = message;
   m.classList.toggle('good', good);
-  (which === 'login' ? $('login-account') : $('reg-account')).focus();
+  // A known account (a refused saved sign-in, a 513) leaves only the password to type.
+  if (which === 'login') ($('login-account').value ? $('login-password') : $('login-account')).focus();
+  else if (which === 'register') $('reg-account').focus();
+}
+
+/** Why a login did not succeed; a refused device token is not a wrong password. */
+function loginFailure(code) {
+  return code === 505 && session.byDevice ? EXPIRED : sentence(code);
+}
+
+/** Accounts compare ASCII case-insensitively (docs/protocol.md §1). */
+function sameAccount(a, b) {
+  const fold = (x) => (typeof x === 'string' ? x.trim().replace(/[A-Z]/g, (c) => c.toLowerCase()) : null);
+  return fold(a) !== null && fold(a) === fold(b);
+}
+
+/** Logs in by the device token this browser keeps, if any (§11.2): no password asked. */
+async function resumeKept() {
+  const kept = rememberedLogin();
+  if (!kept) {
+    showAuth('login');
+    return;
+  }
+  $('login-account').value = kept.account;
+  showAuth('resume', 'Signing you in…', true);
+  try {
+    await session.resume(kept.account, kept.token);
+  } catch (code) {
+    // Unreachable (0): the session keeps trying by itself and the app opens when it
+    // gets through; meanwhile the person may log in by hand.
+    showAuth('login', code === 0 ? 'Cannot reach the server. Trying again…' : loginFailure(code));
+  }
 }
 
 $('show-register').addEventListener('click', () => showAuth('register'));
@@ -232,6 +285,7 @@ $('login-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const account = $('login-account').value;
   const password = $('login-password').value;
+  const remember = $('login-remember').checked;
   const m = $('auth-message');
   m.classList.remove('good');
   if (!account.trim() || !password.trim()) {
@@ -243,8 +297,10 @@ $('login-form').addEventListener('submit', async (ev) => {
   if ('Notification' in window && Notification.permission === 'default') {
     Notification.requestPermission().catch(() => {});
   }
+  // Unchecked, this browser keeps nothing: a token from an earlier login goes too.
+  if (!remember) forgetLogin();
   try {
-    await session.start(account, password);
+    await session.start(account, password, remember);
     $('login-password').value = '';
   } catch (code) {
     m.textContent = sentence(code);
@@ -255,12 +311,19 @@ $('login-form').addEventListener('submit', async (ev) => {
 
 session.addEventListener('login', (ev) => {
   const reply = ev.detail;
+  // A reconnect keeps what the page holds; another account logging in here (after a
+  // 513, say) must not see the last one's conversations.
+  const previous = state.me && state.me.id === reply.profile.id ? state.friends : new Map();
+  if (!previous.size) state.current = null;
   state.me = reply.profile;
-  const previous = state.friends;
   state.friends = new Map();
+  const delivered = deliveredMarks(state.me.id);
   for (const f of reply.friends || []) {
     const old = previous.get(f.id);
-    state.friends.set(f.id, { entry: f, unread: old ? old.unread : 0, messages: old ? old.messages : [] });
+    const chat = old ? old.chat : new Conversation(f);
+    if (old) chat.adopt(f);
+    chat.deliveredSeq = Math.max(chat.deliveredSeq, Math.min(Number(delivered[f.id]) || 0, chat.lastSeq));
+    state.friends.set(f.id, { entry: f, chat });
   }
   state.requests = new Map((reply.requests || []).map((r) => [r.id, r]));
   state.outgoing = loadOutgoing();
@@ -273,6 +336,14 @@ session.addEventListener('login', (ev) => {
   renderMe();
   renderRequests();
   renderOutgoing();
+  restoreUnsent();
+  flushUnsent();
+  for (const f of state.friends.values()) fillGap(f);
+  const open = state.current && state.friends.get(state.current);
+  if (open) {
+    loadNewest(open);
+    markRead(open);
+  }
   renderFriends();
   renderChat();
 });
@@ -328,39 +399,91 @@ document.addEventListener('visibilitychange', () => {
   if (document.visibilityState !== 'visible') return;
   session.reconnectNow();
   const f = state.current && state.friends.get(state.current);
-  if (f && f.unread) {
-    f.unread = 0;
+  if (f) {
+    markRead(f);
     renderFriends();
   }
 });
 
 session.addEventListener('replaced', () => {
+  // No reconnection: that would replace the newer session in turn. The device token
+  // stays, so a reload signs this browser in again when the person wants it.
   session.stop();
   showAuth('login', sentence(513));
 });
 
 session.addEventListener('failed', (ev) => {
+  const why = loginFailure(ev.detail);
   session.stop();
-  showAuth('login', sentence(ev.detail));
+  showAuth('login', why);
+});
+
+session.addEventListener('device', (ev) => {
+  const { account, token, old } = ev.detail;
+  if (token) {
+    keepLogin(account.trim(), token);
+    return;
+  }
+  // Another tab may have stored a newer token meanwhile: only this one goes.
+  const kept = rememberedLogin();
+  if (kept && kept.token === old) forgetLogin();
 });
 
 session.addEventListener('receive', (ev) => {
   const m = ev.detail;
-  const friend = state.friends.get(m.from);
+  // A copy of my own message sent from another of my sessions names the friend in `to`
+  // (docs/protocol.md §11.1).
+  const mineElsewhere = m.from === state.me.id && typeof m.to === 'string';
+  const friend = state.friends.get(mineElsewhere ? m.to : m.from);
   if (!friend) return;
-  friend.messages.push({ id: m.id, mine: false, text: m.payload, ts: m.ts || Date.now() });
-  if (state.current !== m.from || document.hidden) friend.unread += 1;
-  if (document.hidden) notify(friend, m);
+  const chat = friend.chat;
+  const { fresh, newest } = chat.take(stored(m));
+  if (!fresh) return;
+  if (!mineElsewhere) chat.typingUntil = 0;
+  // A message at or below the login entry's last_seq (the login backlog) is already in
+  // its `unread`.
+  if (newest && !mineElsewhere) {
+    chat.unread += 1;
+    if (document.hidden) notify(friend, m);
+  }
+  if (!mineElsewhere && chatVisible(m.from)) $('chat-live').textContent = `${friend.entry.name}: ${m.payload.slice(0, 200)}`;
+  markRead(friend);
   renderFriends();
-  if (state.current === m.from) renderChat();
+  if (state.current === friend.entry.id) renderChat();
+  fillGap(friend);
 });
 
 session.addEventListener('ack', (ev) => {
-  const { id, toFriend, code } = ev.detail;
+  const {
+    toFriend, code, cid, seq, ts, id, payload,
+  } = ev.detail;
   const friend = state.friends.get(toFriend);
-  const msg = friend && friend.messages.find((x) => x.mine && x.id === id);
-  if (!msg) return;
-  msg.code = code;
+  const msg = friend && friend.chat.unsent(cid);
+  if (code === 200 || code === 202) dropUnsent(state.me.id, cid);
+  if (!msg || msg.id !== id) {
+    // Already placed by a history page, or an older try of a message sent again.
+    if (friend && Number.isInteger(seq)) {
+      friend.chat.take({ seq, cid, mine: true, from: state.me.id, text: payload, ts });
+      fillGap(friend);
+    }
+    if (friend && state.current === toFriend) renderChat();
+    return;
+  }
+  if ((code === 200 || code === 202) && Number.isInteger(seq)) {
+    friend.chat.take({
+      seq, cid, mine: true, from: state.me.id, text: payload, ts,
+    }).msg.code = code;
+    fillGap(friend);
+  } else if (code === 200 || code === 202) {
+    // A server without history (§6.1): the code is all there is.
+    Object.assign(msg, { status: code === 200 ? 'delivered' : 'stored', code });
+  } else if (code === 0) {
+    // The connection went: it goes out again, same cid, after the next login.
+    msg.status = 'queued';
+  } else {
+    dropUnsent(state.me.id, cid);
+    Object.assign(msg, { status: 'failed', code });
+  }
   if (state.current === toFriend) renderChat();
 });
 
@@ -368,6 +491,22 @@ session.addEventListener('push', (ev) => {
   const p = ev.detail;
   const friend = state.friends.get(p.id);
   switch (p.code) {
+    case 306:
+      if (friend && Number.isInteger(p.seq)) {
+        friend.chat.deliveredSeq = Math.max(friend.chat.deliveredSeq, p.seq);
+        keepDelivered(state.me.id, p.id, p.seq);
+        if (state.current === p.id) renderChat();
+      }
+      break;
+    case 307:
+      readMark(p);
+      break;
+    case 308:
+      if (friend) {
+        friend.chat.typingUntil = Date.now() + TYPING_SHOWN_MS;
+        if (state.current === p.id) renderTyping();
+      }
+      break;
     case 300:
     case 302:
       if (friend) {
@@ -387,7 +526,7 @@ session.addEventListener('push', (ev) => {
       break;
     case 303:
       if (p.friend && p.friend.id) {
-        state.friends.set(p.friend.id, { entry: p.friend, unread: 0, messages: [] });
+        state.friends.set(p.friend.id, { entry: p.friend, chat: new Conversation(p.friend) });
         state.requests.delete(p.friend.id);
         state.outgoing.delete(p.friend.id);
         saveOutgoing();
@@ -400,6 +539,7 @@ session.addEventListener('push', (ev) => {
     case 304:
       if (friend) {
         state.friends.delete(p.id);
+        forgetFriend(state.me.id, p.id);
         toast(`${friend.entry.name} is no longer your friend.`);
         if (state.current === p.id) state.current = null;
         renderFriends();
@@ -444,6 +584,176 @@ function notify(friend, m) {
   }
 }
 
+// ---------- kept conversations (docs/protocol.md §10) ----------
+
+/** A receive frame or a history message as the conversation holds it. */
+function stored(frame) {
+  return {
+    seq: frame.seq,
+    cid: typeof frame.cid === 'string' ? frame.cid : undefined,
+    id: frame.id,
+    from: frame.from,
+    mine: frame.from === state.me.id,
+    text: frame.payload,
+    ts: Number.isFinite(frame.ts) ? frame.ts : Date.now(),
+  };
+}
+
+/** Whether the person can see this chat now: open, and the page shown. */
+function chatVisible(id) {
+  return state.current === id && document.visibilityState === 'visible' && !$('app').hidden;
+}
+
+/** Moves my read mark to the newest message, only while the chat is in view. */
+function markRead(friend) {
+  const chat = friend.chat;
+  if (!chatVisible(friend.entry.id) || chat.unread === 0) return;
+  if (chat.lastSeq > chat.readSeq) {
+    // Offline, the count still clears here: the next login's entry brings it back if
+    // the server did not hear, and this runs again then.
+    if (session.read(friend.entry.id, chat.lastSeq)) chat.readSeq = chat.lastSeq;
+  }
+  chat.unread = 0;
+}
+
+/** Push 307: the friend read my messages, or I read theirs in another session. */
+function readMark(p) {
+  if (!state.me || !Number.isInteger(p.seq)) return;
+  if (p.by === state.me.id) {
+    const friend = state.friends.get(p.with);
+    if (!friend) return;
+    friend.chat.readTo(p.seq);
+    renderFriends();
+    return;
+  }
+  const friend = state.friends.get(p.by);
+  if (!friend) return;
+  friend.chat.peerReadSeq = Math.max(friend.chat.peerReadSeq, p.seq);
+  if (state.current === p.by) renderChat();
+}
+
+/** My messages this browser kept unacknowledged (a reload), back in their chats. */
+function restoreUnsent() {
+  for (const item of outbox(state.me.id)) {
+    const friend = state.friends.get(item.to);
+    if (!friend) {
+      dropUnsent(state.me.id, item.cid);
+      continue;
+    }
+    const chat = friend.chat;
+    const placed = chat.unsent(item.cid) || chat.ordered().some((m) => m.mine && m.cid === item.cid);
+    if (!placed) chat.write(item.cid, item.text, item.ts);
+  }
+}
+
+/** Sends everything written and not yet taken, oldest first, each with its cid. */
+function flushUnsent() {
+  const waiting = [];
+  for (const friend of state.friends.values()) {
+    for (const m of friend.chat.loose) {
+      if (m.mine && m.status === 'queued') waiting.push([friend, m]);
+    }
+  }
+  waiting.sort((a, b) => a[1].n - b[1].n);
+  for (const [friend, m] of waiting) transmit(friend, m);
+}
+
+function transmit(friend, m) {
+  if (!session.online) {
+    m.status = 'queued';
+    return;
+  }
+  m.status = 'sending';
+  m.id = session.send(friend.entry.id, m.text, m.cid);
+}
+
+function historyMessages(reply) {
+  return Array.isArray(reply.messages)
+    ? reply.messages.filter((m) => m && Number.isInteger(m.seq) && typeof m.payload === 'string').map(stored)
+    : [];
+}
+
+/** The newest page of a chat, the first time it opens. */
+async function loadNewest(friend) {
+  const chat = friend.chat;
+  if (chat.loaded || chat.loading || !session.online) return;
+  chat.loading = true;
+  const reply = await api.messages(session.auth, friend.entry.id, { limit: PAGE });
+  chat.loading = false;
+  if (state.friends.get(friend.entry.id) !== friend) return;
+  if (reply.code === 404) {
+    // A server without history: only what arrives live.
+    chat.loaded = true;
+    return;
+  }
+  if (reply.code !== 200) return;
+  chat.page(historyMessages(reply), reply);
+  markRead(friend);
+  renderFriends();
+  if (state.current === friend.entry.id) renderChat({ toBottom: true });
+  fillGap(friend);
+}
+
+/** The page before the oldest message shown (the person scrolled up). */
+async function loadOlder(friend) {
+  const chat = friend.chat;
+  if (!chat.hasOlder() || chat.loadingOlder || !session.online) return;
+  chat.loadingOlder = true;
+  const reply = await api.messages(session.auth, friend.entry.id, { before: chat.oldest, limit: PAGE });
+  chat.loadingOlder = false;
+  if (state.friends.get(friend.entry.id) !== friend || reply.code !== 200) return;
+  const older = historyMessages(reply);
+  if (older.length === 0) chat.firstSeq = chat.oldest;
+  chat.page(older, reply);
+  if (state.current !== friend.entry.id) return;
+  // A keyboard user who pressed "Load older messages" stays on it (or on the list once
+  // there is nothing older), not thrown back to the top of the page.
+  const pressed = document.activeElement && document.activeElement.closest('.older');
+  renderChat();
+  if (pressed) ($('messages').querySelector('.older button') || $('messages')).focus();
+}
+
+/**
+ * Fetches what is missing between the messages held and the newest seq known (a frame
+ * lost with a dropped connection, a login backlog cut short): seq has no gaps (§10.1),
+ * so any gap here is something not yet seen.
+ */
+async function fillGap(friend) {
+  const chat = friend.chat;
+  if (chat.filling) return;
+  chat.filling = true;
+  try {
+    for (;;) {
+      const after = chat.gap();
+      if (after < 0 || !session.online) break;
+      const reply = await api.messages(session.auth, friend.entry.id, { after, limit: GAP_PAGE });
+      if (reply.code !== 200 || state.friends.get(friend.entry.id) !== friend) break;
+      const found = historyMessages(reply);
+      // Retention may have deleted the start of the gap: the rest begins further on.
+      if (found.length && found[0].seq > chat.tail + 1) chat.tail = found[0].seq - 1;
+      if (found.length === 0) chat.tail = Math.max(chat.tail, Number(reply.last_seq) || 0);
+      chat.page(found, reply);
+      if (chat.tail <= after) break;
+    }
+  } finally {
+    chat.filling = false;
+  }
+  if (state.current === friend.entry.id) renderChat();
+}
+
+let typingTimer = 0;
+
+/** "… is typing" under the open chat while the friend's last notice is fresh. */
+function renderTyping() {
+  const friend = state.current && state.friends.get(state.current);
+  const now = Date.now();
+  const on = Boolean(friend) && friend.chat.typingUntil > now;
+  const text = on ? `${friend.entry.name} is typing…` : '';
+  if ($('typing').textContent !== text) $('typing').textContent = text;
+  clearTimeout(typingTimer);
+  if (on) typingTimer = setTimeout(renderTyping, friend.chat.typingUntil - now + 20);
+}
+
 // ---------- requests I sent: the server has no route for them, so they live here ----------
 
 function outgoingKey() {
@@ -485,12 +795,15 @@ function renderMe() {
 
 function renderTitle() {
   let unread = 0;
-  for (const f of state.friends.values()) unread += f.unread;
+  for (const f of state.friends.values()) unread += f.chat.unread;
   document.title = unread ? `(${unread}) ${TITLE}` : TITLE;
 }
 
 function renderFriends() {
   const list = $('friends');
+  // The avatars already shown are kept: a new image for each render (presence comes
+  // and goes often) would load and decode them all again.
+  const shown = new Map([...list.querySelectorAll('.friend')].map((b) => [b.dataset.id, b.querySelector('img')]));
   list.replaceChildren();
   const friends = [...state.friends.values()].sort((a, b) => a.entry.name.localeCompare(b.entry.name));
   for (const f of friends) {
@@ -502,12 +815,12 @@ function renderFriends() {
       'data-id': e.id,
       'aria-current': String(state.current === e.id),
       'aria-label': `${e.name}, ${status === 'unknown' ? 'presence unknown while you are offline' : status}${
-        f.unread ? `, ${f.unread} unread` : ''}`,
+        f.chat.unread ? `, ${f.chat.unread} unread` : ''}`,
       onclick: () => openChat(e.id),
     },
-    avatar(e.picture, e.name),
+    keptAvatar(shown.get(e.id), e.picture, e.name),
     el('span', { class: 'who' }, el('span', { text: e.name }), el('span', { class: 'sign', text: e.sign })),
-    f.unread ? el('span', { class: 'badge', text: String(f.unread) }) : null,
+    f.chat.unread ? el('span', { class: 'badge', text: String(f.chat.unread) }) : null,
     el('span', { class: `dot ${status}`, title: status === 'unknown' ? 'unknown while you are offline' : status }));
     list.append(el('li', {}, button));
   }
@@ -556,15 +869,29 @@ function renderOutgoing() {
   $('outgoing-section').hidden = state.outgoing.size === 0;
 }
 
-function statusText(msg) {
-  if (msg.code === undefined) return ['sending…', 'sending'];
-  if (msg.code === 200) return ['delivered', 'delivered'];
-  if (msg.code === 202) return ['stored for when your friend logs in', 'stored'];
-  if (msg.code === 0) return ['not sent: cannot reach the server', 'failed'];
-  return [`not delivered: ${sentence(msg.code)}`, 'failed'];
+/** What my message's line says, and its class: the ticks of docs/protocol.md §10. */
+function statusText(chat, msg) {
+  switch (msg.status) {
+    case 'queued': return ['waiting: cannot reach the server, it goes out once reconnected', 'queued'];
+    case 'sending': return ['sending…', 'sending'];
+    case 'failed': return [`not sent: ${sentence(msg.code)}`, 'failed'];
+    // A server without history: its 200 means handed over, its 202 stored.
+    case 'delivered': return ['delivered', 'delivered'];
+    case 'stored': return ['stored for when your friend logs in', 'stored'];
+    default: break;
+  }
+  const tick = chat.tick(msg);
+  if (tick === 'read') return ['✓✓ read', 'delivered read'];
+  if (tick === 'delivered') return ['✓✓ delivered', 'delivered'];
+  if (msg.code === 202) return ['✓ sent, delivered when your friend logs in', 'sent stored'];
+  return ['✓ sent', 'sent'];
 }
 
-function renderChat() {
+/**
+ * Draws the open chat. It stays where the person scrolled (older pages come in above),
+ * and follows the newest message when they were at the bottom or `toBottom` says so.
+ */
+function renderChat({ toBottom = false } = {}) {
   const friend = state.current && state.friends.get(state.current);
   $('app').classList.toggle('chat-open', Boolean(friend));
   $('composer').hidden = !friend;
@@ -572,73 +899,121 @@ function renderChat() {
   $('remove-friend').textContent = 'Remove friend';
   $('remove-friend').dataset.confirm = '';
   const list = $('messages');
+  const fromBottom = list.scrollHeight - list.scrollTop;
+  const atBottom = fromBottom - list.clientHeight < 40;
   list.replaceChildren();
+  renderTyping();
   if (!friend) {
     $('chat-title').textContent = 'Choose a friend';
     $('chat-avatar').hidden = true;
     return;
   }
   const e = friend.entry;
+  const chat = friend.chat;
   $('chat-title').textContent = `${e.name}${session.online && !e.online ? ' (offline)' : ''}`;
   $('chat-avatar').hidden = false;
   $('chat-avatar').src = avatarSrc(e.picture, e.name);
-  for (const m of friend.messages) {
+  if (chat.hasOlder()) {
+    list.append(el('li', { class: 'older' }, el('button', {
+      type: 'button',
+      class: 'link',
+      text: chat.loadingOlder ? 'Loading older messages…' : 'Load older messages',
+      onclick: () => loadOlder(friend),
+    })));
+  }
+  for (const m of chat.ordered()) {
     const meta = el('div', { class: 'meta' }, el('time', { text: time(m.ts) }));
     if (m.mine) {
-      const [text, cls] = statusText(m);
-      meta.append(el('span', { class: `status ${cls}`, text }));
+      const [text, cls] = statusText(chat, m);
+      // The ticks are for the eye; the words after them are what a screen reader says.
+      const [, ticks, words] = /^(✓*)\s*(.*)$/.exec(text);
+      meta.append(el('span', { class: `status ${cls}` },
+        ticks ? el('span', { 'aria-hidden': 'true', text: `${ticks} ` }) : null, words));
       if (cls === 'failed') {
         meta.append(el('button', {
           type: 'button', class: 'link retry', text: 'Retry', onclick: () => retry(friend, m),
         }));
       }
     }
-    list.append(el('li', { class: `bubble ${m.mine ? 'mine' : 'theirs'}`, 'data-id': m.id },
-      el('p', { class: 'text' }, linkified(m.text)), meta));
+    const props = { class: `bubble ${m.mine ? 'mine' : 'theirs'}` };
+    if (Number.isInteger(m.seq)) props['data-seq'] = String(m.seq);
+    if (m.cid) props['data-cid'] = m.cid;
+    list.append(el('li', props, el('p', { class: 'text' }, linkified(m.text)), meta));
   }
-  list.scrollTop = list.scrollHeight;
+  list.scrollTop = toBottom || atBottom ? list.scrollHeight : list.scrollHeight - fromBottom;
 }
+
+$('messages').addEventListener('scroll', () => {
+  const friend = state.current && state.friends.get(state.current);
+  if (friend && $('messages').scrollTop < 60) loadOlder(friend);
+});
 
 // ---------- actions ----------
 
 function openChat(id) {
   state.current = id;
   const f = state.friends.get(id);
-  if (f) f.unread = 0;
+  if (f) {
+    markRead(f);
+    loadNewest(f);
+  }
   renderFriends();
-  renderChat();
+  renderChat({ toBottom: true });
   $('message-input').focus();
 }
 
 $('back').addEventListener('click', () => {
   state.current = null;
+  typingTo = '';
   renderFriends();
   renderChat();
 });
+
+function newCid() {
+  // getRandomValues, not randomUUID: the page may be served over plain http on a LAN.
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+}
 
 function sendCurrent() {
   const input = $('message-input');
   const text = input.value;
   if (!state.current || !text.trim()) return;
   const friend = state.friends.get(state.current);
-  // getRandomValues, not randomUUID: the page may be served over plain http on a LAN.
-  const cid = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
-  const id = session.send(state.current, text, cid);
-  friend.messages.push({ id, cid, mine: true, text, ts: Date.now() });
+  const m = friend.chat.write(newCid(), text);
+  keepUnsent(state.me.id, {
+    cid: m.cid, to: state.current, text, ts: m.ts,
+  });
+  transmit(friend, m);
   input.value = '';
-  renderChat();
+  typingSentAt = 0;
+  renderChat({ toBottom: true });
 }
 
 function retry(friend, m) {
   if (!canAct()) return;
-  m.id = session.send(friend.entry.id, m.text, m.cid);
-  m.code = undefined;
-  m.ts = Date.now();
-  // The retried message moves to the end, where it is now in the conversation.
-  friend.messages.splice(friend.messages.indexOf(m), 1);
-  friend.messages.push(m);
-  renderChat();
+  // 529: the cid names another message on the server; this one needs its own.
+  if (m.code === 529) m.cid = newCid();
+  friend.chat.again(m);
+  keepUnsent(state.me.id, {
+    cid: m.cid, to: friend.entry.id, text: m.text, ts: m.ts,
+  });
+  transmit(friend, m);
+  renderChat({ toBottom: true });
 }
+
+let typingSentAt = 0;
+let typingTo = '';
+
+$('message-input').addEventListener('input', () => {
+  const to = state.current;
+  if (!to || !$('message-input').value.trim()) return;
+  const now = Date.now();
+  if (to === typingTo && now - typingSentAt < TYPING_EVERY_MS) return;
+  if (session.typing(to)) {
+    typingTo = to;
+    typingSentAt = now;
+  }
+});
 
 $('composer').addEventListener('submit', (ev) => {
   ev.preventDefault();
@@ -667,6 +1042,7 @@ $('remove-friend').addEventListener('click', async () => {
   const reply = await api.remove(session.auth, id);
   if (reply.code === 200 || reply.code === 512) {
     state.friends.delete(id);
+    forgetFriend(state.me.id, id);
     state.current = null;
     renderFriends();
     renderChat();
@@ -684,7 +1060,7 @@ async function acceptRequest(r, alias) {
     const list = await api.list(session.auth);
     if (list.code === 200) {
       for (const f of list.friends || []) {
-        if (!state.friends.has(f.id)) state.friends.set(f.id, { entry: f, unread: 0, messages: [] });
+        if (!state.friends.has(f.id)) state.friends.set(f.id, { entry: f, chat: new Conversation(f) });
       }
     }
     renderRequests();
@@ -779,12 +1155,38 @@ function forgetSession(why) {
   showAuth('login', why, true);
 }
 
-$('logoff').addEventListener('click', async () => {
+// Tabs of one browser share its remembered login, so they log off together: a person
+// who logs off on a shared computer leaves no tab signed in.
+const tabs = 'BroadcastChannel' in window ? new BroadcastChannel('imd') : null;
+
+/** Ends this session, forgets this browser's device (§11.2) and shows the login form. */
+async function logoff(why) {
   const auth = session.auth;
+  const account = session.account;
+  const kept = rememberedLogin();
+  if (kept && sameAccount(kept.account, account)) forgetLogin();
+  // The logoff goes while the session lives: once its socket is closed the server no
+  // longer knows its token, and the device would stay remembered there.
+  session.expectClose();
+  if (auth) await api.logoff(auth, true);
   session.stop();
-  if (auth) await api.logoff(auth);
-  forgetSession('You are logged off.');
+  forgetSession(why);
+}
+
+$('logoff').addEventListener('click', async () => {
+  const { account } = session;
+  await logoff('You are logged off.');
+  if (tabs) tabs.postMessage({ type: 'logoff', account });
 });
+
+if (tabs) {
+  tabs.onmessage = (ev) => {
+    const m = ev.data;
+    if (m && m.type === 'logoff' && state.me && sameAccount(m.account, session.account)) {
+      logoff('You logged off in another tab.');
+    }
+  };
+}
 
 // ---------- profile ----------
 
@@ -869,7 +1271,13 @@ $('profile-form').addEventListener('submit', async (ev) => {
     msg.textContent = reply.code === 505 ? 'The current password is wrong.' : failure(reply.code, fields);
     return;
   }
-  if (fields.new_password) session.setPassword(fields.new_password);
+  if (fields.new_password) {
+    // The server revoked this browser's device token with the old password: a remembered
+    // login gets a new one, so a reload still needs no password.
+    const kept = rememberedLogin();
+    session.setPassword(fields.new_password);
+    if (kept && sameAccount(kept.account, session.account)) session.renew();
+  }
   for (const k of [...TEXT_FIELDS, 'picture', 'mail']) {
     if (fields[k]) me[k] = fields[k];
   }
@@ -899,14 +1307,17 @@ $('erase-confirm').addEventListener('click', async () => {
     return;
   }
   const me = state.me;
+  const kept = rememberedLogin();
+  if (kept && sameAccount(kept.account, session.account)) forgetLogin();
   session.stop();
   try {
     localStorage.removeItem(`imd.outgoing.${me.id}`);
   } catch {
     // Nothing kept, nothing to remove.
   }
+  forgetKept(me.id);
   dialog.close();
   forgetSession('Your account was deleted.');
 });
 
-showAuth('login');
+resumeKept();

@@ -26,7 +26,8 @@ const SENTENCES = {
   510: 'Choose a friend to write to.',
   511: 'Type a message first.',
   512: 'You are not friends with this person.',
-  513: 'You logged in somewhere else, so this window was signed out.',
+  513: 'You logged in somewhere else, so this window was signed out (too many devices at once, '
+    + 'or your password was changed). Log in again to continue here.',
   514: 'Your session is missing. Please log in again.',
   515: 'Your session has expired. Please log in again.',
   516: 'Type a name to search for.',

@@ -7,6 +7,7 @@
 //! - `users` — users, friendships, friend requests and offline messages.
 //! - `conn` — a client with its statements, prepared once per connection.
 //! - `url` — [`PostgresUrl`](crate::PostgresUrl), checked at load.
+//! - `devices` — remembered logins (device tokens by their SHA-256).
 //! - `history` — kept conversations: `seq` given out from the pair's counter row inside
 //!   the commit that stores the message.
 //!
@@ -15,6 +16,7 @@
 //! those of one running after the other, as under SQLite's `BEGIN IMMEDIATE`.
 
 mod conn;
+mod devices;
 mod history;
 mod schema;
 mod url;

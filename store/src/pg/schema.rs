@@ -111,6 +111,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     END $$;
     CREATE TRIGGER conversations_of_erased AFTER DELETE ON users
         FOR EACH ROW EXECUTE FUNCTION conversations_of_erased();"#,
+    // 6: remembered logins (docs/protocol.md §11.2), as SQLite's version 6: a device
+    //    token only as its SHA-256; `last_used_ms` slides its expiry.
+    r#"CREATE TABLE devices (
+        id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        user_id      TEXT COLLATE "C" NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        token_sha256 BYTEA NOT NULL UNIQUE,
+        created_ms   BIGINT NOT NULL,
+        last_used_ms BIGINT NOT NULL
+    );
+    CREATE INDEX devices_by_user ON devices(user_id, last_used_ms);"#,
 ];
 
 /// The version this build migrates a PostgreSQL database to: SQLite's.

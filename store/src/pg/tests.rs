@@ -110,3 +110,26 @@ fn a_statement_is_prepared_once_per_connection() {
     // The UPDATE, and the SELECT it reads the row with, which user_by_id prepared.
     assert_eq!(prepared(&s), before + 2, "a write's statements are kept too");
 }
+
+/// A PostgreSQL database at version 5 (before remembered logins) is migrated to the
+/// current version at open, its rows kept.
+#[test]
+fn version_5_migrates_to_the_current_version() {
+    let db = TempDb::new(Kind::Postgres);
+    {
+        let mut c = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+        c.batch_execute(super::schema::MIGRATIONS[0]).unwrap();
+        c.batch_execute(
+            "CREATE TABLE imd_schema (version BIGINT NOT NULL);
+             INSERT INTO imd_schema (version) VALUES (5);
+             INSERT INTO users (id, account, account_key, password_hash)
+             VALUES ('a', 'A', 'a', 'h');",
+        )
+        .unwrap();
+    }
+    let mut s = db.open();
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(s.device_count("a").unwrap(), 0);
+    s.add_device("a", &[1; 32], 0, 10).unwrap();
+    assert_eq!(s.user_by_id("a").unwrap().unwrap().account, "A");
+}

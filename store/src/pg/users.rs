@@ -13,10 +13,10 @@ use crate::rows::{
 };
 use crate::store::{account_key, now_ms, Result};
 
-const USER_COLUMNS: &str =
+pub(crate) const USER_COLUMNS: &str =
     "id, account, password_hash, name, picture, sex, birthday, sign, mail, created_ms";
 
-fn user_row(r: &Row) -> Result<UserRow, postgres::Error> {
+pub(crate) fn user_row(r: &Row) -> Result<UserRow, postgres::Error> {
     Ok(UserRow {
         id: r.try_get(0)?,
         account: r.try_get(1)?,
@@ -141,10 +141,15 @@ impl Postgres {
                     &update.password_hash,
                 ],
             )?;
-            match user_in(tx, id)? {
-                Some(row) if n > 0 => Ok(row),
-                _ => Err(StoreError::UserGone),
+            let row = match user_in(tx, id)? {
+                Some(row) if n > 0 => row,
+                _ => return Err(StoreError::UserGone),
+            };
+            // A new password revokes every remembered login, in the same commit.
+            if update.password_hash.is_some() {
+                tx.execute("DELETE FROM devices WHERE user_id = $1", &[&id])?;
             }
+            Ok(row)
         })
     }
 
@@ -168,6 +173,7 @@ impl Postgres {
             tx.execute("DELETE FROM friends WHERE user_id = $1 OR friend_id = $1", &[&id])?;
             tx.execute("DELETE FROM requests WHERE from_id = $1 OR to_id = $1", &[&id])?;
             tx.execute("DELETE FROM messages WHERE from_id = $1 OR to_id = $1", &[&id])?;
+            tx.execute("DELETE FROM devices WHERE user_id = $1", &[&id])?;
             tx.execute("DELETE FROM users WHERE id = $1", &[&id])?;
             Ok(friends)
         })

@@ -90,6 +90,9 @@ pub fn child_args(o: &Options, share: &Share) -> Vec<String> {
         share.prefix.clone(),
         "--storm-users".into(),
         share.storm_users.to_string(),
+        // Drops follow sessions, like the rate.
+        "--drops".into(),
+        (o.drops * share.sessions as f64 / o.sessions as f64).to_string(),
     ];
     if o.tls {
         args.push("--tls".into());

@@ -4,27 +4,9 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use common::*;
-use serde_json::Value;
-
-fn imd_load(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imd-load")).args(args).output().expect("imd-load runs")
-}
-
-fn args(text: &str) -> Vec<String> {
-    text.split_whitespace().map(String::from).collect()
-}
-
-/// The one `SUMMARY` line of a run.
-#[track_caller]
-fn summary(out: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let lines: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("SUMMARY ")).collect();
-    assert_eq!(lines.len(), 1, "one summary line: {stdout}");
-    serde_json::from_str(lines[0]).expect("summary is JSON")
-}
 
 #[track_caller]
 fn assert_split_in(out: &Output, processes: usize) {

@@ -17,6 +17,13 @@ pub struct Summary {
     pub sent: u64,
     pub received: u64,
     pub acks: BTreeMap<u16, u64>,
+    /// Pushes by code (presence, and with history on 306 delivered and the like).
+    pub pushes: BTreeMap<u16, u64>,
+    /// Reconnect mode: sessions dropped and opened again, messages sent again after a
+    /// reconnect, messages first had through `/im/messages`.
+    pub reconnects: u64,
+    pub resent: u64,
+    pub fetched: u64,
     pub lost: u64,
     pub duplicated: u64,
     pub misordered: u64,
@@ -44,6 +51,10 @@ pub struct Part {
     pub sent: u64,
     pub received: u64,
     pub acks: BTreeMap<u16, u64>,
+    pub pushes: BTreeMap<u16, u64>,
+    pub reconnects: u64,
+    pub resent: u64,
+    pub fetched: u64,
     pub lost: u64,
     pub dup: u64,
     pub misordered: u64,
@@ -64,6 +75,10 @@ impl Summary {
             sent: 0,
             received: 0,
             acks: BTreeMap::new(),
+            pushes: BTreeMap::new(),
+            reconnects: 0,
+            resent: 0,
+            fetched: 0,
             lost: 0,
             duplicated: 0,
             misordered: 0,
@@ -86,6 +101,10 @@ impl Summary {
             sent: self.sent,
             received: self.received,
             acks: self.acks.clone(),
+            pushes: self.pushes.clone(),
+            reconnects: self.reconnects,
+            resent: self.resent,
+            fetched: self.fetched,
             lost: self.lost,
             dup: self.duplicated,
             misordered: self.misordered,
@@ -116,6 +135,12 @@ impl Summary {
             for (code, n) in &p.acks {
                 *s.acks.entry(*code).or_insert(0) += n;
             }
+            for (code, n) in &p.pushes {
+                *s.pushes.entry(*code).or_insert(0) += n;
+            }
+            s.reconnects += p.reconnects;
+            s.resent += p.resent;
+            s.fetched += p.fetched;
             s.lost += p.lost;
             s.duplicated += p.dup;
             s.misordered += p.misordered;
@@ -179,7 +204,13 @@ impl Summary {
                 lag.value_at_quantile(0.99),
                 lag.max()
             );
-            println!("acks by code: {:?}", self.acks);
+            println!("acks by code: {:?}; pushes by code: {:?}", self.acks, self.pushes);
+        }
+        if self.reconnects > 0 {
+            println!(
+                "reconnects {}: {} messages sent again, {} fetched through /im/messages",
+                self.reconnects, self.resent, self.fetched
+            );
         }
         if self.logins > 0 {
             println!(
@@ -191,7 +222,9 @@ impl Summary {
         if let Some(b) = self.baseline_rate {
             println!("chat rate before the storm {b:.0} msgs/s, during {:.0} msgs/s", self.rate());
         }
-        let acks: Vec<String> = self.acks.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect();
+        let by_code = |m: &BTreeMap<u16, u64>| {
+            m.iter().map(|(c, n)| format!("\"{c}\":{n}")).collect::<Vec<_>>().join(",")
+        };
         let rss = self.server_rss_kb.map_or("null".to_string(), |(b, a)| {
             format!(
                 "{{\"before_kb\":{b},\"after_kb\":{a},\"bytes_per_session\":{}}}",
@@ -201,7 +234,7 @@ impl Summary {
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
              \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
-             \"acks\":{{{}}},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{}}}",
+             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{}}}",
             self.mode,
             self.sessions,
             self.failed_sessions,
@@ -217,7 +250,11 @@ impl Summary {
             self.lost,
             self.duplicated,
             self.misordered,
-            acks.join(","),
+            by_code(&self.acks),
+            by_code(&self.pushes),
+            self.reconnects,
+            self.resent,
+            self.fetched,
             rss,
             self.logins,
             self.baseline_rate.map_or("null".to_string(), |b| format!("{b:.1}")),

@@ -7,7 +7,13 @@
 //! - `idle`   — hold N sessions; report the server's RSS per session.
 //! - `chat`   — an open-loop rate of messages between the pairs; latency measured from
 //!   each message's intended send time (no coordinated omission), acks by code, lost,
-//!   duplicated and misordered messages.
+//!   duplicated and misordered messages. Every send carries a `cid`. With history on
+//!   (docs/protocol.md §10) receivers check each conversation's `seq`: no gap, no
+//!   repeat, in order; with it off, each sender's own sequence in the payload.
+//! - `reconnect` — chat while sessions are dropped and log in again (`--drops` a
+//!   second): each resends what was not acknowledged with the same `cid` and fetches
+//!   what it missed through `/im/messages`; the run must end with nothing lost,
+//!   duplicated or misordered. Needs history on.
 //! - `storm`  — chat at a fixed rate while other users log in and out as fast as they
 //!   can; logins/s and the chat rate before and during the storm.
 //! - `echo`   — chat mode against a plain WebSocket echo server (the raw ceiling).
@@ -19,14 +25,18 @@
 //!
 //! Modules: `link` (a non-blocking plain/TLS socket with WebSocket framing),
 //! `provision` (registration and friending over HTTP), `driver` (the loop and the
-//! modes), `report` (figures, the machine-readable summary line, merging parts),
-//! `split` (dividing a run between processes), `coordinator` (spawning, starting and
-//! collecting the children), `gate` (a child's side: ready, go, result), `tick` (wakes
-//! the loop when a send is due).
+//! modes; `driver/receive` counts what sessions read, `driver/reconnect` drops, logs in
+//! again, resends and fetches), `frames` (the server's frames read without a JSON
+//! tree), `ledger` (the per-conversation `seq` checker), `report` (figures, the
+//! machine-readable summary line, merging parts), `split` (dividing a run between
+//! processes), `coordinator` (spawning, starting and collecting the children), `gate`
+//! (a child's side: ready, go, result), `tick` (wakes the loop when a send is due).
 
 mod coordinator;
 mod driver;
+mod frames;
 mod gate;
+mod ledger;
 mod link;
 mod provision;
 mod report;
@@ -54,6 +64,8 @@ pub struct Options {
     pub server_pid: Option<u32>,
     pub prefix: String,
     pub storm_users: usize,
+    /// Session drops per second in reconnect mode.
+    pub drops: f64,
     /// Sessions one process may hold; more make this process a coordinator.
     pub per_process: usize,
     /// Last byte of the first source address: 127.0.0.`source_first` onwards.
@@ -68,6 +80,7 @@ pub enum Mode {
     Chat,
     Storm,
     Echo,
+    Reconnect,
 }
 
 impl Mode {
@@ -77,12 +90,13 @@ impl Mode {
             Mode::Chat => "chat",
             Mode::Storm => "storm",
             Mode::Echo => "echo",
+            Mode::Reconnect => "reconnect",
         }
     }
 }
 
 const USAGE: &str = "usage: imd-load MODE [options]
-modes: idle | chat | storm | echo
+modes: idle | chat | storm | echo | reconnect
   --ws ADDR          WebSocket listener (default 127.0.0.1:8080)
   --tls              speak TLS to --ws (wss)
   --http ADDR        plain HTTP listener for provisioning (default 127.0.0.1:8080)
@@ -94,6 +108,8 @@ modes: idle | chat | storm | echo
   --server-pid PID   read the server's RSS (idle mode)
   --prefix P         account prefix (default load<pid>)
   --storm-users L    users logging in and out in storm mode (default 20)
+  --drops R          sessions dropped (and logged in again) per second in
+                     reconnect mode (default 5)
   --per-process M    at most M sessions per process; more are split over child
                      processes, merged into one summary (default 19000)
   --source-first F   first source address 127.0.0.F (default 1)
@@ -111,6 +127,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         Some("chat") => Mode::Chat,
         Some("storm") => Mode::Storm,
         Some("echo") => Mode::Echo,
+        Some("reconnect") => Mode::Reconnect,
         _ => return Err("a mode is needed".into()),
     };
     let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
@@ -127,6 +144,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         server_pid: None,
         prefix: format!("load{}", std::process::id()),
         storm_users: 20,
+        drops: 5.0,
         per_process: PER_PROCESS,
         source_first: 1,
         child: false,
@@ -148,6 +166,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--server-pid" => o.server_pid = Some(value()?.parse().map_err(|_| bad(&flag))?),
             "--prefix" => o.prefix = value()?,
             "--storm-users" => o.storm_users = value()?.parse().map_err(|_| bad(&flag))?,
+            "--drops" => o.drops = value()?.parse().map_err(|_| bad(&flag))?,
             "--per-process" => o.per_process = value()?.parse().map_err(|_| bad(&flag))?,
             "--source-first" => o.source_first = value()?.parse().map_err(|_| bad(&flag))?,
             "--child" => o.child = true,
@@ -166,6 +185,9 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     }
     if o.duration > Duration::from_secs(600) || o.rate <= 0.0 || o.sources == 0 {
         return Err("--duration at most 600 s, --rate and --sources positive".into());
+    }
+    if !(o.drops.is_finite() && o.drops >= 0.0) {
+        return Err("--drops must be a number ≥ 0".into());
     }
     if o.per_process < 2 {
         return Err("--per-process must be at least 2".into());

@@ -1,7 +1,14 @@
 //! The event loop of a run: sessions on one mio `Poll`, the open-loop sender, and the
 //! bookkeeping that finds lost, duplicated and misordered messages.
+//!
+//! `receive` counts what the sessions read (messages, replies, pushes); `reconnect`
+//! drops sessions mid-run, logs them in again, resends what was not acknowledged and
+//! fetches what the dropped sessions missed.
 
-use std::collections::HashMap;
+mod receive;
+mod reconnect;
+
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,6 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde_json::Value;
 
 use crate::gate::{self, Gate};
+use crate::ledger::Ledger;
 use crate::link::{self, Link, Ws};
 use crate::provision;
 use crate::report::{rss_kb, Summary};
@@ -35,6 +43,13 @@ struct Client {
     token: String,
     /// A storm user: logs in, then out, again and again.
     stormer: bool,
+    /// The friends of the login reply: id and, with history on, the conversation's
+    /// `last_seq`, where this run's messages start.
+    friends: Vec<(String, u64)>,
+    /// This session replaces one the run dropped: once logged in, it resends and fetches.
+    relogin: bool,
+    /// Logged in once: a session the run may drop, and log in again if it dies.
+    been_ready: bool,
 }
 
 /// Per-sender bookkeeping at the receiver.
@@ -69,6 +84,9 @@ impl Track {
 /// the server with 18.3 KB per session instead of 14.7 KB.
 const MAX_OPENING: usize = 500;
 
+/// How long a phase waits, after its last send, for the replies and messages in flight.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// How many connections a turn services between two looks at what is due to send.
 const SERVICES_PER_SEND_CHECK: usize = 16;
 
@@ -93,8 +111,21 @@ struct Run<'a> {
     scratch: Vec<u8>,
     t0: Instant,
     by_id: HashMap<String, usize>,
+    /// Per sender, by the sequence in the payload (history off, echo).
     tracks: Vec<Track>,
+    /// Per pair, by the conversation's `seq` (history on).
+    ledgers: Vec<Ledger>,
+    /// Whether replies carry `seq` (history on); `None` before the first success reply.
+    history: Option<bool>,
     next_seq: Vec<u64>,
+    /// This run's part of every `cid`: unique per sender across runs on the same accounts.
+    nonce: String,
+    /// Reconnect mode: per user, the messages not yet acknowledged, by their number.
+    unacked: Vec<BTreeMap<u64, reconnect::Unacked>>,
+    /// Reconnect mode: when the next session is dropped.
+    dropper: Option<reconnect::Dropper>,
+    /// Provisioning's keep-alive connection, reused for `/im/messages`.
+    http: Option<provision::Http>,
     summary: Summary,
     counting: bool,
     logins: u64,
@@ -117,7 +148,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
     let poll = Poll::new()?;
     let ticker = match o.mode {
         Mode::Idle => None,
-        Mode::Chat | Mode::Storm | Mode::Echo => {
+        Mode::Chat | Mode::Storm | Mode::Echo | Mode::Reconnect => {
             Some(Ticker::start(Waker::new(poll.registry(), TICK)?)?)
         }
     };
@@ -130,7 +161,13 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         t0: Instant::now(),
         by_id: HashMap::new(),
         tracks: (0..o.sessions).map(|_| Track::default()).collect(),
+        ledgers: Vec::new(),
+        history: None,
         next_seq: vec![0; o.sessions],
+        nonce: nonce(),
+        unacked: vec![BTreeMap::new(); o.sessions],
+        dropper: None,
+        http: None,
         summary: Summary::new(mode_name, o.sessions),
         counting: false,
         logins: 0,
@@ -187,6 +224,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.turn(Duration::from_millis(5))?;
         }
     }
+    r.ledgers = r.opening_ledgers();
 
     if let Some(gate) = gate {
         gate.ready()?;
@@ -208,7 +246,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.seconds = o.duration.as_secs_f64();
             r.summary.server_rss_kb = rss_before.zip(o.server_pid.and_then(rss_kb));
         }
-        Mode::Chat | Mode::Echo => r.chat(o.duration)?,
+        Mode::Chat | Mode::Echo | Mode::Reconnect => r.chat(o.duration)?,
         Mode::Storm => {
             let half = o.duration / 2;
             r.chat(half)?;
@@ -217,7 +255,9 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             reset.failed_sessions = r.summary.failed_sessions;
             let before = std::mem::replace(&mut r.summary, reset);
             r.tracks = (0..o.sessions).map(|_| Track::default()).collect();
-            r.next_seq = vec![0; o.sessions];
+            r.ledgers = r.ledgers.iter().map(Ledger::rebased).collect();
+            // Numbers go on: a `cid` is the sender's for good, and one used again with
+            // another payload is refused (529).
             let failed = provision::register_all(o.http, &format!("{}s", o.prefix), o.storm_users);
             if failed > 0 {
                 return Err(io::Error::other(format!("{failed} storm registrations failed")));
@@ -232,6 +272,12 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.duplicated += before.duplicated;
             r.summary.misordered += before.misordered;
         }
+    }
+    if o.mode == Mode::Reconnect && r.history != Some(true) {
+        return Err(io::Error::other(
+            "reconnect mode needs history on the server ([history] enabled = true): \
+             its replies carry no seq",
+        ));
     }
     if let Some(gate) = gate {
         gate.report(&r.summary)?;
@@ -270,6 +316,9 @@ impl Run<'_> {
             id: String::new(),
             token: String::new(),
             stormer,
+            friends: Vec::new(),
+            relogin: false,
+            been_ready: false,
         });
         Ok(())
     }
@@ -315,6 +364,10 @@ impl Run<'_> {
                     c.phase = Phase::Dead;
                 }
             }
+        }
+        if c.phase == Phase::Dead && c.been_ready && self.dropper.is_some() {
+            // Reconnect mode: a session that died of itself comes back like a dropped one.
+            return self.reopen(c);
         }
         if c.stormer && c.phase != Phase::Ready && c.phase != Phase::Dead {
             self.clients[i] = Some(c);
@@ -364,22 +417,25 @@ impl Run<'_> {
         let now_us = self.t0.elapsed().as_micros() as u64;
         let closed = if c.phase == Phase::Ready {
             // The bulk of a run: frames are counted where they lie, never copied.
-            let counting = self.counting;
-            ws.read_texts(&mut c.link, |t| {
+            let (counting, user) = (self.counting, c.user);
+            let closed = ws.read_texts(&mut c.link, |t| {
                 if counting {
-                    self.on_counted(t, now_us);
+                    self.on_counted(user, t, now_us);
                 }
-            })
+            });
+            c.ws = Some(ws);
+            closed
         } else {
             let mut texts = Vec::new();
             let closed = ws.read_texts(&mut c.link, |t| texts.push(t.to_string()));
+            // Back in place first: a session that logs in again resends on its socket.
+            c.ws = Some(ws);
             for t in texts {
                 self.on_text(c, &t, now_us);
             }
             closed
         }
         .unwrap_or(true);
-        c.ws = Some(ws);
         if closed || c.link.eof {
             c.phase = Phase::Dead;
         }
@@ -387,17 +443,30 @@ impl Run<'_> {
 
     fn on_text(&mut self, c: &mut Client, text: &str, now_us: u64) {
         match c.phase {
-            Phase::Ready if self.counting => self.on_counted(text, now_us),
+            Phase::Ready if self.counting => self.on_counted(c.user, text, now_us),
             Phase::LoggingIn => {
                 let Ok(v) = serde_json::from_str::<Value>(text) else { return };
                 if v["code"] == 200 {
                     c.id = v["profile"]["id"].as_str().unwrap_or_default().to_string();
                     c.token = v["token"].as_str().unwrap_or_default().to_string();
+                    c.friends = v["friends"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| {
+                            let id = f["id"].as_str()?.to_string();
+                            Some((id, f["last_seq"].as_u64().unwrap_or(0)))
+                        })
+                        .collect();
                     c.phase = Phase::Ready;
+                    c.been_ready = true;
                     if c.stormer {
                         self.logins += 1;
                     } else {
                         self.by_id.insert(c.id.clone(), c.user);
+                    }
+                    if c.relogin {
+                        self.after_relogin(c, now_us);
                     }
                 } else {
                     c.phase = Phase::Dead;
@@ -407,44 +476,22 @@ impl Run<'_> {
         }
     }
 
-    /// A frame while counting: a message (its payload) or a dialogue ack (its code).
-    /// Read without building a JSON tree: the generator reads two frames per routed
-    /// message, and its CPU comes out of the same two cores as the server's.
-    fn on_counted(&mut self, text: &str, now_us: u64) {
-        let echoed = self.o.mode == Mode::Echo;
-        let payload = top_string(text, "payload");
-        if let (Some(p), true) = (payload, echoed || text.contains("\"from\":")) {
-            return self.on_message(p, now_us);
-        }
-        if let (Some(code), Some(id)) = (top_number(text, "code"), top_string(text, "id")) {
-            // Dialogue acks only: pushes carry user ids, and their own codes.
-            let push = (300..=305).contains(&code);
-            if id.starts_with('d') && !push {
-                *self.summary.acks.entry(code as u16).or_insert(0) += 1;
-            }
-        }
+    /// Each pair's ledger, starting after the `seq` its conversation had reached at
+    /// login (0 for a new friendship).
+    fn opening_ledgers(&self) -> Vec<Ledger> {
+        (0..self.o.sessions / 2)
+            .map(|p| {
+                let (a, b) = (self.clients[2 * p].as_ref(), self.clients[2 * p + 1].as_ref());
+                let base = a.zip(b).and_then(|(a, b)| {
+                    a.friends.iter().find(|(id, _)| *id == b.id).map(|(_, seq)| *seq)
+                });
+                Ledger::new(base.unwrap_or(0))
+            })
+            .collect()
     }
 
-    fn on_message(&mut self, payload: &str, now_us: u64) {
-        let mut parts = payload.splitn(4, ':');
-        let (Some(Ok(sender)), Some(Ok(seq)), Some(Ok(intended))) = (
-            parts.next().map(str::parse::<usize>),
-            parts.next().map(str::parse::<u64>),
-            parts.next().map(str::parse::<u64>),
-        ) else {
-            return;
-        };
-        let Some(track) = self.tracks.get_mut(sender) else { return };
-        let (dup, misordered) = track.record(seq);
-        self.summary.duplicated += u64::from(dup);
-        self.summary.misordered += u64::from(misordered);
-        if !dup {
-            self.summary.received += 1;
-            let _ = self.summary.latency_us.record(now_us.saturating_sub(intended).max(1));
-        }
-    }
-
-    /// Sends at `rate` for `duration`, open loop, then waits for what is in flight.
+    /// Sends at `rate` for `duration`, open loop (in reconnect mode dropping sessions
+    /// at `--drops` a second), then waits for what is in flight.
     fn chat(&mut self, duration: Duration) -> io::Result<()> {
         let ready: Vec<usize> = (0..self.o.sessions)
             .filter(|i| self.clients[*i].as_ref().is_some_and(|c| c.phase == Phase::Ready))
@@ -456,34 +503,75 @@ impl Run<'_> {
         let start = Instant::now();
         self.pacer =
             Some(Pacer { start, start_us: self.t0.elapsed().as_micros() as u64, ready, sent: 0 });
+        if self.o.mode == Mode::Reconnect {
+            self.dropper = Some(reconnect::Dropper::new(start));
+        }
         while start.elapsed() < duration {
             self.send_due();
+            self.drop_due();
             self.turn(Duration::from_micros(200))?;
+        }
+        if let Some(d) = self.dropper.as_mut() {
+            d.stop();
         }
         let sent = self.pacer.take().map_or(0, |p| p.sent);
         self.summary.sent += sent;
         self.summary.seconds += start.elapsed().as_secs_f64();
         // Whatever is still in flight gets a few seconds to arrive.
-        let expected = |r: &Run<'_>| {
-            if r.o.mode == Mode::Echo {
-                r.summary.sent
-            } else {
-                r.summary.acks.get(&200).copied().unwrap_or(0)
-            }
-        };
-        let grace = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < grace {
-            let acked: u64 = self.summary.acks.values().sum();
-            if self.summary.received >= expected(self)
-                && (self.o.mode == Mode::Echo || acked >= sent)
-            {
-                break;
-            }
+        let grace = Instant::now() + GRACE;
+        while Instant::now() < grace && !self.settled(sent) {
             self.turn(Duration::from_millis(5))?;
         }
-        self.summary.lost = expected(self).saturating_sub(self.summary.received);
+        if self.o.mode == Mode::Reconnect {
+            self.fetch_all_missed(self.t0.elapsed().as_micros() as u64);
+            self.summary.failed_sessions = self.o.sessions - self.count(Phase::Ready);
+        }
+        self.summary.lost = self.lost();
         self.counting = false;
+        self.dropper = None;
         Ok(())
+    }
+
+    /// Whether everything sent in this phase (`sent`) has its reply and has reached its
+    /// receiver, and in reconnect mode every session is back.
+    fn settled(&self, sent: u64) -> bool {
+        if self.o.mode == Mode::Echo {
+            return self.summary.received >= self.summary.sent;
+        }
+        let replied: u64 = self.summary.acks.values().sum();
+        let all_replied = if self.o.mode == Mode::Reconnect {
+            let opening = |c: &Client| matches!(c.phase, Phase::Upgrading | Phase::LoggingIn);
+            self.unacked.iter().all(BTreeMap::is_empty)
+                && !self.clients.iter().flatten().any(opening)
+        } else {
+            replied >= sent
+        };
+        all_replied && self.summary.received >= self.accepted()
+    }
+
+    /// Messages the server accepted: 200, and 202 (stored for an offline friend).
+    fn accepted(&self) -> u64 {
+        [200, 202].iter().map(|c| self.summary.acks.get(c).copied().unwrap_or(0)).sum()
+    }
+
+    /// Messages lost: with history on, the conversations' gaps and what a receiver
+    /// misses, and what the server refused (every message to a friend is to be
+    /// accepted; in reconnect mode, what is still unacknowledged); with it off,
+    /// accepted messages never received (a 508 for an offline friend is the seed's
+    /// rule, not a loss).
+    fn lost(&self) -> u64 {
+        if self.o.mode == Mode::Echo {
+            return self.summary.sent.saturating_sub(self.summary.received);
+        }
+        if self.history != Some(true) {
+            return self.accepted().saturating_sub(self.summary.received);
+        }
+        let refused = if self.o.mode == Mode::Reconnect {
+            self.unacked.iter().map(BTreeMap::len).sum::<usize>() as u64
+        } else {
+            self.summary.acks.values().sum::<u64>().saturating_sub(self.accepted())
+        };
+        self.ledgers.iter().map(Ledger::lost).sum::<u64>() + refused
     }
 
     /// Sends every message due by now. Called between the connections a turn services
@@ -523,8 +611,10 @@ impl Run<'_> {
         // Written by hand: ids, user ids and payloads here never need escaping, and at
         // hundreds of thousands of frames a second a JSON value per frame shows.
         let to = self.clients[peer].as_ref().map_or("", |c| c.id.as_str());
-        let mut frame = String::with_capacity(48 + to.len() + self.o.size);
-        let _ = write!(frame, r#"{{"id":"d{seq}","toFriend":"{to}","payload":""#);
+        let mut frame = String::with_capacity(64 + to.len() + self.nonce.len() + self.o.size);
+        let nonce = &self.nonce;
+        let _ =
+            write!(frame, r#"{{"id":"d{seq}","toFriend":"{to}","cid":"{nonce}.{seq}","payload":""#);
         let start = frame.len();
         let _ = write!(frame, "{sender}:{seq}:{intended_us}:");
         let written = frame.len() - start;
@@ -532,6 +622,15 @@ impl Run<'_> {
             frame.extend(std::iter::repeat_n('x', self.o.size - written));
         }
         frame.push_str(r#""}"#);
+        if self.o.mode == Mode::Reconnect {
+            let ready = self.clients[sender].as_ref().is_some_and(|c| c.phase == Phase::Ready);
+            let unacked = reconnect::Unacked { frame: frame.clone(), sent: ready };
+            self.unacked[sender].insert(seq, unacked);
+            if !ready {
+                // Away: it goes out when the session is back.
+                return;
+            }
+        }
         if let Some(c) = self.clients[sender].as_mut() {
             if let Some(ws) = c.ws.as_mut() {
                 let _ = ws.send(&mut c.link, frame);
@@ -540,49 +639,12 @@ impl Run<'_> {
     }
 }
 
-/// The string value of `"key"` in a compact JSON object as imd writes it, when it has
-/// no escapes (the generator's own payloads and ids never do); else `None`.
-fn top_string<'t>(text: &'t str, key: &str) -> Option<&'t str> {
-    let at = find_key(text, key)?;
-    let rest = text[at..].strip_prefix('"')?;
-    let value = &rest[..rest.find('"')?];
-    (!value.contains('\\')).then_some(value)
-}
-
-/// The unsigned number value of `"key"` in a compact JSON object.
-fn top_number(text: &str, key: &str) -> Option<u64> {
-    let rest = &text[find_key(text, key)?..];
-    let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-    rest[..digits].parse().ok()
-}
-
-/// Where the value of the first `"key":` in `text` starts.
-fn find_key(text: &str, key: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut from = 0;
-    while let Some(i) = text[from..].find(key).map(|i| i + from) {
-        let end = i + key.len();
-        if i > 0 && bytes[i - 1] == b'"' && bytes.get(end..end + 2) == Some(b"\":") {
-            return Some(end + 2);
-        }
-        from = i + 1;
-    }
-    None
-}
-
-#[cfg(test)]
-mod frame_tests {
-    use super::{top_number, top_string};
-
-    #[test]
-    fn reads_acks_receives_and_pushes_as_imd_writes_them() {
-        let ack = proto::status_with_id(proto::Code::Success, Some("d17"));
-        assert_eq!(top_number(&ack, "code"), Some(200));
-        assert_eq!(top_string(&ack, "id"), Some("d17"));
-        assert_eq!(top_string(&ack, "payload"), None);
-        let receive = proto::receive_frame("d3", "u-1", "7:3:1000:xx", 5);
-        assert_eq!(top_string(&receive, "payload"), Some("7:3:1000:xx"));
-        assert_eq!(top_number(&receive, "code"), None);
-        assert_eq!(top_string(r#"{"payload":"a\"b"}"#, "payload"), None);
-    }
+/// This run's part of every `cid`. Accounts outlive a run, and a `cid` a sender used
+/// before with another payload would be refused (529): the clock and the process id
+/// keep each run's apart.
+fn nonce() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}{:x}", std::process::id())
 }

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""CPU per routed message (make bench): runs one imd-load chat against imd and divides
+the daemon's CPU time (utime + stime of /proc/PID/stat) by the messages it answered
+(imd_ws_replies_total, codes 200 and 202, from /im/metrics) over a window inside the
+sending phase: provisioning (registrations, argon2, TLS handshakes) costs the daemon
+more than a low rate of messages does, and is no part of the figure.
+
+usage: cpu_per_message.py PID HTTP_PORT WINDOW_S imd-load chat ARGS…
+Prints `CPU {json}` (us_per_msg, routed, cpu_s, seconds, and imd-load's summary)."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # After the command name: state is field 3, utime 14 and stime 15 (proc(5)).
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def answered(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/im/metrics", timeout=5) as r:
+        text = r.read().decode()
+    total = 0
+    for line in text.splitlines():
+        if line.startswith(("imd_ws_replies_total{code=\"200\"}", "imd_ws_replies_total{code=\"202\"}")):
+            total += int(line.rsplit(" ", 1)[1])
+    return total
+
+
+def main():
+    pid, port, window = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    load = subprocess.Popen(sys.argv[4:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Login replies count as answers too: wait for imd-load's "sessions ready" first.
+    ready = threading.Event()
+
+    def relay():
+        for line in load.stderr:
+            sys.stderr.write(line)
+            if "sessions ready" in line:
+                ready.set()
+
+    threading.Thread(target=relay, daemon=True).start()
+    limit = time.monotonic() + 120
+    while not ready.wait(0.1):
+        if load.poll() is not None or time.monotonic() > limit:
+            sys.exit("cpu_per_message: imd-load's sessions never got ready")
+    before = answered(port)
+    # Sending has begun once answers come in; a second later the loop is steady.
+    while answered(port) < before + 50:
+        if load.poll() is not None or time.monotonic() > limit:
+            sys.exit("cpu_per_message: imd-load sent nothing")
+        time.sleep(0.1)
+    time.sleep(1)
+    t1, c1, n1 = time.monotonic(), cpu_seconds(pid), answered(port)
+    time.sleep(window)
+    t2, c2, n2 = time.monotonic(), cpu_seconds(pid), answered(port)
+    out, _ = load.communicate(timeout=120)
+    summary = next((json.loads(l[8:]) for l in out.splitlines() if l.startswith("SUMMARY ")), None)
+    routed = n2 - n1
+    print("CPU " + json.dumps({
+        "us_per_msg": round((c2 - c1) * 1e6 / routed, 1) if routed else None,
+        "routed": routed, "cpu_s": round(c2 - c1, 3), "seconds": round(t2 - t1, 2),
+        "summary": summary,
+    }))
+
+
+if __name__ == "__main__":
+    main()
