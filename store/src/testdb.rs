@@ -233,8 +233,9 @@ fn as_owner(root: bool, program: &Path) -> Command {
 fn start() -> Result<Server, String> {
     let bin = install()?;
     let root = is_root();
-    let dir =
-        std::env::temp_dir().join(format!("imd-store-pg-{}-{}", std::process::id(), unique()));
+    // The postgres user must reach the directory: a root's TMPDIR may be private.
+    let base = if root { PathBuf::from("/tmp") } else { std::env::temp_dir() };
+    let dir = base.join(format!("imd-store-pg-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if root {
         run(Command::new("chown").arg("postgres").arg(&dir))?;
