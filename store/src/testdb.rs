@@ -237,18 +237,22 @@ fn start() -> Result<Server, String> {
     let base = if root { PathBuf::from("/tmp") } else { std::env::temp_dir() };
     let dir = base.join(format!("imd-store-pg-{}-{}", std::process::id(), unique()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    if root {
-        run(Command::new("chown").arg("postgres").arg(&dir))?;
-    }
     let data = dir.join("data");
-    run(as_owner(root, &bin.join("initdb")).arg("-D").arg(&data).args([
-        "-U",
-        "postgres",
-        "--auth=trust",
-        "-E",
-        "UTF8",
-        "--no-sync",
-    ]))?;
+    let made = if root { run(Command::new("chown").arg("postgres").arg(&dir)) } else { Ok(()) }
+        .and_then(|()| {
+            run(as_owner(root, &bin.join("initdb")).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]))
+        });
+    if let Err(e) = made {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("a free port: {e}"))?
