@@ -133,3 +133,42 @@ fn version_5_migrates_to_the_current_version() {
     s.add_device("a", &[1; 32], 0, 10).unwrap();
     assert_eq!(s.user_by_id("a").unwrap().unwrap().account, "A");
 }
+
+/// A write that PostgreSQL aborts for a serialization failure is run again, whole:
+/// the append waits on the counter row another session holds, fails 40001 when that
+/// session commits, and its retry takes the next number.
+#[test]
+fn a_serialization_failure_is_retried_whole() {
+    let db = TempDb::new(Kind::Postgres);
+    let mut s = db.open();
+    add_user(&mut s, "a");
+    add_user(&mut s, "b");
+    s.make_friends("a", "B", "b", "A").unwrap();
+    let m = NewHistoryMessage {
+        from_id: "a".into(),
+        to_id: "b".into(),
+        dialogue_id: "d".into(),
+        cid: None,
+        payload: "p".into(),
+        ts_ms: 1,
+        live: false,
+    };
+    assert_eq!(s.append_messages(&[m.clone()]).unwrap(), [Appended::New { seq: 1 }]);
+    let mut other = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let mut holder = other.transaction().unwrap();
+    holder
+        .execute("UPDATE conversations SET last_seq = last_seq + 1 WHERE a = 'a' AND b = 'b'", &[])
+        .unwrap();
+    let appending = std::thread::spawn(move || s.append_messages(&[m]));
+    let watcher = db.open();
+    let waiting = "SELECT count(*) FROM pg_stat_activity
+                   WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watcher.count_for_tests(waiting) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the append never waited");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    holder.commit().unwrap();
+    let appended = appending.join().unwrap();
+    assert_eq!(appended.unwrap(), [Appended::New { seq: 3 }]);
+}
