@@ -153,7 +153,7 @@ fn a_serialization_failure_is_retried_whole() {
         ts_ms: 1,
         live: false,
     };
-    assert_eq!(s.append_messages(&[m.clone()]).unwrap(), [Appended::New { seq: 1 }]);
+    assert_eq!(s.append_messages(std::slice::from_ref(&m)).unwrap(), [Appended::New { seq: 1 }]);
     let mut other = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
     let mut holder = other.transaction().unwrap();
     holder
