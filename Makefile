@@ -34,7 +34,7 @@ test-autobahn:
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx (~12 min; writes target/bench/results.md)
+## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx, 19,000 sessions back after a restart (~15 min; writes target/bench/results.md)
 bench:
 	bash benches/run.sh
 

@@ -14,6 +14,14 @@
 //!   second): each resends what was not acknowledged with the same `cid` and fetches
 //!   what it missed through `/im/messages`; the run must end with nothing lost,
 //!   duplicated or misordered. Needs history on.
+//! - `restart` — sessions log in with `"remember":true` and chat; the daemon, which
+//!   this run starts itself (`--server-cmd`), is stopped with SIGTERM and started again
+//!   (`--restart-cmd`, by default the same). Sessions come back with their device tokens
+//!   (§11.2; `--password-relogin`: with passwords, for comparison) after a backoff with
+//!   jitter, resend what was not acknowledged with the same `cid` and fetch gaps through
+//!   `/im/messages`. Reports when the last session was back, counted from the new
+//!   process listening, and how many needed a password; nothing acknowledged may be
+//!   lost, duplicated or misordered. One process (at most `--per-process` sessions).
 //! - `storm`  — chat at a fixed rate while other users log in and out as fast as they
 //!   can; logins/s and the chat rate before and during the storm.
 //! - `echo`   — chat mode against a plain WebSocket echo server (the raw ceiling).
@@ -23,10 +31,11 @@
 //! child imd-load processes, starts them together and merges their figures into the
 //! one summary line.
 //!
-//! Modules: `link` (a non-blocking plain/TLS socket with WebSocket framing),
+//! Modules: `server` (the daemon a restart run starts, stops and starts again), `link` (a non-blocking plain/TLS socket with WebSocket framing),
 //! `provision` (registration and friending over HTTP), `driver` (the loop and the
 //! modes; `driver/receive` counts what sessions read, `driver/reconnect` drops, logs in
-//! again, resends and fetches), `frames` (the server's frames read without a JSON
+//! again, resends and fetches, `driver/restart` restarts the daemon and brings every
+//! session back with backoff), `frames` (the server's frames read without a JSON
 //! tree), `ledger` (the per-conversation `seq` checker), `report` (figures, the
 //! machine-readable summary line, merging parts), `split` (dividing a run between
 //! processes), `coordinator` (spawning, starting and collecting the children), `gate`
@@ -40,6 +49,7 @@ mod ledger;
 mod link;
 mod provision;
 mod report;
+mod server;
 mod split;
 mod tick;
 
@@ -70,6 +80,13 @@ pub struct Options {
     pub per_process: usize,
     /// Last byte of the first source address: 127.0.0.`source_first` onwards.
     pub source_first: u8,
+    /// Restart mode: the daemon's command line, and the one that starts it again.
+    pub server_cmd: Option<String>,
+    pub restart_cmd: Option<String>,
+    /// Restart mode: log back in with passwords, not device tokens.
+    pub password_relogin: bool,
+    /// Restart mode: longest wait, from the new process listening, for every session.
+    pub back_within: Duration,
     /// Run as a coordinator's child: talk READY/go/RESULT over stdin and stdout.
     pub child: bool,
 }
@@ -81,6 +98,7 @@ pub enum Mode {
     Storm,
     Echo,
     Reconnect,
+    Restart,
 }
 
 impl Mode {
@@ -91,12 +109,19 @@ impl Mode {
             Mode::Storm => "storm",
             Mode::Echo => "echo",
             Mode::Reconnect => "reconnect",
+            Mode::Restart => "restart",
         }
+    }
+
+    /// Modes whose senders keep what is not acknowledged and send it again after
+    /// logging in again, as a client's outbox.
+    pub fn keeps_outbox(self) -> bool {
+        matches!(self, Mode::Reconnect | Mode::Restart)
     }
 }
 
 const USAGE: &str = "usage: imd-load MODE [options]
-modes: idle | chat | storm | echo | reconnect
+modes: idle | chat | storm | echo | reconnect | restart
   --ws ADDR          WebSocket listener (default 127.0.0.1:8080)
   --tls              speak TLS to --ws (wss)
   --http ADDR        plain HTTP listener for provisioning (default 127.0.0.1:8080)
@@ -113,6 +138,14 @@ modes: idle | chat | storm | echo | reconnect
   --per-process M    at most M sessions per process; more are split over child
                      processes, merged into one summary (default 19000)
   --source-first F   first source address 127.0.0.F (default 1)
+  --server-cmd CMD   restart mode: the daemon's command line (run by sh); imd-load
+                     starts it, stops it with SIGTERM after --duration of chat,
+                     and stops it at the end
+  --restart-cmd CMD  restart mode: the command line that starts it again
+                     (default: --server-cmd)
+  --password-relogin restart mode: log back in with passwords, not device tokens
+  --back-within S    restart mode: longest wait for every session to be back,
+                     from the new process listening (default 60)
 Only loopback addresses are accepted.";
 
 /// Sessions per process by default: the open-file limit is 20,000, and a process also
@@ -128,6 +161,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         Some("storm") => Mode::Storm,
         Some("echo") => Mode::Echo,
         Some("reconnect") => Mode::Reconnect,
+        Some("restart") => Mode::Restart,
         _ => return Err("a mode is needed".into()),
     };
     let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
@@ -147,6 +181,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         drops: 5.0,
         per_process: PER_PROCESS,
         source_first: 1,
+        server_cmd: None,
+        restart_cmd: None,
+        password_relogin: false,
+        back_within: Duration::from_secs(60),
         child: false,
     };
     while let Some(flag) = args.next() {
@@ -169,6 +207,16 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             "--drops" => o.drops = value()?.parse().map_err(|_| bad(&flag))?,
             "--per-process" => o.per_process = value()?.parse().map_err(|_| bad(&flag))?,
             "--source-first" => o.source_first = value()?.parse().map_err(|_| bad(&flag))?,
+            "--server-cmd" => o.server_cmd = Some(value()?),
+            "--restart-cmd" => o.restart_cmd = Some(value()?),
+            "--password-relogin" => o.password_relogin = true,
+            "--back-within" => {
+                let s: f64 = value()?.parse().map_err(|_| bad(&flag))?;
+                if !(s.is_finite() && s > 0.0 && s <= 600.0) {
+                    return Err(bad(&flag));
+                }
+                o.back_within = Duration::from_secs_f64(s);
+            }
             "--child" => o.child = true,
             _ => return Err(format!("unknown option {flag}")),
         }
@@ -191,6 +239,23 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     }
     if o.per_process < 2 {
         return Err("--per-process must be at least 2".into());
+    }
+    let restart_only = o.server_cmd.is_some() || o.restart_cmd.is_some() || o.password_relogin;
+    if o.mode != Mode::Restart && restart_only {
+        return Err(
+            "--server-cmd, --restart-cmd and --password-relogin belong to restart mode".into()
+        );
+    }
+    if o.mode == Mode::Restart {
+        if o.server_cmd.is_none() {
+            return Err("restart mode needs --server-cmd: it stops and starts the daemon".into());
+        }
+        if o.sessions > o.per_process {
+            return Err(format!(
+                "restart mode runs in one process: at most --per-process {} sessions",
+                o.per_process
+            ));
+        }
     }
     if o.source_first == 0 || usize::from(o.source_first) + usize::from(o.sources) > 255 {
         return Err("source addresses must stay within 127.0.0.1 .. 127.0.0.254".into());

@@ -38,6 +38,66 @@ pub struct Summary {
     /// Set on a merge: the sum of the parts' rates, each over its own seconds (the
     /// processes start together but do not stop at the same microsecond).
     pub merged_rate: Option<f64>,
+    /// Restart mode: the restart and the way back.
+    pub restart: Option<RestartFigures>,
+}
+
+/// A restart run's figures (seconds).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RestartFigures {
+    /// The sessions came back with passwords, not device tokens.
+    pub password_relogin: bool,
+    /// SIGTERM to the old process's exit.
+    pub stop_s: f64,
+    /// The new process's start to its listening.
+    pub start_s: f64,
+    /// Sessions that logged in on the new process.
+    pub back: usize,
+    /// From the new process listening to the last session back, when all came back.
+    pub all_back_s: Option<f64>,
+    /// From listening to half the sessions back.
+    pub p50_s: f64,
+    /// How long the run waited for them: `all_back_s`, or `--back-within` when some
+    /// never came back.
+    pub window_s: f64,
+    /// Sessions that logged in on the new process with their password.
+    pub passwords: usize,
+}
+
+impl RestartFigures {
+    /// Logins a second on the new process over the window.
+    pub fn login_rate(&self) -> f64 {
+        if self.window_s > 0.0 {
+            self.back as f64 / self.window_s
+        } else {
+            0.0
+        }
+    }
+
+    /// When not all of `sessions` came back within the window: how long all of them
+    /// would take at the window's rate (an extrapolation, not a measurement).
+    pub fn extrapolated_s(&self, sessions: usize) -> Option<f64> {
+        let rate = self.login_rate();
+        (self.all_back_s.is_none() && rate > 0.0).then(|| sessions as f64 / rate)
+    }
+
+    fn json(&self, sessions: usize) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_string(), |s| format!("{s:.2}"));
+        format!(
+            "{{\"password_relogin\":{},\"stop_s\":{:.2},\"start_s\":{:.2},\"back\":{},\"all_back_s\":{},\
+             \"p50_s\":{:.2},\"window_s\":{:.2},\"passwords\":{},\"login_rate\":{:.1},\"extrapolated_s\":{}}}",
+            self.password_relogin,
+            self.stop_s,
+            self.start_s,
+            self.back,
+            opt(self.all_back_s),
+            self.p50_s,
+            self.window_s,
+            self.passwords,
+            self.login_rate(),
+            opt(self.extrapolated_s(sessions)),
+        )
+    }
 }
 
 /// One child process's figures, as it hands them to the coordinator: every count, and
@@ -89,6 +149,7 @@ impl Summary {
             logins: 0,
             baseline_rate: None,
             merged_rate: None,
+            restart: None,
         }
     }
 
@@ -212,6 +273,29 @@ impl Summary {
                 self.reconnects, self.resent, self.fetched
             );
         }
+        if let Some(r) = &self.restart {
+            let how = if r.password_relogin { "password" } else { "device token" };
+            println!(
+                "restart: the daemon exited {:.2} s after SIGTERM; the new one listened {:.2} s after its start",
+                r.stop_s, r.start_s
+            );
+            match r.all_back_s {
+                Some(s) => println!(
+                    "all {} sessions back (by {how}) {s:.2} s after it listened (half by {:.2} s); {} needed a password",
+                    r.back, r.p50_s, r.passwords
+                ),
+                None => println!(
+                    "{} of {} sessions back (by {how}) within {:.1} s of it listening: {:.1} logins/s; all {} at that rate: {:.0} s (extrapolated); {} needed a password",
+                    r.back,
+                    self.sessions,
+                    r.window_s,
+                    r.login_rate(),
+                    self.sessions,
+                    r.extrapolated_s(self.sessions).unwrap_or(0.0),
+                    r.passwords
+                ),
+            }
+        }
         if self.logins > 0 {
             println!(
                 "logins {} ({:.0}/s)",
@@ -234,7 +318,7 @@ impl Summary {
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
              \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
-             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{}}}",
+             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{}}}",
             self.mode,
             self.sessions,
             self.failed_sessions,
@@ -258,6 +342,7 @@ impl Summary {
             rss,
             self.logins,
             self.baseline_rate.map_or("null".to_string(), |b| format!("{b:.1}")),
+            self.restart.as_ref().map_or("null".to_string(), |r| r.json(self.sessions)),
         );
     }
 }

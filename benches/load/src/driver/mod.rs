@@ -3,10 +3,12 @@
 //!
 //! `receive` counts what the sessions read (messages, replies, pushes); `reconnect`
 //! drops sessions mid-run, logs them in again, resends what was not acknowledged and
-//! fetches what the dropped sessions missed.
+//! fetches what the dropped sessions missed; `restart` stops and starts the daemon and
+//! brings every session back with backoff, by device token or by password.
 
 mod receive;
 mod reconnect;
+mod restart;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -50,6 +52,8 @@ struct Client {
     relogin: bool,
     /// Logged in once: a session the run may drop, and log in again if it dies.
     been_ready: bool,
+    /// Its login frame carried a device token, not a password (restart mode).
+    device: bool,
 }
 
 /// Per-sender bookkeeping at the receiver.
@@ -120,7 +124,11 @@ struct Run<'a> {
     next_seq: Vec<u64>,
     /// This run's part of every `cid`: unique per sender across runs on the same accounts.
     nonce: String,
-    /// Reconnect mode: per user, the messages not yet acknowledged, by their number.
+    /// Per user, the id of its last login: its peer keeps addressing it while it is away.
+    ids: Vec<String>,
+    /// Restart mode: the daemon, and every session's way back.
+    restart: Option<restart::Restart>,
+    /// Reconnect and restart modes: per user, the messages not yet acknowledged.
     unacked: Vec<BTreeMap<u64, reconnect::Unacked>>,
     /// Reconnect mode: when the next session is dropped.
     dropper: Option<reconnect::Dropper>,
@@ -148,7 +156,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
     let poll = Poll::new()?;
     let ticker = match o.mode {
         Mode::Idle => None,
-        Mode::Chat | Mode::Storm | Mode::Echo | Mode::Reconnect => {
+        Mode::Chat | Mode::Storm | Mode::Echo | Mode::Reconnect | Mode::Restart => {
             Some(Ticker::start(Waker::new(poll.registry(), TICK)?)?)
         }
     };
@@ -165,6 +173,8 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         history: None,
         next_seq: vec![0; o.sessions],
         nonce: nonce(),
+        ids: vec![String::new(); o.sessions],
+        restart: None,
         unacked: vec![BTreeMap::new(); o.sessions],
         dropper: None,
         http: None,
@@ -174,6 +184,9 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
         pacer: None,
         ticker,
     };
+    if o.mode == Mode::Restart {
+        r.restart = Some(restart::Restart::start(o)?);
+    }
     let rss_before = o.server_pid.and_then(rss_kb);
 
     if o.mode != Mode::Echo {
@@ -247,6 +260,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.server_rss_kb = rss_before.zip(o.server_pid.and_then(rss_kb));
         }
         Mode::Chat | Mode::Echo | Mode::Reconnect => r.chat(o.duration)?,
+        Mode::Restart => r.restart_chat()?,
         Mode::Storm => {
             let half = o.duration / 2;
             r.chat(half)?;
@@ -273,11 +287,11 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.misordered += before.misordered;
         }
     }
-    if o.mode == Mode::Reconnect && r.history != Some(true) {
-        return Err(io::Error::other(
-            "reconnect mode needs history on the server ([history] enabled = true): \
-             its replies carry no seq",
-        ));
+    if o.mode.keeps_outbox() && r.history != Some(true) {
+        return Err(io::Error::other(format!(
+            "{mode_name} mode needs history on the server ([history] enabled = true): \
+             its replies carry no seq"
+        )));
     }
     if let Some(gate) = gate {
         gate.report(&r.summary)?;
@@ -319,6 +333,7 @@ impl Run<'_> {
             friends: Vec::new(),
             relogin: false,
             been_ready: false,
+            device: false,
         });
         Ok(())
     }
@@ -365,6 +380,10 @@ impl Run<'_> {
                 }
             }
         }
+        if c.phase == Phase::Dead && (c.been_ready || c.relogin) && self.restart.is_some() {
+            // Restart mode: a session that lost its server comes back after a backoff.
+            return self.away(c);
+        }
         if c.phase == Phase::Dead && c.been_ready && self.dropper.is_some() {
             // Reconnect mode: a session that died of itself comes back like a dropped one.
             return self.reopen(c);
@@ -403,8 +422,21 @@ impl Run<'_> {
                 } else {
                     provision::credentials(&self.o.prefix, c.user)
                 };
-                let frame =
-                    serde_json::json!({"account": account, "password": password}).to_string();
+                let token = self.device_token(c.user).filter(|_| !c.stormer);
+                c.device = token.is_some();
+                let frame = match token {
+                    Some(token) => {
+                        serde_json::json!({"account": account, "device_token": token}).to_string()
+                    }
+                    // Restart mode remembers every login (docs/protocol.md §11.2).
+                    None if self.o.mode == Mode::Restart => serde_json::json!(
+                        {"account": account, "password": password, "remember": true}
+                    )
+                    .to_string(),
+                    None => {
+                        serde_json::json!({"account": account, "password": password}).to_string()
+                    }
+                };
                 if ws.send(&mut c.link, frame).is_err() {
                     c.phase = Phase::Dead;
                     return;
@@ -464,11 +496,18 @@ impl Run<'_> {
                         self.logins += 1;
                     } else {
                         self.by_id.insert(c.id.clone(), c.user);
+                        self.ids[c.user] = c.id.clone();
+                    }
+                    if let Some(r) = self.restart.as_mut() {
+                        r.logged_in(c.user, c.device, v["device_token"].as_str());
                     }
                     if c.relogin {
                         self.after_relogin(c, now_us);
                     }
                 } else {
+                    if let (Some(r), Some(code)) = (self.restart.as_mut(), v["code"].as_u64()) {
+                        r.refused(c.user, c.device, code);
+                    }
                     c.phase = Phase::Dead;
                 }
             }
@@ -522,7 +561,7 @@ impl Run<'_> {
         while Instant::now() < grace && !self.settled(sent) {
             self.turn(Duration::from_millis(5))?;
         }
-        if self.o.mode == Mode::Reconnect {
+        if self.o.mode.keeps_outbox() {
             self.fetch_all_missed(self.t0.elapsed().as_micros() as u64);
             self.summary.failed_sessions = self.o.sessions - self.count(Phase::Ready);
         }
@@ -539,7 +578,7 @@ impl Run<'_> {
             return self.summary.received >= self.summary.sent;
         }
         let replied: u64 = self.summary.acks.values().sum();
-        let all_replied = if self.o.mode == Mode::Reconnect {
+        let all_replied = if self.o.mode.keeps_outbox() {
             let opening = |c: &Client| matches!(c.phase, Phase::Upgrading | Phase::LoggingIn);
             self.unacked.iter().all(BTreeMap::is_empty)
                 && !self.clients.iter().flatten().any(opening)
@@ -566,7 +605,7 @@ impl Run<'_> {
         if self.history != Some(true) {
             return self.accepted().saturating_sub(self.summary.received);
         }
-        let refused = if self.o.mode == Mode::Reconnect {
+        let refused = if self.o.mode.keeps_outbox() {
             self.unacked.iter().map(BTreeMap::len).sum::<usize>() as u64
         } else {
             self.summary.acks.values().sum::<u64>().saturating_sub(self.accepted())
@@ -610,7 +649,7 @@ impl Run<'_> {
         self.next_seq[sender] += 1;
         // Written by hand: ids, user ids and payloads here never need escaping, and at
         // hundreds of thousands of frames a second a JSON value per frame shows.
-        let to = self.clients[peer].as_ref().map_or("", |c| c.id.as_str());
+        let to = self.ids[peer].as_str();
         let mut frame = String::with_capacity(64 + to.len() + self.nonce.len() + self.o.size);
         let nonce = &self.nonce;
         let _ =
@@ -622,7 +661,7 @@ impl Run<'_> {
             frame.extend(std::iter::repeat_n('x', self.o.size - written));
         }
         frame.push_str(r#""}"#);
-        if self.o.mode == Mode::Reconnect {
+        if self.o.mode.keeps_outbox() {
             let ready = self.clients[sender].as_ref().is_some_and(|c| c.phase == Phase::Ready);
             let unacked = reconnect::Unacked { frame: frame.clone(), sent: ready };
             self.unacked[sender].insert(seq, unacked);

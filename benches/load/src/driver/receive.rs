@@ -71,7 +71,7 @@ impl Run<'_> {
     /// stored for an offline friend, history on).
     fn on_reply(&mut self, user: usize, code: u16, n: u64, seq: Option<u64>) {
         let accepted = code == 200 || code == 202;
-        if self.o.mode == Mode::Reconnect && accepted {
+        if self.o.mode.keeps_outbox() && accepted {
             let was_unacked = self.unacked.get_mut(user).and_then(|u| u.remove(&n)).is_some();
             if !was_unacked {
                 // A second reply to one message: it was counted once.

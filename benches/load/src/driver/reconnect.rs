@@ -103,15 +103,23 @@ impl Run<'_> {
             }
         }
         let _ = c.link.flush();
-        self.fetch_missed(c.user, &c.id.clone(), &c.token.clone(), now_us);
+        if self.restart.is_none() {
+            self.fetch_missed(c.user, &c.id.clone(), &c.token.clone(), now_us);
+        }
+        // After a restart every session comes back at once: a blocking fetch each on the
+        // loop would hold up the others' logins. The login backlog (§10.3) brings what
+        // waited for them, and `fetch_all_missed` at the end fills any gap left.
     }
 
-    /// At the end of a run: every session that still misses messages of its peer
-    /// fetches them.
+    /// At the end of a run: every logged-in session that still misses messages of its
+    /// peer fetches them (one still logging in has no token to fetch with).
     pub(super) fn fetch_all_missed(&mut self, now_us: u64) {
         for user in 0..self.o.sessions {
             let missing = self.ledgers.get(user / 2).is_some_and(|l| l.lost() > 0);
-            let auth = self.clients[user].as_ref().map(|c| (c.id.clone(), c.token.clone()));
+            let auth = self.clients[user]
+                .as_ref()
+                .filter(|c| c.phase == super::Phase::Ready)
+                .map(|c| (c.id.clone(), c.token.clone()));
             if let (true, Some((id, token))) = (missing, auth) {
                 self.fetch_missed(user, &id, &token, now_us);
             }
@@ -122,8 +130,10 @@ impl Run<'_> {
     /// its peer's messages it had not had.
     fn fetch_missed(&mut self, user: usize, id: &str, token: &str, now_us: u64) {
         let (side, pair) = (user & 1, user / 2);
-        let Some(peer) = self.clients.get(user ^ 1).and_then(Option::as_ref) else { return };
-        let peer_id = peer.id.clone();
+        let peer_id = self.ids[user ^ 1].clone();
+        if peer_id.is_empty() {
+            return;
+        }
         let Some(mut after) = self.ledgers.get(pair).map(|l| l.known_prefix(side)) else {
             return;
         };
