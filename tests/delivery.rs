@@ -99,8 +99,11 @@ fn a_backlog_over_the_output_cap_is_paced_by_the_socket_and_survives_a_dead_sess
         // Its session dies with the rest of the backlog unread.
         drop(b);
         let mut b = Session::login(&s, via, &ub);
+        // What the dead session's socket took unread (kernel buffers hold megabytes on
+        // loopback) counts as delivered, so the rest resumes somewhere past what was
+        // read, never at its end: the slices past the socket were never sent.
         let first = b.ws.recv()["seq"].as_i64().expect("seq");
-        assert!((1..=N / 2 + 1).contains(&first), "the rest resumes at {first} ({via:?})");
+        assert!((1..N).contains(&first), "the rest resumes at {first} ({via:?})");
         for i in first + 1..=N {
             assert_eq!(b.ws.recv()["seq"], i, "{via:?}");
         }
