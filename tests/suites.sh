@@ -35,6 +35,11 @@ for suite in ${failures[@]+"${failures[@]}"}; do
   grep -E -A3 '^ *(not ok|---- .* stdout ----|test .* FAILED|error(\[|:))|panicked at|\*\*\* |^ *(error|expected|actual|message):|FAIL' \
     "$logs/$suite.log" | cut -c1-240 | tail -n 60
 done
+# A test that failed once and passed when run again (tests/browser/run.sh) passes,
+# and is named here so it is chased.
+for suite in "$@"; do
+  grep -h 'FLAKY:' "$logs/$suite.log" 2>/dev/null | sed "s/^/$suite: /" || true
+done
 echo
 echo "=== make test summary ==="
 printf '%s\n' "${results[@]}"
