@@ -366,6 +366,45 @@ fn a_remembered_login_logs_in_by_device_token_without_a_password_hash() {
     device_session(&s, Via::Plain, &u.account, &device);
 }
 
+/// A device-token login is checked on a reactor worker, which holds its replies until
+/// its job ends, while the history thread starts the backlog at once: the login reply
+/// must still come first (§4.1), on every round of logins with messages waiting.
+#[test]
+fn a_device_login_answers_before_its_backlog() {
+    let s = server("[history]\nenabled = true\n");
+    let (ua, ub) = (registered(&s, "bla"), registered(&s, "blb"));
+    let (mut a, device) = remembered(&s, Via::Plain, &ua);
+    let mut b = Session::login(&s, Via::Plain, &ub);
+    befriend(&s, &mut a, &mut b);
+    let a_id = a.id.clone();
+    drop(a);
+    // b's next frame with `code` (presence and 306 pushes come in between).
+    let until = |b: &mut Session, code: u64| loop {
+        let v = b.ws.recv();
+        if v["code"] == code {
+            return v;
+        }
+    };
+    until(&mut b, 300);
+    let mut next = 1;
+    for round in 0..12 {
+        for _ in 0..20 {
+            b.ws.send_json(&json!({"id": "1", "toFriend": a_id, "payload": format!("m{next}")}));
+            assert_eq!(until(&mut b, 202)["seq"], next);
+            next += 1;
+        }
+        // device_session asserts that the first frame is the login reply.
+        let via = if round % 2 == 0 { Via::Plain } else { Via::Tls };
+        let mut again = device_session(&s, via, &ua.account, &device);
+        for seq in next - 20..next {
+            let v = again.ws.recv();
+            assert_eq!(v["seq"], seq, "round {round}: {v}");
+        }
+        drop(again);
+        until(&mut b, 300);
+    }
+}
+
 #[test]
 fn logoff_with_forget_revokes_the_device_token_of_that_session_only() {
     let s = server("");

@@ -197,6 +197,16 @@ impl Remote {
         }
     }
 
+    /// Hands what this thread holds for this reactor to the loop now, so it goes ahead
+    /// of anything another thread sends from here on: a login reply made on a worker
+    /// must reach the socket before the backlog the history thread then starts sending.
+    /// The thread keeps holding what it makes afterwards.
+    pub fn flush(&self) {
+        if HELD.with(|held| held.borrow().owner) == self.owner() {
+            self.release();
+        }
+    }
+
     /// Runs `f` with this thread's commands to this reactor held, then hands them to
     /// the loop together: one wake-up for a batch of replies made outside a worker (a
     /// worker's are batched already). Also when `f` panics.
@@ -382,5 +392,31 @@ mod tests {
         // Outside a batch, commands go at once again.
         remote.send_text(ConnId(1), "c".into());
         assert_eq!(commands.len(), 1);
+    }
+
+    /// A flush inside a batch hands over what is held at once, ahead of what another
+    /// thread sends next; what is made after it is held again until the batch ends.
+    #[test]
+    fn a_flush_sends_what_is_held_ahead_of_another_thread() {
+        let (remote, commands, _poll) = remote();
+        let text = |c: Command| match c {
+            Command::Text(_, t) => t,
+            _ => "other".into(),
+        };
+        remote.batch(|| {
+            remote.send_text(ConnId(1), "reply".into());
+            remote.flush();
+            let other = remote.clone();
+            std::thread::spawn(move || other.send_text(ConnId(1), "backlog".into()))
+                .join()
+                .expect("thread");
+            remote.send_text(ConnId(1), "after".into());
+            assert_eq!(commands.len(), 2, "the reply and the other thread's frame");
+        });
+        let got: Vec<String> = commands.try_iter().map(text).collect();
+        assert_eq!(got, ["reply", "backlog", "after"]);
+        // Outside a batch there is nothing held, and a flush sends nothing.
+        remote.flush();
+        assert!(commands.is_empty());
     }
 }

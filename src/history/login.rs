@@ -15,9 +15,9 @@ pub fn before_session(app: &App, conn: ConnId) {
 }
 
 /// Call once the session of `me` on `conn` is registered and its login reply queued
-/// (`started`), or failed to start: the history thread feeds it its backlog. The login
-/// runs on the password pool, whose commands reach the loop at once (a reactor worker
-/// would hold them), so the reply is ahead of the backlog in the loop's channel.
+/// (`started`), or failed to start: the history thread feeds it its backlog. The caller
+/// has handed the reply to the loop already (a reactor worker flushes what it holds),
+/// so the reply is ahead of the backlog in the loop's channel.
 pub fn after_session(app: &App, remote: &Remote, conn: ConnId, me: &str, started: bool) {
     if !app.config.history.enabled {
         return;

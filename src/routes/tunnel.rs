@@ -400,6 +400,9 @@ fn start(
             }
         }
     });
+    // A device-token login runs on a reactor worker, which holds its replies until the
+    // job ends; the backlog comes from the history thread, which does not wait for it.
+    remote.flush();
     crate::history::after_session(app, remote, conn, &me, started.is_ok());
     let started = match started {
         Ok(started) => started,
