@@ -13,8 +13,8 @@
 //!
 //! A message reaches a session once, in `seq` order, pushed or in the backlog, never
 //! both: a session is marked catching up ([`History::is_catching_up`]) before it is
-//! registered, and until its feed has read everything above its marks the writer
-//! leaves messages to it for the feed. Feed and writer are one thread, so no commit
+//! registered, and until its feed has read all its backlog (from its own cursor) the
+//! writer leaves messages to it for the feed. Feed and writer are one thread, so no commit
 //! falls between the feed's last read and the session taking pushes.
 
 mod backlog;
