@@ -488,6 +488,37 @@ fn device_tokens_expire_remember_days_after_their_last_use() {
     assert!(login.get("device_token").is_none(), "{login}");
 }
 
+/// A valid device token offered with another account is refused (505) and its expiry
+/// does not slide: its last use stays where its owner left it, and it still logs its
+/// owner in.
+#[test]
+fn a_device_token_offered_with_another_account_is_refused_and_not_renewed() {
+    let conf = "[session]\nmax_devices = 3\nremember_days = 30\n";
+    let s = TestServer::start_with(conf);
+    let (u, other) = (registered(&s, "own"), registered(&s, "oth"));
+    let (_a, device) = remembered(&s, Via::Plain, &u);
+    drop(_a);
+    let dir = s.stop_keeping_data();
+    let sha = Sha256::digest(device.as_bytes()).to_vec();
+    let last_used = |dir: &std::path::Path| -> i64 {
+        let db = rusqlite::Connection::open(dir.join("imd.sqlite3")).expect("db");
+        db.query_row("SELECT last_used_ms FROM devices WHERE token_sha256 = ?1", [&sha], |r| {
+            r.get(0)
+        })
+        .expect("row")
+    };
+    let then = now_ms() - 29 * DAY_MS;
+    let db = rusqlite::Connection::open(dir.join("imd.sqlite3")).expect("db");
+    db.execute("UPDATE devices SET last_used_ms = ?1", [then]).expect("update");
+    drop(db);
+    let s = TestServer::start_in(dir, conf);
+    device_refused(&s, &other.account, &device, 505);
+    let dir = s.stop_keeping_data();
+    assert_eq!(last_used(&dir), then, "a refused offer moved the expiry");
+    let s = TestServer::start_in(dir, conf);
+    device_session(&s, Via::Plain, &u.account.to_uppercase(), &device);
+}
+
 #[test]
 fn wrong_device_tokens_spend_the_failed_login_budget_and_right_ones_do_not() {
     let s = TestServer::start_with(

@@ -230,9 +230,11 @@ delegate! { write;
     /// keeps at most `keep` per user (the least recently used go).
     /// [`StoreError::UserGone`] when the user was erased meanwhile.
     fn add_device(user: &str, token_sha256: &[u8; 32], now_ms: i64, keep: usize) -> Result<i64>;
-    /// The user a device token belongs to and the device's id, if known and used
-    /// within `max_age_ms`; records the use (the expiry slides); deletes it if expired.
-    fn device_login(token_sha256: &[u8; 32], now_ms: i64, max_age_ms: i64)
+    /// The user a device token belongs to and the device's id, if known, used within
+    /// `max_age_ms` and `account`'s (ASCII case-insensitively); only then is the use
+    /// recorded (the expiry slides). Deletes it if expired; leaves another account's
+    /// token untouched.
+    fn device_login(account: &str, token_sha256: &[u8; 32], now_ms: i64, max_age_ms: i64)
         -> Result<Option<(UserRow, i64)>>;
     /// Revokes the device `device` of `user`; `false` if it was gone already.
     fn forget_device(user: &str, device: i64) -> Result<bool>;
