@@ -295,6 +295,10 @@ fn a_password_change_ends_every_other_session() {
     // a never went offline. (b heard 301 for the update.)
     assert_code(&b.ws.recv(), 301, "Refresh Friend's Profile");
     b.ws.expect_silence(QUIET);
+    // Once the change has answered, the old password is refused and the new one logs in.
+    let mut stale = Ws::open(&s, Via::Plain, "/im/login");
+    stale.send_json(&json!({"account": ua.account, "password": ua.password}));
+    assert_eq!(stale.recv()["code"], 505);
     // A profile change without a password ends nothing.
     let _a4 = Session::login(&s, Via::Plain, &User { password: "fresh pw".into(), ..ua.clone() });
     let r = post(
