@@ -169,6 +169,19 @@ fn two_backlogs_of_one_user_read_from_their_own_cursors(kind: Kind) {
     assert_eq!(s.undelivered_slice("b", &fresh, 10, 100).unwrap(), (vec![], false));
 }
 
+/// The cursor reaches SQL intact whatever a peer's id holds (SQLite reads it as JSON).
+fn a_cursor_holds_any_peer_id(kind: Kind) {
+    let odd = "q\"u\\o\u{1}te";
+    let (_db, mut s) = friends(kind, &[odd, "b"]);
+    s.make_friends(odd, "B", "b", "Q").unwrap();
+    s.append_messages(&[msg(odd, "b", None, "1"), msg(odd, "b", None, "2")]).unwrap();
+    s.mark_delivered("b", &[(odd.into(), 1)]).unwrap();
+    let cursor = s.backlog_cursor("b").unwrap();
+    assert_eq!(cursor.after(odd), 1);
+    let (slice, more) = s.undelivered_slice("b", &cursor, 10, 100).unwrap();
+    assert_eq!((slice.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![2], false));
+}
+
 fn marks_alone_commit_lazily_and_the_configured_level_comes_back(kind: Kind) {
     let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
@@ -381,6 +394,7 @@ on_both_backends!(
     a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit,
     an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left,
     two_backlogs_of_one_user_read_from_their_own_cursors,
+    a_cursor_holds_any_peer_id,
     marks_alone_commit_lazily_and_the_configured_level_comes_back,
     not_friends_stores_nothing,
     marks_move_up_only_and_read_is_capped,
