@@ -80,6 +80,22 @@ impl Feed {
         self.following.push(f);
     }
 
+    /// The conversation of `a` and `b` ended (a friendship removed), when one of them
+    /// is this feed's user: one begun again starts at `seq` 1, read from there; the
+    /// ended one's frames waiting for the feed go with it (its messages are deleted).
+    pub fn conversation_ended(&mut self, a: &str, b: &str) {
+        let peer = match (self.user == a, self.user == b) {
+            (true, _) => b,
+            (_, true) => a,
+            _ => return,
+        };
+        if let Some(cursor) = &mut self.cursor {
+            cursor.restart(peer);
+        }
+        self.sent_newest.remove(peer);
+        self.following.retain(|f| f.peer != peer);
+    }
+
     /// The frames that follow the backlog, in their commit order, less those of a
     /// conversation the backlog has already brought to or past their `seq` (there, it
     /// brought them, or sending them now would break the order: the client fetches it).
@@ -137,4 +153,29 @@ impl Feed {
 /// busy with other output, it must never count as a peer that stopped reading.
 fn slice_bytes(app: &App) -> usize {
     (app.config.transport.output_cap_bytes / 4).min(SLICE_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn following(peer: &str, seq: i64) -> Following {
+        Following { peer: peer.into(), seq, frame: format!("{peer}{seq}"), marks: None }
+    }
+
+    /// A friendship of the feed's user ends: the frames of that conversation waiting
+    /// for the backlog go with it; those of other conversations, and other users'
+    /// endings, change nothing.
+    #[test]
+    fn an_ended_conversation_s_waiting_frames_go_with_it() {
+        let mut feed = Feed::new("u".into());
+        for f in [following("p", 4), following("q", 1), following("p", 5)] {
+            feed.follow(f);
+        }
+        feed.conversation_ended("x", "p");
+        assert_eq!(feed.following.len(), 3, "not this feed's user");
+        feed.conversation_ended("p", "u");
+        let left: Vec<_> = feed.into_following().into_iter().map(|f| f.frame).collect();
+        assert_eq!(left, ["q1"]);
+    }
 }

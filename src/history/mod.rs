@@ -95,6 +95,15 @@ impl History {
         rate.take(bucket, now)
     }
 
+    /// The friendship of `a` and `b` ended, with its conversation: backlogs being fed
+    /// to either read a new one from `seq` 1. Call after the commit and before the
+    /// reply, so that no send of a conversation begun again is queued ahead of this.
+    pub fn conversation_ended(&self, a: &str, b: &str) {
+        if self.enabled {
+            self.writer.submit(Work::ConversationEnded(a.to_string(), b.to_string()));
+        }
+    }
+
     /// `conn` closed: its typing bucket, backlog and tags go.
     pub fn forget(&self, conn: ConnId) {
         self.typing.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);

@@ -79,6 +79,8 @@ pub enum Work {
     Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String },
     /// `conn` closed.
     Closed(ConnId),
+    /// The conversation of these two users ended (a friendship removed).
+    ConversationEnded(String, String),
 }
 
 /// The writer: a channel to its thread, which ends when this is dropped.
@@ -128,7 +130,7 @@ impl Work {
         match self {
             Work::Send(job) => Some(job.done.remote.clone()),
             Work::Written { remote, .. } | Work::Backlog { remote, .. } => Some(remote.clone()),
-            Work::Closed(_) => None,
+            Work::Closed(_) | Work::ConversationEnded(..) => None,
         }
     }
 }
@@ -190,6 +192,11 @@ impl Deliveries {
                 Work::Closed(conn) => {
                     self.feeds.remove(&conn);
                     self.closed.push_back((Instant::now(), conn));
+                }
+                Work::ConversationEnded(a, b) => {
+                    for feed in self.feeds.values_mut() {
+                        feed.conversation_ended(&a, &b);
+                    }
                 }
             }
         }

@@ -126,6 +126,12 @@ impl BacklogCursor {
         self.after.get(peer).copied().unwrap_or(0)
     }
 
+    /// The conversation with `peer` ended (a friendship removed): one begun again
+    /// starts at `seq` 1, so it is read from there.
+    pub fn restart(&mut self, peer: &str) {
+        self.after.remove(peer);
+    }
+
     /// `m` was sent: its conversation is read above it from now on.
     pub fn sent(&mut self, m: &HistoryMessage) {
         let after = self.after.entry(m.from_id.clone()).or_default();

@@ -165,8 +165,19 @@ fn two_backlogs_of_one_user_read_from_their_own_cursors(kind: Kind) {
         .map(|(p, n)| (p.to_string(), n))
         .collect();
     assert_eq!(seqs(&rest), want, "the marks another feed moved skip nothing");
+    rest.iter().for_each(|m| first.sent(m));
     let fresh = s.backlog_cursor("b").unwrap();
     assert_eq!(s.undelivered_slice("b", &fresh, 10, 100).unwrap(), (vec![], false));
+
+    // The pair parts and befriends again: its new conversation starts at 1, below where
+    // the first cursor stands, which then reads it from the start.
+    s.remove_friendship("a", "b").unwrap();
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "again")]).unwrap();
+    assert_eq!(s.undelivered_slice("b", &first, 10, 100).unwrap(), (vec![], false));
+    first.restart("a");
+    let (again, _) = s.undelivered_slice("b", &first, 10, 100).unwrap();
+    assert_eq!(seqs(&again), vec![("a".to_string(), 1)]);
 }
 
 /// The cursor reaches SQL intact whatever a peer's id holds (SQLite reads it as JSON).
