@@ -295,6 +295,10 @@ fn a_password_change_ends_every_other_session() {
     // a never went offline. (b heard 301 for the update.)
     assert_code(&b.ws.recv(), 301, "Refresh Friend's Profile");
     b.ws.expect_silence(QUIET);
+    // Once the change has answered, the old password is refused and the new one logs in.
+    let mut stale = Ws::open(&s, Via::Plain, "/im/login");
+    stale.send_json(&json!({"account": ua.account, "password": ua.password}));
+    assert_eq!(stale.recv()["code"], 505);
     // A profile change without a password ends nothing.
     let _a4 = Session::login(&s, Via::Plain, &User { password: "fresh pw".into(), ..ua.clone() });
     let r = post(
@@ -525,6 +529,37 @@ fn device_tokens_expire_remember_days_after_their_last_use() {
     let login = ws.recv();
     assert_code(&login, 200, "Success");
     assert!(login.get("device_token").is_none(), "{login}");
+}
+
+/// A valid device token offered with another account is refused (505) and its expiry
+/// does not slide: its last use stays where its owner left it, and it still logs its
+/// owner in.
+#[test]
+fn a_device_token_offered_with_another_account_is_refused_and_not_renewed() {
+    let conf = "[session]\nmax_devices = 3\nremember_days = 30\n";
+    let s = TestServer::start_with(conf);
+    let (u, other) = (registered(&s, "own"), registered(&s, "oth"));
+    let (_a, device) = remembered(&s, Via::Plain, &u);
+    drop(_a);
+    let dir = s.stop_keeping_data();
+    let sha = Sha256::digest(device.as_bytes()).to_vec();
+    let last_used = |dir: &std::path::Path| -> i64 {
+        let db = rusqlite::Connection::open(dir.join("imd.sqlite3")).expect("db");
+        db.query_row("SELECT last_used_ms FROM devices WHERE token_sha256 = ?1", [&sha], |r| {
+            r.get(0)
+        })
+        .expect("row")
+    };
+    let then = now_ms() - 29 * DAY_MS;
+    let db = rusqlite::Connection::open(dir.join("imd.sqlite3")).expect("db");
+    db.execute("UPDATE devices SET last_used_ms = ?1", [then]).expect("update");
+    drop(db);
+    let s = TestServer::start_in(dir, conf);
+    device_refused(&s, &other.account, &device, 505);
+    let dir = s.stop_keeping_data();
+    assert_eq!(last_used(&dir), then, "a refused offer moved the expiry");
+    let s = TestServer::start_in(dir, conf);
+    device_session(&s, Via::Plain, &u.account.to_uppercase(), &device);
 }
 
 #[test]

@@ -54,8 +54,8 @@ pub fn check(app: &App, account: &str, token: &str) -> Result<Option<(store::Use
         return Ok(None);
     }
     let sha = device_token_sha256(token);
-    let found = app.store(|s| s.device_login(&sha, now_ms(), i64::from(days) * DAY_MS))?;
-    Ok(found.filter(|(user, _)| user.account.eq_ignore_ascii_case(account)))
+    // The store matches the account: a token offered with another one must not slide.
+    app.store(|s| s.device_login(account, &sha, now_ms(), i64::from(days) * DAY_MS))
 }
 
 /// Housekeeping: deletes device tokens unused for longer than `remember_days` (with

@@ -5,10 +5,16 @@
 //! one before is in the socket (its marks moved): however large the backlog, the
 //! server's own burst never outgrows a reader that takes what it is sent, and a
 //! session that dies midway leaves the rest undelivered, for the next login in order.
-//! Each slice is read from above the marks, so messages stored meanwhile join the
-//! backlog behind the older ones; the feed ends with a slice that leaves nothing.
+//!
+//! Each slice is read from the feed's own cursor ([`store::BacklogCursor`]): the
+//! delivered marks when the feed began, moved by what this feed has sent. Not from the
+//! marks as they stand: another session of the user fed at the same time moves them
+//! past what this one has yet to send. Messages stored meanwhile join the backlog
+//! behind the older ones; the feed ends with a slice that leaves nothing.
 
 use std::collections::HashMap;
+
+use store::BacklogCursor;
 
 use super::writer::Marks;
 use crate::app::{App, Fail};
@@ -28,6 +34,8 @@ pub struct Feed {
     done: bool,
     /// The tag of the slice sent and not yet reported written.
     pub awaiting: Option<u64>,
+    /// Where the next slice starts; read with the first.
+    cursor: Option<BacklogCursor>,
     /// Per conversation (the peer), the newest `seq` this feed has sent.
     sent_newest: HashMap<String, i64>,
     /// Frames committed while the feed runs, to go out after it (§11.1: another session
@@ -56,6 +64,7 @@ impl Feed {
             sent: 0,
             done: false,
             awaiting: None,
+            cursor: None,
             sent_newest: HashMap::new(),
             following: Vec::new(),
         }
@@ -69,6 +78,22 @@ impl Feed {
     /// Keeps `f` to go out after the backlog.
     pub fn follow(&mut self, f: Following) {
         self.following.push(f);
+    }
+
+    /// The conversation of `a` and `b` ended (a friendship removed), when one of them
+    /// is this feed's user: one begun again starts at `seq` 1, read from there; the
+    /// ended one's frames waiting for the feed go with it (its messages are deleted).
+    pub fn conversation_ended(&mut self, a: &str, b: &str) {
+        let peer = match (self.user == a, self.user == b) {
+            (true, _) => b,
+            (_, true) => a,
+            _ => return,
+        };
+        if let Some(cursor) = &mut self.cursor {
+            cursor.restart(peer);
+        }
+        self.sent_newest.remove(peer);
+        self.following.retain(|f| f.peer != peer);
     }
 
     /// The frames that follow the backlog, in their commit order, less those of a
@@ -88,7 +113,7 @@ impl Feed {
     }
 
     /// The next slice, `None` when nothing is left. Call it only once the slice before
-    /// was written and its marks committed: a slice starts above the marks.
+    /// was written, so that a slow reader holds at most one slice in the server.
     pub fn next_slice(&mut self, app: &App) -> Result<Option<Slice>, Fail> {
         let want = app.config.history.login_backlog.saturating_sub(self.sent);
         if want == 0 {
@@ -96,7 +121,13 @@ impl Feed {
             return Ok(None);
         }
         let budget = slice_bytes(app);
-        let (messages, more) = app.store(|s| s.undelivered_slice(&self.user, want, budget))?;
+        let user = &self.user;
+        let cursor = match &mut self.cursor {
+            Some(cursor) => cursor,
+            None => self.cursor.insert(app.store(|s| s.backlog_cursor(user))?),
+        };
+        let (messages, more) = app.store(|s| s.undelivered_slice(user, cursor, want, budget))?;
+        messages.iter().for_each(|m| cursor.sent(m));
         self.sent += messages.len();
         self.done = !more || self.sent >= app.config.history.login_backlog;
         if messages.is_empty() {
@@ -122,4 +153,29 @@ impl Feed {
 /// busy with other output, it must never count as a peer that stopped reading.
 fn slice_bytes(app: &App) -> usize {
     (app.config.transport.output_cap_bytes / 4).min(SLICE_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn following(peer: &str, seq: i64) -> Following {
+        Following { peer: peer.into(), seq, frame: format!("{peer}{seq}"), marks: None }
+    }
+
+    /// A friendship of the feed's user ends: the frames of that conversation waiting
+    /// for the backlog go with it; those of other conversations, and other users'
+    /// endings, change nothing.
+    #[test]
+    fn an_ended_conversation_s_waiting_frames_go_with_it() {
+        let mut feed = Feed::new("u".into());
+        for f in [following("p", 4), following("q", 1), following("p", 5)] {
+            feed.follow(f);
+        }
+        feed.conversation_ended("x", "p");
+        assert_eq!(feed.following.len(), 3, "not this feed's user");
+        feed.conversation_ended("p", "u");
+        let left: Vec<_> = feed.into_following().into_iter().map(|f| f.frame).collect();
+        assert_eq!(left, ["q1"]);
+    }
 }

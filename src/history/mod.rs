@@ -13,8 +13,8 @@
 //!
 //! A message reaches a session once, in `seq` order, pushed or in the backlog, never
 //! both: a session is marked catching up ([`History::is_catching_up`]) before it is
-//! registered, and until its feed has read everything above its marks the writer
-//! leaves messages to it for the feed. Feed and writer are one thread, so no commit
+//! registered, and until its feed has read all its backlog (from its own cursor) the
+//! writer leaves messages to it for the feed. Feed and writer are one thread, so no commit
 //! falls between the feed's last read and the session taking pushes.
 
 mod backlog;
@@ -93,6 +93,15 @@ impl History {
         let mut buckets = self.typing.lock().unwrap_or_else(|p| p.into_inner());
         let bucket = buckets.entry(conn).or_insert_with(|| rate.bucket(now));
         rate.take(bucket, now)
+    }
+
+    /// The friendship of `a` and `b` ended, with its conversation: backlogs being fed
+    /// to either read a new one from `seq` 1. Call after the commit and before the
+    /// reply, so that no send of a conversation begun again is queued ahead of this.
+    pub fn conversation_ended(&self, a: &str, b: &str) {
+        if self.enabled {
+            self.writer.submit(Work::ConversationEnded(a.to_string(), b.to_string()));
+        }
     }
 
     /// `conn` closed: its typing bucket, backlog and tags go.

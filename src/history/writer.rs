@@ -79,6 +79,8 @@ pub enum Work {
     Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String },
     /// `conn` closed.
     Closed(ConnId),
+    /// The conversation of these two users ended (a friendship removed).
+    ConversationEnded(String, String),
 }
 
 /// The writer: a channel to its thread, which ends when this is dropped.
@@ -128,7 +130,7 @@ impl Work {
         match self {
             Work::Send(job) => Some(job.done.remote.clone()),
             Work::Written { remote, .. } | Work::Backlog { remote, .. } => Some(remote.clone()),
-            Work::Closed(_) => None,
+            Work::Closed(_) | Work::ConversationEnded(..) => None,
         }
     }
 }
@@ -182,12 +184,19 @@ impl Deliveries {
                 }
                 Work::Backlog { app, remote, conn, user } => {
                     context = Some((app, remote));
-                    self.feeds.insert(conn, Feed::new(user));
+                    // It may exist already, holding frames committed since the session
+                    // was registered: they follow this backlog.
+                    self.feeds.entry(conn).or_insert_with(|| Feed::new(user));
                     fed.push(conn);
                 }
                 Work::Closed(conn) => {
                     self.feeds.remove(&conn);
                     self.closed.push_back((Instant::now(), conn));
+                }
+                Work::ConversationEnded(a, b) => {
+                    for feed in self.feeds.values_mut() {
+                        feed.conversation_ended(&a, &b);
+                    }
                 }
             }
         }
@@ -315,7 +324,7 @@ impl Deliveries {
                     remote.send_text_tracked(friend, frame.clone(), tag);
                 }
                 Target::Backlog(friend) => {
-                    self.follow_backlog(friend, &m.from_id, seq, &frame, Some(marks))
+                    self.follow_backlog(friend, (&m.to_id, &m.from_id), seq, &frame, Some(marks))
                 }
             }
         }
@@ -338,26 +347,28 @@ impl Deliveries {
                 continue;
             }
             if app.history.is_catching_up(c) {
-                self.follow_backlog(c, &m.to_id, seq, &copy, None);
+                self.follow_backlog(c, (&m.from_id, &m.to_id), seq, &copy, None);
             } else {
                 remote.send_text(c, copy.clone());
             }
         }
     }
 
-    /// Keeps a frame of the conversation with `peer` for `conn`, whose backlog is being
-    /// fed: it goes out once the backlog is, unless the backlog brought it already.
+    /// Keeps a frame of the conversation of `(user, peer)` for `conn`, a session of
+    /// `user` whose backlog is being fed: it goes out once the backlog is, unless the
+    /// backlog brought it already. The session is registered before its feed is handed
+    /// here, so the feed may not exist yet: it starts now, or the frame (a copy of my
+    /// own message, which no backlog brings) would be lost.
     fn follow_backlog(
         &mut self,
         conn: ConnId,
-        peer: &str,
+        (user, peer): (&str, &str),
         seq: i64,
         frame: &str,
         marks: Option<Marks>,
     ) {
-        if let Some(feed) = self.feeds.get_mut(&conn) {
-            feed.follow(Following { peer: peer.to_string(), seq, frame: frame.to_string(), marks });
-        }
+        let feed = self.feeds.entry(conn).or_insert_with(|| Feed::new(user.to_string()));
+        feed.follow(Following { peer: peer.to_string(), seq, frame: frame.to_string(), marks });
     }
 
     /// A new tag for a frame to `conn` that moves `marks` once written.

@@ -64,9 +64,17 @@ pub struct Sessions {
     max_devices: usize,
     /// Counts revocations (password changes, erases); see [`Sessions::login_mark`].
     revocations: AtomicU64,
-    /// Each user's latest revocation, by that count. Locked only under the `users`
-    /// write lock.
-    revoked: Mutex<HashMap<Arc<str>, u64>>,
+    /// Each user's latest revocation. Locked only under the `users` write lock.
+    revoked: Mutex<HashMap<Arc<str>, Revocation>>,
+}
+
+/// A revocation of a user's credentials, after its commit.
+#[derive(Debug)]
+struct Revocation {
+    /// Its place in the count of [`Sessions::login_mark`].
+    at: u64,
+    /// The password hash a password change committed; `None` for an erase.
+    password_hash: Option<Arc<str>>,
 }
 
 /// A view of who is online, given to code that runs under the registry lock.
@@ -145,15 +153,32 @@ impl Sessions {
     /// Taken by a login before it checks credentials, and handed to [`Sessions::start`]:
     /// a revocation of the user's credentials after this point (a password change, an
     /// erase, which end sessions only once their commit is done) refuses the login, so a
-    /// check that raced the commit cannot start a session the revocation never saw.
+    /// check that raced the commit cannot start a session the revocation never saw;
+    /// unless the login was checked against the very password hash that change
+    /// committed (it read the new credentials, so none it used were revoked).
     pub fn login_mark(&self) -> u64 {
         self.revocations.load(Ordering::SeqCst)
     }
 
-    /// Records a revocation of `user`'s credentials; call under the `users` write lock.
-    fn revoke(&self, user: &str) {
-        let n = self.revocations.fetch_add(1, Ordering::SeqCst) + 1;
-        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).insert(Arc::from(user), n);
+    /// Records a revocation of `user`'s credentials, with the password hash it committed
+    /// (`None`: an erase); call under the `users` write lock.
+    fn revoke(&self, user: &str, password_hash: Option<&str>) {
+        let at = self.revocations.fetch_add(1, Ordering::SeqCst) + 1;
+        let revocation = Revocation { at, password_hash: password_hash.map(Arc::from) };
+        self.revoked.lock().unwrap_or_else(|p| p.into_inner()).insert(Arc::from(user), revocation);
+    }
+
+    /// Whether a login of `user` that took `since` before its check, and was checked
+    /// against `checked` (a password hash; `None`: a device token), used credentials
+    /// revoked since. Each change commits a new salted hash, so a login that verified
+    /// the latest change's hash read the credentials as they stand now; a device token
+    /// read before a change is revoked by it, and one read after cannot be told apart,
+    /// so it is refused (its client simply logs in again).
+    fn revoked_since(&self, user: &str, since: u64, checked: Option<&str>) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.get(user).is_some_and(|r| {
+            r.at > since && (checked.is_none() || r.password_hash.as_deref() != checked)
+        })
     }
 
     fn conns(&self) -> std::sync::MutexGuard<'_, HashMap<ConnId, ConnEntry>> {
@@ -219,20 +244,20 @@ impl Sessions {
     /// place (it queues the login reply and the 302 pushes, so nothing about this
     /// session can overtake them); its flag says whether friends hear 302: no other
     /// session of the user lives on (with one device, a replacement is announced, as
-    /// the seed did). `since` is the login's [`Sessions::login_mark`].
+    /// the seed did). `since` is the login's [`Sessions::login_mark`], `checked` the
+    /// password hash its password was verified against (`None` for a device token).
     pub fn start<R>(
         &self,
         user: &str,
         session: Session,
-        since: u64,
+        (since, checked): (u64, Option<&str>),
         then: impl FnOnce(&Online<'_>, bool) -> R,
     ) -> Result<Started<R>, NotStarted> {
         let user: Arc<str> = Arc::from(user);
         let conn = session.conn;
         self.set_phase(conn, Phase::Live { user: user.clone() })?;
         let mut users = self.users_write();
-        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner()).get(&user).copied();
-        if revoked.is_some_and(|n| n > since) {
+        if self.revoked_since(&user, since, checked) {
             drop(users);
             self.set_phase(conn, Phase::LoggingIn)?;
             return Err(NotStarted::Revoked);
@@ -313,7 +338,7 @@ impl Sessions {
     /// Under the lock `then` runs after the removal.
     pub fn end_user<R>(&self, user: &str, then: impl FnOnce(&Online<'_>) -> R) -> (Vec<ConnId>, R) {
         let mut users = self.users_write();
-        self.revoke(user);
+        self.revoke(user, None);
         let conns = users.remove(user).unwrap_or_default().into_iter().map(|s| s.conn).collect();
         let r = then(&Online { users: &users });
         (conns, r)
@@ -335,18 +360,20 @@ impl Sessions {
         (ended.into_iter().next(), r)
     }
 
-    /// Ends every session of `user` but the one on `keep` (a password change): their
-    /// tokens die at once, and logins still checking the old credentials will not start;
-    /// the sockets are closed by the caller. Under the lock `then` runs after the
-    /// removal, told whether no session is left (`keep` was gone too).
+    /// Ends every session of `user` but the one on `keep` (a password change that
+    /// committed `password_hash`): their tokens die at once, and logins still checking
+    /// the old credentials will not start; the sockets are closed by the caller. Under
+    /// the lock `then` runs after the removal, told whether no session is left (`keep`
+    /// was gone too).
     pub fn end_others<R>(
         &self,
         user: &str,
         keep: ConnId,
+        password_hash: &str,
         then: impl FnOnce(&Online<'_>, bool) -> R,
     ) -> (Vec<ConnId>, R) {
         let mut users = self.users_write();
-        self.revoke(user);
+        self.revoke(user, Some(password_hash));
         let (ended, last) = remove_session(&mut users, user, |s| s.conn != keep);
         let r = then(&Online { users: &users }, last && !ended.is_empty());
         (ended.into_iter().map(|s| s.conn).collect(), r)
@@ -429,7 +456,7 @@ mod tests {
     fn login(s: &Sessions, user: &str, conn: u64, token: char) -> (Vec<ConnId>, bool) {
         s.open(ConnId(conn), IP);
         let started =
-            s.start(user, session(conn, token), s.login_mark(), |_, first| first).unwrap();
+            s.start(user, session(conn, token), (s.login_mark(), None), |_, first| first).unwrap();
         (started.replaced, started.then)
     }
 
@@ -441,7 +468,7 @@ mod tests {
         assert!(s.begin_login(ConnId(1)));
         assert!(!s.begin_login(ConnId(1)), "one login per connection");
         assert!(s.login_overdue(Duration::ZERO).is_empty(), "a login in progress is not overdue");
-        let started = s.start("u1", session(1, 't'), 0, |_, first| first).unwrap();
+        let started = s.start("u1", session(1, 't'), (0, None), |_, first| first).unwrap();
         assert_eq!(started, Started { replaced: vec![], then: true });
         assert_eq!(s.authenticate("u1", &"t".repeat(32)), Ok(ConnId(1)));
         assert_eq!(s.authenticate("u1", &"x".repeat(32)), Err(Code::AuthIllegal));
@@ -462,7 +489,7 @@ mod tests {
         assert_eq!(s.user_of(ConnId(2)), None, "logged off");
         assert_eq!(s.user_of(ConnId(3)).as_deref(), Some("u"));
         login(&s, "u", 4, 'd');
-        s.end_others("u", ConnId(4), |_, _| ());
+        s.end_others("u", ConnId(4), "h", |_, _| ());
         assert_eq!(s.user_of(ConnId(3)), None, "a password change from another session");
         assert_eq!(s.user_of(ConnId(4)).as_deref(), Some("u"));
         s.end_user("u", |_| ());
@@ -526,7 +553,7 @@ mod tests {
         s.open(ConnId(2), IP);
         let mut second = session(2, 'b');
         second.device = Some(7);
-        s.start("u", second, 0, |_, _| ()).unwrap();
+        s.start("u", second, (0, None), |_, _| ()).unwrap();
         let (ended, last) = s.end_session("u", ConnId(2), |_, last| last);
         assert_eq!((ended.and_then(|e| e.device), last), (Some(7), false));
         assert_eq!(s.authenticate("u", &"b".repeat(32)), Err(Code::AuthIllegal));
@@ -543,7 +570,7 @@ mod tests {
         login(&s, "u", 1, 'a');
         login(&s, "u", 2, 'b');
         login(&s, "u", 3, 'c');
-        let (conns, last) = s.end_others("u", ConnId(2), |_, last| last);
+        let (conns, last) = s.end_others("u", ConnId(2), "h", |_, last| last);
         assert_eq!((conns, last), (vec![ConnId(1), ConnId(3)], false));
         assert_eq!(s.conns_of("u"), vec![ConnId(2)]);
         assert_eq!(s.authenticate("u", &"c".repeat(32)), Err(Code::AuthIllegal));
@@ -557,10 +584,10 @@ mod tests {
         s.open(ConnId(3), IP);
         let before = s.login_mark();
         // A password change from session 1 while session 2's login checks credentials.
-        let (ended, _) = s.end_others("u", ConnId(1), |_, _| ());
+        let (ended, _) = s.end_others("u", ConnId(1), "h2", |_, _| ());
         assert!(ended.is_empty());
         assert_eq!(
-            s.start("u", session(2, 'b'), before, |_, _| ()).err(),
+            s.start("u", session(2, 'b'), (before, Some("h1")), |_, _| ()).err(),
             Some(NotStarted::Revoked)
         );
         assert_eq!(s.user_of(ConnId(2)), None, "a refused login is no session");
@@ -568,9 +595,35 @@ mod tests {
         // Another user's revocation, and a login that began after it, are not refused.
         let after = s.login_mark();
         s.end_user("v", |_| ());
-        assert!(s.start("u", session(3, 'c'), after, |_, _| ()).is_ok());
+        assert!(s.start("u", session(3, 'c'), (after, None), |_, _| ()).is_ok());
         s.close(ConnId(9), |_, _| ());
-        assert_eq!(s.start("u", session(9, 'd'), after, |_, _| ()).err(), Some(NotStarted::Closed));
+        let closed = s.start("u", session(9, 'd'), (after, None), |_, _| ()).err();
+        assert_eq!(closed, Some(NotStarted::Closed));
+    }
+
+    /// A login that took its mark before a password change committed, but read and
+    /// verified the hash that change committed, used no revoked credential: it starts.
+    /// One that verified the old hash, or a device token, is refused; and after a
+    /// second change, the first change's hash is revoked too.
+    #[test]
+    fn a_login_checked_against_the_new_password_survives_the_change_it_raced() {
+        let s = registry(5);
+        login(&s, "u", 1, 'a');
+        for conn in 2..=6 {
+            s.open(ConnId(conn), IP);
+        }
+        let before = s.login_mark();
+        s.end_others("u", ConnId(1), "h2", |_, _| ());
+        let start = |conn, checked| s.start("u", session(conn, 'x'), (before, checked), |_, _| ());
+        assert!(start(2, Some("h2")).is_ok(), "checked against the new hash");
+        assert_eq!(start(3, Some("h1")).err(), Some(NotStarted::Revoked), "the old hash");
+        assert_eq!(start(4, None).err(), Some(NotStarted::Revoked), "a device token");
+        s.end_others("u", ConnId(1), "h3", |_, _| ());
+        assert_eq!(start(5, Some("h2")).err(), Some(NotStarted::Revoked), "changed again");
+        let erased = s.login_mark();
+        s.end_user("u", |_| ());
+        let after_erase = s.start("u", session(6, 'y'), (erased, Some("h3")), |_, _| ());
+        assert_eq!(after_erase.err(), Some(NotStarted::Revoked), "an erase revokes all");
     }
 
     #[test]

@@ -233,26 +233,33 @@ pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable 
     limits.check(Field::Password, new)?;
     let (old, new) = (old.to_string(), new.to_string());
     with_password(app, later, req.peer.ip(), me, old, move |app, remote, me| {
-        update.password_hash = Some(app.passwords.hash(&new).map_err(|_| Fail::Hash)?);
-        // The store revokes every device token with the new password (§11.2).
+        let hash = app.passwords.hash(&new).map_err(|_| Fail::Hash)?;
+        update.password_hash = Some(hash.clone());
+        // The store revokes every device token with the new password (§11.2). Once it
+        // is committed, nothing may keep the other sessions and racing logins from
+        // being ended: no read after the commit can fail the revocation.
         let reply = apply_update(app, me, update, remote)?;
-        end_other_sessions(app, remote, me, session)?;
+        end_other_sessions(app, remote, me, session, &hash);
         Ok(reply)
     })
 }
 
-/// After a password change: every session of `me` but `keep`, the one that changed
-/// it, gets 513 and is closed (§11.1).
-fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId) -> Result<(), Fail> {
-    let friends = app.store(|s| s.friend_ids(me))?;
-    let (others, ()) = app.sessions.end_others(me, keep, |online, last| {
+/// After a password change that committed `hash`: every session of `me` but `keep`,
+/// the one that changed it, gets 513 and is closed (§11.1).
+fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId, hash: &str) {
+    // The friends matter only for a 300, when the changing session closed meanwhile:
+    // a failure to read them loses that push, never the revocation.
+    let friends = app.store(|s| s.friend_ids(me)).unwrap_or_else(|f| {
+        f.log();
+        Vec::new()
+    });
+    let (others, ()) = app.sessions.end_others(me, keep, hash, |online, last| {
         // Only when the changing session itself closed meanwhile.
         if last {
             crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
         }
     });
     crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
-    Ok(())
 }
 
 /// Stores a checked update, then pushes 301 to every online friend.
@@ -268,8 +275,12 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
         Ok::<_, Fail>((p, change))
     })?;
 
-    // Each friend sees the change under the alias they gave me.
-    let watchers = app.store(|s| s.aliases_for(me))?;
+    // Each friend sees the change under the alias they gave me. The change is committed:
+    // a failure to read them loses the pushes, not the 200.
+    let watchers = app.store(|s| s.aliases_for(me)).unwrap_or_else(|f| {
+        f.log();
+        Vec::new()
+    });
     app.sessions.with_online(|online| {
         for (friend, alias) in &watchers {
             for c in online.conns(friend) {

@@ -264,7 +264,7 @@ fn finish_login(app: &App, conn: ConnId, ip: IpAddr, offered: &Offered<'_>, remo
             }
             let device = if remember { devices::remember(app, &user.id) } else { Ok(None) };
             match device {
-                Ok(device) => start(app, conn, user, device, since, remote),
+                Ok(device) => start(app, conn, user, device, (since, true), remote),
                 Err(f) => refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
             }
         }
@@ -289,7 +289,7 @@ fn device_login(app: &App, conn: ConnId, ip: IpAddr, account: &str, token: &str,
         Ok(Some((user, device))) => {
             app.login_fail_limit.refund(ip);
             let device = Some(Remembered { id: device, token: None });
-            start(app, conn, user, device, since, remote);
+            start(app, conn, user, device, (since, false), remote);
         }
         Ok(None) => {
             app.metrics.login(false);
@@ -345,15 +345,18 @@ fn check_login(
 /// A successful login: register the session, answer (with a new device token when one
 /// was made), tell online friends if the user just came online, replace the oldest
 /// session beyond `[session] max_devices`, deliver kept messages (history on).
+/// `since` is the login's mark, and `by_password` says the password was verified
+/// against `user`'s hash (else a device token was checked).
 fn start(
     app: &App,
     conn: ConnId,
     user: store::UserRow,
     device: Option<Remembered>,
-    since: u64,
+    (since, by_password): (u64, bool),
     remote: &Remote,
 ) {
     let me = user.id.clone();
+    let checked = by_password.then(|| user.password_hash.clone());
     let loaded = app.store(|s| {
         let newest = app.config.requests.login_requests;
         Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
@@ -382,7 +385,8 @@ fn start(
     crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
     let session = Session { conn, token: token.clone(), device };
-    let started = app.sessions.start(&me, session, since, |online, first| {
+    let mark = (since, checked.as_deref());
+    let started = app.sessions.start(&me, session, mark, |online, first| {
         let mut friends = marked;
         for f in &mut friends {
             f.online = online.is_online(&f.id);

@@ -11,7 +11,8 @@ use std::path::Path;
 
 use crate::error::StoreError;
 use crate::history::{
-    Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+    Appended, BacklogCursor, ConversationState, Delivered, HistoryMessage, NewHistoryMessage,
+    Window,
 };
 use crate::pg::Postgres;
 use crate::rows::{
@@ -145,9 +146,13 @@ delegate! { read;
     /// The messages to `user` above its delivered marks, conversation by conversation,
     /// each in `seq` order; at most `limit` in all.
     fn undelivered(user: &str, limit: usize) -> Result<Vec<HistoryMessage>>;
-    /// The first of [`undelivered`](Self::undelivered), as many as fit in `bytes` of
-    /// payload (at least one) and at most `limit`; and whether any are left after them.
-    fn undelivered_slice(user: &str, limit: usize, bytes: usize)
+    /// Where a new login's backlog starts: `user`'s delivered marks as they stand.
+    fn backlog_cursor(user: &str) -> Result<BacklogCursor>;
+    /// The messages to `user` above `cursor` (not above the delivered marks, which
+    /// another session may move meanwhile), in the order of
+    /// [`undelivered`](Self::undelivered): as many as fit in `bytes` of payload (at
+    /// least one) and at most `limit`; and whether any are left after them.
+    fn undelivered_slice(user: &str, cursor: &BacklogCursor, limit: usize, bytes: usize)
         -> Result<(Vec<HistoryMessage>, bool)>;
     /// `user`'s view of the conversation with `peer`.
     fn conversation(user: &str, peer: &str) -> Result<ConversationState>;
@@ -225,9 +230,11 @@ delegate! { write;
     /// keeps at most `keep` per user (the least recently used go).
     /// [`StoreError::UserGone`] when the user was erased meanwhile.
     fn add_device(user: &str, token_sha256: &[u8; 32], now_ms: i64, keep: usize) -> Result<i64>;
-    /// The user a device token belongs to and the device's id, if known and used
-    /// within `max_age_ms`; records the use (the expiry slides); deletes it if expired.
-    fn device_login(token_sha256: &[u8; 32], now_ms: i64, max_age_ms: i64)
+    /// The user a device token belongs to and the device's id, if known, used within
+    /// `max_age_ms` and `account`'s (ASCII case-insensitively); only then is the use
+    /// recorded (the expiry slides). Deletes it if expired; leaves another account's
+    /// token untouched.
+    fn device_login(account: &str, token_sha256: &[u8; 32], now_ms: i64, max_age_ms: i64)
         -> Result<Option<(UserRow, i64)>>;
     /// Revokes the device `device` of `user`; `false` if it was gone already.
     fn forget_device(user: &str, device: i64) -> Result<bool>;

@@ -9,7 +9,7 @@
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::store::{user_row, Result, Sqlite, USER_COLUMNS};
+use crate::store::{account_key, user_row, Result, Sqlite, USER_COLUMNS};
 use crate::UserRow;
 
 impl Sqlite {
@@ -44,27 +44,36 @@ impl Sqlite {
         Ok(id)
     }
 
-    /// The user a device token belongs to and the device's id, if the token is known
-    /// and was used within `max_age_ms`; its use is recorded (the expiry slides). An
-    /// expired token is deleted. One transaction, so a token revoked meanwhile is
-    /// never renewed.
+    /// The user a device token belongs to and the device's id, if the token is known,
+    /// was used within `max_age_ms` and belongs to `account` (ASCII
+    /// case-insensitively); only then is its use recorded (the expiry slides). An
+    /// expired token is deleted; one offered with another account is left as it was,
+    /// so guessing accounts for a stolen token keeps nothing alive. One transaction,
+    /// so a token revoked meanwhile is never renewed.
     pub fn device_login(
         &mut self,
+        account: &str,
         token_sha256: &[u8; 32],
         now_ms: i64,
         max_age_ms: i64,
     ) -> Result<Option<(UserRow, i64)>> {
         let tx = self.write()?;
-        let found: Option<(i64, String, i64)> = tx
+        let found: Option<(i64, String, i64, bool)> = tx
             .prepare_cached(
-                "SELECT id, user_id, last_used_ms FROM devices WHERE token_sha256 = ?1",
+                "SELECT d.id, d.user_id, d.last_used_ms, u.account_key = ?2
+                 FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_sha256 = ?1",
             )?
-            .query_row([&token_sha256[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(params![&token_sha256[..], account_key(account)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        let Some((device, user, last_used)) = found else { return Ok(None) };
+        let Some((device, user, last_used, mine)) = found else { return Ok(None) };
         if now_ms.saturating_sub(last_used) > max_age_ms {
             tx.prepare_cached("DELETE FROM devices WHERE id = ?1")?.execute([device])?;
             tx.commit()?;
+            return Ok(None);
+        }
+        if !mine {
             return Ok(None);
         }
         tx.prepare_cached("UPDATE devices SET last_used_ms = max(last_used_ms, ?2) WHERE id = ?1")?

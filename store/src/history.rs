@@ -6,6 +6,8 @@
 //! messages, not the counter). A friendship's end deletes the pair's rows by trigger
 //! (schema version 4).
 
+use std::collections::BTreeMap;
+
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
 use crate::store::{Result, Sqlite};
@@ -101,6 +103,74 @@ pub enum Window {
     Before(i64),
     /// The newest `limit`.
     Latest,
+}
+
+/// Where one login's backlog stands (docs/protocol.md §10.3): per conversation (the
+/// peer), the `seq` its next slice starts above. It starts at the user's delivered marks
+/// ([`Store::backlog_cursor`](crate::Store::backlog_cursor)) and moves with each message
+/// the feed sends, never with the marks: two sessions of one user fed at once each go
+/// through their own range, whatever the other's frames move meanwhile.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BacklogCursor {
+    after: BTreeMap<String, i64>,
+}
+
+impl BacklogCursor {
+    /// A cursor that starts above these `(peer, seq)` (a peer not listed: from `seq` 1).
+    pub fn new(after: impl IntoIterator<Item = (String, i64)>) -> BacklogCursor {
+        BacklogCursor { after: after.into_iter().collect() }
+    }
+
+    /// The `seq` the conversation with `peer` is read above.
+    pub fn after(&self, peer: &str) -> i64 {
+        self.after.get(peer).copied().unwrap_or(0)
+    }
+
+    /// The conversation with `peer` ended (a friendship removed): one begun again
+    /// starts at `seq` 1, so it is read from there.
+    pub fn restart(&mut self, peer: &str) {
+        self.after.remove(peer);
+    }
+
+    /// `m` was sent: its conversation is read above it from now on.
+    pub fn sent(&mut self, m: &HistoryMessage) {
+        let after = self.after.entry(m.from_id.clone()).or_default();
+        *after = (*after).max(m.seq);
+    }
+
+    /// Per peer, the `seq` read above.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.after.iter().map(|(peer, seq)| (peer.as_str(), *seq))
+    }
+
+    /// The cursor as a JSON object `{"<peer>":<seq>,…}`, for SQLite's `json_each`.
+    fn json(&self) -> String {
+        let mut out = String::from("{");
+        for (i, (peer, seq)) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            json_string(&mut out, peer);
+            out.push(':');
+            out.push_str(&seq.to_string());
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends `s` to `out` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// The key of the pair `x`, `y`: the smaller id first.
@@ -286,24 +356,34 @@ impl Sqlite {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The first of [`undelivered`](Self::undelivered), as many as fit in `bytes` of
-    /// payload (at least one) and at most `limit`; and whether any are left after them.
+    /// Where a new login's backlog starts: `user`'s delivered marks as they stand.
+    pub fn backlog_cursor(&self, user: &str) -> Result<BacklogCursor> {
+        let mut st =
+            self.conn.prepare_cached("SELECT peer_id, delivered FROM marks WHERE user_id = ?1")?;
+        let rows = st.query_map([user], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(BacklogCursor::new(rows.collect::<rusqlite::Result<Vec<_>>>()?))
+    }
+
+    /// The messages to `user` above `cursor`, conversation by conversation, each in
+    /// `seq` order: as many as fit in `bytes` of payload (at least one) and at most
+    /// `limit`; and whether any are left after them. The delivered marks play no part:
+    /// another session's frames moving them cannot make this backlog skip a message.
     /// Rows are read one at a time, so no more than one row past the slice is read.
     pub fn undelivered_slice(
         &self,
         user: &str,
+        cursor: &BacklogCursor,
         limit: usize,
         bytes: usize,
     ) -> Result<(Vec<HistoryMessage>, bool)> {
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM history h
-             WHERE h.to_id = ?1
-               AND h.seq > COALESCE((SELECT delivered FROM marks
-                                     WHERE user_id = ?1 AND peer_id = h.from_id), 0)
+             LEFT JOIN json_each(?2) c ON c.key = h.from_id
+             WHERE h.to_id = ?1 AND h.seq > COALESCE(c.value, 0)
              ORDER BY h.a, h.b, h.seq"
         );
         let mut st = self.conn.prepare_cached(&sql)?;
-        let mut rows = st.query_map(params![user], message_row)?;
+        let mut rows = st.query_map(params![user, cursor.json()], message_row)?;
         let (mut slice, mut total) = (Vec::new(), 0);
         for row in rows.by_ref() {
             let m = row?;

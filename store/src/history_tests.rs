@@ -120,20 +120,77 @@ fn an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left(kind
     };
     let ab = |n| ("a".to_string(), n);
     let cb = |n| ("c".to_string(), n);
+    let start = s.backlog_cursor("b").unwrap();
+    let slice = |s: &Store, limit, bytes| s.undelivered_slice("b", &start, limit, bytes).unwrap();
     // Conversation by conversation (a-b before b-c), each in seq order.
-    assert_eq!(
-        got(s.undelivered_slice("b", 10, 100).unwrap()),
-        (vec![ab(1), ab(2), cb(1), cb(2)], false)
-    );
-    assert_eq!(got(s.undelivered_slice("b", 10, 6).unwrap()), (vec![ab(1), ab(2)], true));
-    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![ab(1)], true), "at least one");
-    assert_eq!(got(s.undelivered_slice("b", 3, 100).unwrap()), (vec![ab(1), ab(2), cb(1)], true));
-    assert_eq!(
-        got(s.undelivered_slice("b", 4, 100).unwrap()),
-        (vec![ab(1), ab(2), cb(1), cb(2)], false)
-    );
+    assert_eq!(got(slice(&s, 10, 100)), (vec![ab(1), ab(2), cb(1), cb(2)], false));
+    assert_eq!(got(slice(&s, 10, 6)), (vec![ab(1), ab(2)], true));
+    assert_eq!(got(slice(&s, 10, 1)), (vec![ab(1)], true), "at least one");
+    assert_eq!(got(slice(&s, 3, 100)), (vec![ab(1), ab(2), cb(1)], true));
+    assert_eq!(got(slice(&s, 4, 100)), (vec![ab(1), ab(2), cb(1), cb(2)], false));
     s.mark_delivered("b", &[("a".into(), 2), ("c".into(), 1)]).unwrap();
-    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![cb(2)], false));
+    let marked = s.backlog_cursor("b").unwrap();
+    assert_eq!((marked.after("a"), marked.after("c"), marked.after("x")), (2, 1, 0));
+    assert_eq!(got(s.undelivered_slice("b", &marked, 10, 1).unwrap()), (vec![cb(2)], false));
+}
+
+/// Two sessions of `b` are fed their backlogs at once (docs/protocol.md §10.3): the
+/// second's slice is written and moves the marks past what the first has yet to send.
+/// Each slice is read from its own feed's cursor, so the first still gets the rest,
+/// and a cursor taken now starts above the marks.
+fn two_backlogs_of_one_user_read_from_their_own_cursors(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b", "c"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.make_friends("c", "B", "b", "C").unwrap();
+    let batch: Vec<_> = (0..4)
+        .map(|_| msg("a", "b", None, "p"))
+        .chain((0..2).map(|_| msg("c", "b", None, "q")))
+        .collect();
+    s.append_messages(&batch).unwrap();
+    let seqs =
+        |v: &[HistoryMessage]| v.iter().map(|m| (m.from_id.clone(), m.seq)).collect::<Vec<_>>();
+    let (mut first, mut second) = (s.backlog_cursor("b").unwrap(), s.backlog_cursor("b").unwrap());
+    let (one, more) = s.undelivered_slice("b", &first, 2, 100).unwrap();
+    assert!(more);
+    one.iter().for_each(|m| first.sent(m));
+    let (all, more) = s.undelivered_slice("b", &second, 10, 100).unwrap();
+    assert!(!more);
+    all.iter().for_each(|m| second.sent(m));
+    assert_eq!(second.after("a"), 4);
+    s.mark_delivered("b", &[("a".into(), 4), ("c".into(), 2)]).unwrap();
+    let (rest, more) = s.undelivered_slice("b", &first, 10, 100).unwrap();
+    assert!(!more);
+    let want: Vec<_> = [("a", 3), ("a", 4), ("c", 1), ("c", 2)]
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), n))
+        .collect();
+    assert_eq!(seqs(&rest), want, "the marks another feed moved skip nothing");
+    rest.iter().for_each(|m| first.sent(m));
+    let fresh = s.backlog_cursor("b").unwrap();
+    assert_eq!(s.undelivered_slice("b", &fresh, 10, 100).unwrap(), (vec![], false));
+
+    // The pair parts and befriends again: its new conversation starts at 1, below where
+    // the first cursor stands, which then reads it from the start.
+    s.remove_friendship("a", "b").unwrap();
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "again")]).unwrap();
+    assert_eq!(s.undelivered_slice("b", &first, 10, 100).unwrap(), (vec![], false));
+    first.restart("a");
+    let (again, _) = s.undelivered_slice("b", &first, 10, 100).unwrap();
+    assert_eq!(seqs(&again), vec![("a".to_string(), 1)]);
+}
+
+/// The cursor reaches SQL intact whatever a peer's id holds (SQLite reads it as JSON).
+fn a_cursor_holds_any_peer_id(kind: Kind) {
+    let odd = "q\"u\\o\u{1}te";
+    let (_db, mut s) = friends(kind, &[odd, "b"]);
+    s.make_friends(odd, "B", "b", "Q").unwrap();
+    s.append_messages(&[msg(odd, "b", None, "1"), msg(odd, "b", None, "2")]).unwrap();
+    s.mark_delivered("b", &[(odd.into(), 1)]).unwrap();
+    let cursor = s.backlog_cursor("b").unwrap();
+    assert_eq!(cursor.after(odd), 1);
+    let (slice, more) = s.undelivered_slice("b", &cursor, 10, 100).unwrap();
+    assert_eq!((slice.iter().map(|m| m.seq).collect::<Vec<_>>(), more), (vec![2], false));
 }
 
 fn marks_alone_commit_lazily_and_the_configured_level_comes_back(kind: Kind) {
@@ -347,6 +404,8 @@ on_both_backends!(
     a_cid_is_stored_once_per_sender,
     a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit,
     an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left,
+    two_backlogs_of_one_user_read_from_their_own_cursors,
+    a_cursor_holds_any_peer_id,
     marks_alone_commit_lazily_and_the_configured_level_comes_back,
     not_friends_stores_nothing,
     marks_move_up_only_and_read_is_capped,

@@ -40,7 +40,8 @@ mod store;
 pub use backend::Store;
 pub use error::StoreError;
 pub use history::{
-    Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+    Appended, BacklogCursor, ConversationState, Delivered, HistoryMessage, NewHistoryMessage,
+    Window,
 };
 pub use pg::PostgresUrl;
 pub use rows::{

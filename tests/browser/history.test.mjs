@@ -105,6 +105,22 @@ async function page(user, options) {
   return p;
 }
 
+/** Alice and Bob, friends, with the raw sockets that made them friends closed. */
+async function offlinePair() {
+  const [alice, bob] = await friends('Alice', 'Bob');
+  await alice.wire.close();
+  await bob.wire.close();
+  return [alice, bob];
+}
+
+/** {@link offlinePair}, each then logged in on a page of their own: Alice's first. */
+async function pairOnPages() {
+  const [alice, bob] = await offlinePair();
+  const a = await page(alice);
+  const b = await page(bob);
+  return { alice, bob, a, b };
+}
+
 /** Makes the page hidden or shown, as a switched tab is. */
 function setHidden(p, hidden) {
   return p.evaluate((h) => {
@@ -174,11 +190,7 @@ test('opening a chat shows its newest page of history; scrolling up loads older 
 });
 
 test('unread counts come from the server and survive a reload', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
-  const a = await page(alice);
-  const b = await page(bob);
+  const { bob, a, b } = await pairOnPages();
   await friendButton(a, 'Bob').click();
   for (const t of ['one', 'two', 'three']) {
     await a.fill('#message-input', t);
@@ -205,11 +217,7 @@ test('unread counts come from the server and survive a reload', async () => {
 });
 
 test('my messages show delivered (306) and read (307) ticks', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
-  const a = await page(alice);
-  const b = await page(bob);
+  const { a, b } = await pairOnPages();
   await friendButton(a, 'Bob').click();
   await a.fill('#message-input', 'tick me');
   await a.press('#message-input', 'Enter');
@@ -226,9 +234,7 @@ test('my messages show delivered (306) and read (307) ticks', async () => {
 });
 
 test('a message to an offline friend is stored, shown as sent, and later delivered', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
+  const [alice, bob] = await offlinePair();
   const a = await page(alice);
   await friendButton(a, 'Bob').locator('.dot.offline').waitFor();
   await friendButton(a, 'Bob').click();
@@ -249,9 +255,7 @@ test('a message to an offline friend is stored, shown as sent, and later deliver
 });
 
 test('typing: notices go out sparingly, show to the friend and expire', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
+  const [alice, bob] = await offlinePair();
   const a = await newPage(browser, errors);
   const sent = await recordFrames(a);
   await login(a, server.base, alice.account, alice.password);
@@ -321,9 +325,7 @@ async function routed(user) {
 }
 
 test('after a reconnect, what was not acked is resent with its cid, once; gaps are fetched', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
+  const [alice, bob] = await offlinePair();
   const a = await routed(alice);
   const b = await page(bob);
   await friendButton(a.p, 'Bob').click();
@@ -379,9 +381,7 @@ test('after a reconnect, what was not acked is resent with its cid, once; gaps a
 });
 
 test('an unacknowledged message survives a reload, kept by cid only until acked', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
+  const [alice, bob] = await offlinePair();
   const a = await routed(alice);
   const b = await page(bob);
   await friendButton(a.p, 'Bob').click();
@@ -450,11 +450,7 @@ test('a read mark goes out only for a chat in view: not from a hidden tab, not f
 });
 
 test('a reload shows the conversation again, with the ticks it had', async () => {
-  const [alice, bob] = await friends('Alice', 'Bob');
-  await alice.wire.close();
-  await bob.wire.close();
-  const a = await page(alice);
-  const b = await page(bob);
+  const { alice, bob, a, b } = await pairOnPages();
   await friendButton(a, 'Bob').click();
   await friendButton(b, 'Alice').click();
   await a.fill('#message-input', 'how are you?');

@@ -16,6 +16,8 @@ use imd::{Config, Daemon};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
+mod daemon_config;
+
 /// How a test reaches the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Via {
@@ -53,54 +55,15 @@ pub fn config(dir: &Path, extra: &str) -> Config {
 /// [`config`] as the TOML text of a config file.
 pub fn config_text(dir: &Path, extra: &str) -> String {
     let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/www");
-    let base = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-web_root = "{web_root}"
-[tls]
-listen = "127.0.0.1:0"
-self_signed = true
-[store]
-path = "{db}"
-synchronous = "normal"
-[password]
-argon2_m_kib = 64
-argon2_t = 1
-argon2_p = 1
-[rate_limit]
-register_per_min = 0
-query_per_min = 0
-login_fail_per_min = 0
-send_per_s = 0
-heartbeat_per_min = 0
-search_per_min = 0
+    let seed = r#"
 # The seed's single session per user unless a test allows more devices.
 [session]
 max_devices = 1
 # The seed's sending (508 for an offline friend) unless a test turns history on.
 [history]
 enabled = false
-"#,
-        db = dir.join("imd.sqlite3").display()
-    );
-    merge_toml(&base, extra)
-}
-
-/// Later sections/keys in `extra` override `base`.
-fn merge_toml(base: &str, extra: &str) -> String {
-    let mut t: toml::Table = base.parse().expect("base toml");
-    let e: toml::Table = extra.parse().expect("extra toml");
-    for (section, v) in e {
-        match (t.get_mut(&section), v) {
-            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
-            (_, v) => {
-                t.insert(section, v);
-            }
-        }
-    }
-    t.to_string()
+"#;
+    daemon_config::config_text(dir, web_root, &[seed, extra])
 }
 
 /// A server a test can reach: its listener addresses.

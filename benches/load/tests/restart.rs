@@ -15,6 +15,9 @@ use std::process::{Command, ExitCode, Output};
 
 use serde_json::Value;
 
+#[path = "../../../tests/common/daemon_config.rs"]
+mod daemon_config;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, config] = args.as_slice() {
@@ -97,40 +100,13 @@ impl Setup {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let plain = free_port();
         let tls = std::iter::repeat_with(free_port).find(|t| *t != plain).expect("endless");
-        let text = format!(
-            r#"
-[server]
-listen = "{plain}"
-workers = 2
-web_root = "{web_root}"
-shutdown_deadline_s = 5
-[limits]
-connections_per_ip = 0
-[tls]
-listen = "{tls}"
-self_signed = true
-[store]
-path = "{db}"
-synchronous = "normal"
-[password]
-argon2_m_kib = 64
-argon2_t = 1
-argon2_p = 1
-[rate_limit]
-register_per_min = 0
-query_per_min = 0
-login_fail_per_min = 0
-send_per_s = 0
-heartbeat_per_min = 0
-search_per_min = 0
-[history]
-enabled = true
-[session]
-{session}
-"#,
-            web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www"),
-            db = dir.join("imd.sqlite3").display(),
+        let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www");
+        let restart = format!(
+            "[server]\nlisten = \"{plain}\"\nshutdown_deadline_s = 5\n\
+             [limits]\nconnections_per_ip = 0\n[tls]\nlisten = \"{tls}\"\n\
+             [history]\nenabled = true\n[session]\n{session}\n"
         );
+        let text = daemon_config::config_text(&dir, web_root, &[&restart]);
         std::fs::write(dir.join("imd.conf"), text).expect("config written");
         Setup { dir, plain, tls }
     }

@@ -5,7 +5,7 @@ use super::conn::Queries;
 use super::users::{user_row, USER_COLUMNS};
 use super::{sql_limit, Postgres};
 use crate::error::StoreError;
-use crate::store::Result;
+use crate::store::{account_key, Result};
 use crate::UserRow;
 
 impl Postgres {
@@ -40,21 +40,27 @@ impl Postgres {
 
     pub(crate) fn device_login(
         &mut self,
+        account: &str,
         token_sha256: &[u8; 32],
         now_ms: i64,
         max_age_ms: i64,
     ) -> Result<Option<(UserRow, i64)>> {
-        let token = &token_sha256[..];
+        let (token, key) = (&token_sha256[..], account_key(account));
         self.write(|tx| {
             let found = tx.query_opt(
-                "SELECT id, user_id, last_used_ms FROM devices WHERE token_sha256 = $1",
-                &[&token],
+                "SELECT d.id, d.user_id, d.last_used_ms, u.account_key = $2
+                 FROM devices d JOIN users u ON u.id = d.user_id WHERE d.token_sha256 = $1",
+                &[&token, &key],
             )?;
             let Some(found) = found else { return Ok(None) };
-            let (device, user, last_used): (i64, String, i64) =
-                (found.try_get(0)?, found.try_get(1)?, found.try_get(2)?);
+            let (device, user, last_used, mine): (i64, String, i64, bool) =
+                (found.try_get(0)?, found.try_get(1)?, found.try_get(2)?, found.try_get(3)?);
             if now_ms.saturating_sub(last_used) > max_age_ms {
                 tx.execute("DELETE FROM devices WHERE id = $1", &[&device])?;
+                return Ok(None);
+            }
+            // Another account's token: nothing is written (see `Sqlite::device_login`).
+            if !mine {
                 return Ok(None);
             }
             tx.execute(

@@ -12,7 +12,8 @@ use postgres::Row;
 use super::conn::{Queries, Tx};
 use super::{sql_limit, Postgres};
 use crate::history::{
-    pair, Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+    pair, Appended, BacklogCursor, ConversationState, Delivered, HistoryMessage, NewHistoryMessage,
+    Window,
 };
 use crate::store::Result;
 
@@ -170,12 +171,23 @@ impl Postgres {
         messages_of(&self.client.borrow_mut().query(&sql, &[&user, &sql_limit(limit)])?)
     }
 
+    pub(crate) fn backlog_cursor(&self, user: &str) -> Result<BacklogCursor> {
+        let rows = self
+            .client
+            .borrow_mut()
+            .query("SELECT peer_id, delivered FROM marks WHERE user_id = $1", &[&user])?;
+        let marks = rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?)));
+        Ok(BacklogCursor::new(marks.collect::<Result<Vec<_>, postgres::Error>>()?))
+    }
+
     /// The slice is cut as on SQLite, from its rows and the one after it: the server
     /// sums the payloads' bytes in order and sends a row only if the one before it
-    /// fits (row 2 always, since the first is taken whatever its size).
+    /// fits (row 2 always, since the first is taken whatever its size). The cursor
+    /// goes as two arrays, peers and the `seq` each is read above.
     pub(crate) fn undelivered_slice(
         &self,
         user: &str,
+        cursor: &BacklogCursor,
         limit: usize,
         bytes: usize,
     ) -> Result<(Vec<HistoryMessage>, bool)> {
@@ -185,16 +197,20 @@ impl Postgres {
                         row_number() OVER w AS n,
                         sum(octet_length(payload)) OVER w - octet_length(payload) AS before
                  FROM history h
-                 WHERE h.to_id = $1
-                   AND h.seq > COALESCE((SELECT delivered FROM marks
-                                         WHERE user_id = $1 AND peer_id = h.from_id), 0)
+                 LEFT JOIN unnest($4::text[], $5::bigint[]) AS c(peer, above)
+                        ON c.peer = h.from_id
+                 WHERE h.to_id = $1 AND h.seq > COALESCE(c.above, 0)
                  WINDOW w AS (ORDER BY h.a, h.b, h.seq ROWS UNBOUNDED PRECEDING)
              ) s
              WHERE n <= $2 AND (n <= 2 OR before <= $3)
              ORDER BY a, b, seq"
         );
         let (rows_wanted, max_bytes) = (sql_limit(limit).saturating_add(1), sql_limit(bytes));
-        let rows = self.client.borrow_mut().query(&sql, &[&user, &rows_wanted, &max_bytes])?;
+        let (peers, above): (Vec<&str>, Vec<i64>) = cursor.iter().unzip();
+        let rows = self
+            .client
+            .borrow_mut()
+            .query(&sql, &[&user, &rows_wanted, &max_bytes, &peers, &above])?;
         let (mut slice, mut total) = (Vec::new(), 0);
         for m in messages_of(&rows)? {
             if slice.len() == limit || (!slice.is_empty() && total + m.payload.len() > bytes) {

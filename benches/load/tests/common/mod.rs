@@ -11,6 +11,9 @@ use std::thread::JoinHandle;
 use imd::{Config, Daemon};
 use serde_json::Value;
 
+#[path = "../../../../tests/common/daemon_config.rs"]
+mod daemon_config;
+
 /// A running daemon; stopped when dropped, its directory removed.
 pub struct TestServer {
     pub plain: SocketAddr,
@@ -34,37 +37,9 @@ impl TestServer {
         let dir = std::env::temp_dir().join(format!("imd-load-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let text = format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-workers = 2
-web_root = "{web_root}"
-[limits]
-connections_per_ip = 0
-[tls]
-listen = "127.0.0.1:0"
-self_signed = true
-[store]
-path = "{db}"
-synchronous = "normal"
-[password]
-argon2_m_kib = 64
-argon2_t = 1
-argon2_p = 1
-[rate_limit]
-register_per_min = 0
-query_per_min = 0
-login_fail_per_min = 0
-send_per_s = 0
-heartbeat_per_min = 0
-search_per_min = 0
-[history]
-enabled = {history}
-"#,
-            web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www"),
-            db = dir.join("imd.sqlite3").display(),
-        );
+        let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www");
+        let load = format!("[limits]\nconnections_per_ip = 0\n[history]\nenabled = {history}\n");
+        let text = daemon_config::config_text(&dir, web_root, &[&load]);
         let config =
             Config::parse(&text, &mut |w| panic!("config warning: {w}")).expect("test config");
         let daemon = Daemon::bind(config).expect("daemon binds");
