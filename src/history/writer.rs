@@ -265,6 +265,12 @@ impl Deliveries {
                 return false;
             }
         };
+        // Before any ack or push: a page read after either has the message.
+        for (job, result) in sends.iter().zip(&results) {
+            if let Appended::New { .. } = result {
+                app.history.pages.forget(&job.message.from_id, &job.message.to_id);
+            }
+        }
         for ((job, target), result) in sends.iter().zip(targets).zip(results) {
             let m = &job.message;
             match result {
