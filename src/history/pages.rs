@@ -191,15 +191,23 @@ impl Inner {
         self.last_ticket
     }
 
-    /// Drops slots until the rest fit (the one just added may go too). A dropped
-    /// slot's fill finds no slot and keeps nothing.
+    /// Past either bound, drops arbitrary slots (the one just added may go too) down to
+    /// seven eighths of both, in one pass: the next eviction is many fills away. A
+    /// dropped slot's fill finds no slot and keeps nothing.
     fn evict(&mut self) {
-        while self.slots.len() > MAX_SLOTS || self.bytes > MAX_BYTES {
-            let Some(key) = self.slots.keys().next().cloned() else { break };
-            if let Some(Slot { page: Some(page), .. }) = self.slots.remove(&key) {
-                self.bytes -= page.frames.len();
-            }
+        if self.slots.len() <= MAX_SLOTS && self.bytes <= MAX_BYTES {
+            return;
         }
+        let (mut slots, mut bytes) = (self.slots.len(), self.bytes);
+        self.slots.retain(|_, slot| {
+            if slots <= MAX_SLOTS / 8 * 7 && bytes <= MAX_BYTES / 8 * 7 {
+                return true;
+            }
+            slots -= 1;
+            bytes -= slot.page.as_ref().map_or(0, |p| p.frames.len());
+            false
+        });
+        self.bytes = bytes;
     }
 
     fn recount(&mut self) {
@@ -498,9 +506,33 @@ mod tests {
             filled(&pages, "a", &format!("u{i}"), 1..=1);
         }
         let inner = pages.inner();
-        assert!(inner.slots.len() <= MAX_SLOTS);
+        assert!((MAX_SLOTS / 8 * 7..=MAX_SLOTS).contains(&inner.slots.len()));
         let held: usize =
             inner.slots.values().filter_map(|s| s.page.as_ref()).map(|p| p.frames.len()).sum();
         assert_eq!(inner.bytes, held);
+        drop(inner);
+        // Large pages: the bytes bound; one over the page bound is answered, not kept.
+        let big = |payload: usize| {
+            let mut m = message(1);
+            m.payload = "x".repeat(payload);
+            vec![m]
+        };
+        for i in 0..2 * MAX_BYTES / MAX_PAGE_BYTES {
+            let Lookup::Miss(Some(t)) = pages.lookup("b", &format!("u{i}"), Window::Latest, 50)
+            else {
+                panic!("a ticket");
+            };
+            let kept = big(MAX_PAGE_BYTES - 200);
+            pages.fill(t, Arc::new(Page::new("b", "u", &state(&kept), &kept, true)));
+            let inner = pages.inner();
+            assert!(inner.bytes <= MAX_BYTES, "{} bytes held", inner.bytes);
+        }
+        assert!(pages.inner().bytes > MAX_BYTES / 2, "large pages are kept");
+        let Lookup::Miss(Some(t)) = pages.lookup("b", "c", Window::Latest, 50) else {
+            panic!("a ticket");
+        };
+        let kept = big(MAX_PAGE_BYTES);
+        pages.fill(t, Arc::new(Page::new("b", "c", &state(&kept), &kept, true)));
+        assert_eq!(hit(&pages, "b", "c"), None);
     }
 }
