@@ -255,6 +255,7 @@ impl Deliveries {
         let started = Instant::now();
         let results = app.db.with(|store| store.append_and_mark(&messages, marks));
         app.metrics.store_latency.record(started.elapsed());
+        app.db.committed();
         let (results, moved) = match results {
             Ok(r) => r,
             Err(e) => {
