@@ -158,8 +158,9 @@ impl App {
         let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let r = config.rate_limit;
-        let history =
-            History::new(config.history.enabled, Rate::per_sec(r.typing_per_s, r.typing_burst))?;
+        let typing = Rate::per_sec(r.typing_per_s, r.typing_burst);
+        // SQLite's file is locked to this process: no write passes by its page cache.
+        let history = History::new(config.history.enabled, typing, config.store.url.is_none())?;
         let app = App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),

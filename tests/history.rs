@@ -414,6 +414,68 @@ fn remove_deletes_the_conversation_and_refriending_starts_at_seq_1() {
     assert_eq!(page["first_seq"], 1);
 }
 
+/// Store operations so far, from `/im/metrics`.
+fn store_ops(s: &TestServer) -> u64 {
+    let r = http(s, Via::Plain, "GET", "/im/metrics", "");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    text.lines()
+        .find_map(|l| l.strip_prefix("imd_store_op_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("store ops in {text}"))
+}
+
+#[test]
+fn a_page_read_again_comes_from_memory_and_shows_every_change_announced() {
+    let s = server("");
+    let (mut a, mut b, _, _) = pair(&s, Via::Plain, "page");
+    let send = |from: &mut Session, to: &mut Session, i: u64| {
+        let v =
+            ask(&mut from.ws, json!({"toFriend": to.id, "payload": format!("m{i}"), "id": "d"}));
+        assert_code(&v, 200, "Success");
+        assert_eq!(to.ws.recv()["seq"], i);
+        // The receiver's mark is committed before 306: nothing is left to write.
+        assert_code(&from.ws.recv(), 306, "Message Delivered");
+    };
+    for i in 1..=3 {
+        send(&mut a, &mut b, i);
+    }
+    let page = |me: &Session, with: &Session| {
+        get(&s, Via::Plain, &format!("/im/messages?{}&with={}", me.auth(), with.id))
+    };
+    let seqs = |v: &Value| -> Vec<i64> {
+        v["messages"].as_array().unwrap().iter().map(|m| m["seq"].as_i64().unwrap()).collect()
+    };
+    let first = page(&a, &b);
+    assert_eq!(seqs(&first), vec![1, 2, 3]);
+    let ops = store_ops(&s);
+    assert_eq!(page(&a, &b), first);
+    assert_eq!(
+        seqs(&get(&s, Via::Plain, &format!("/im/messages?{}&with={}&after=1", a.auth(), b.id))),
+        vec![2, 3]
+    );
+    assert_eq!(store_ops(&s), ops, "read again without the store");
+
+    // Acked: every page read after the ack has it.
+    send(&mut b, &mut a, 4);
+    let v = page(&a, &b);
+    assert_eq!((seqs(&v), v["last_seq"].as_i64()), (vec![1, 2, 3, 4], Some(4)));
+    // A read mark that moved (200, 307) shows on both sides.
+    assert_code(&ask(&mut a.ws, json!({"type":"read","with":b.id,"seq":4})), 200, "Success");
+    assert_code(&b.ws.recv(), 307, "Message Read");
+    assert_eq!(page(&a, &b)["read_seq"], 4);
+    assert_eq!((page(&b, &a)["peer_read_seq"].as_i64()), Some(4));
+    // Removed and friends again: a new, empty conversation.
+    let r = get(&s, Via::Plain, &format!("/im/friends/remove?{}&to={}", a.auth(), b.id));
+    assert_code(&r, 200, "Success");
+    assert_code(&b.ws.recv(), 304, "Friend Removed");
+    befriend(&s, &mut a, &mut b);
+    let v = page(&a, &b);
+    assert_eq!(
+        (seqs(&v), v["first_seq"].as_i64(), v["last_seq"].as_i64(), v["read_seq"].as_i64()),
+        (vec![], Some(0), Some(0), Some(0))
+    );
+}
+
 #[test]
 fn batch_sizes_are_in_the_metrics() {
     let s = server("");

@@ -26,6 +26,7 @@ pub use fields::{parse_query, query_value, Fields, LoginFrame, SendFrame};
 pub use limits::{check_account, check_bytes, check_chars, is_blank, trimmed, Field, Limits};
 pub use reply::{
     found_reply, friend_added_push, heartbeat_reply, kept_receive_frame, list_reply, login_reply,
-    profile_push, push_id, query_reply, receive_frame, replaced_push, request_push, requests_reply,
-    status, status_with_id, with_str, FoundEntry, FriendEntry, Profile, Reply, RequestEntry,
+    profile_push, push_id, push_kept_receive_frame, query_reply, receive_frame, replaced_push,
+    request_push, requests_reply, status, status_with_id, with_str, FoundEntry, FriendEntry,
+    Profile, Reply, RequestEntry,
 };

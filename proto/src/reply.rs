@@ -207,19 +207,14 @@ impl Reply {
         self
     }
 
-    /// Adds an array of JSON objects already encoded (e.g. receive frames); `[]` when
-    /// empty.
-    pub fn raw_list(mut self, key: &str, items: &[String]) -> Reply {
+    /// Adds an array whose items are already encoded and joined with commas (`joined`
+    /// empty: `[]`): a cached page of frames goes in with one copy.
+    pub fn raw_array(mut self, key: &str, joined: &str) -> Reply {
         let out = &mut self.buf;
         json::push_next_key(out, key);
-        out.reserve(items.iter().map(String::len).sum::<usize>() + items.len() + 2);
+        out.reserve(joined.len() + 2);
         out.push('[');
-        for (i, item) in items.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(item);
-        }
+        out.push_str(joined);
         out.push(']');
         self
     }
@@ -342,7 +337,22 @@ pub fn kept_receive_frame(
     let mut out = String::with_capacity(
         json::size_hint(id) + json::size_hint(from) + json::size_hint(payload) + 96,
     );
-    let mut o = Obj::open(&mut out);
+    push_kept_receive_frame(&mut out, id, from, payload, ts_ms, seq, cid);
+    out
+}
+
+/// [`kept_receive_frame`] written at the end of `out`: a page of them is encoded into
+/// one buffer, with no allocation per frame.
+pub fn push_kept_receive_frame(
+    out: &mut String,
+    id: &str,
+    from: &str,
+    payload: &str,
+    ts_ms: i64,
+    seq: i64,
+    cid: Option<&str>,
+) {
+    let mut o = Obj::open(out);
     if !id.is_empty() {
         o.str("id", id);
     }
@@ -351,7 +361,6 @@ pub fn kept_receive_frame(
         o.str("cid", cid);
     }
     o.close();
-    out
 }
 
 /// `obj`, a finished JSON object, with the string field `key` added at its end: the

@@ -22,6 +22,7 @@ use std::sync::Mutex;
 
 use store::{Store, StoreError, StoreOptions};
 
+use crate::daemon::checkpoints::{self, Checkpoints};
 use crate::daemon::config::StoreConfig;
 
 thread_local! {
@@ -56,8 +57,10 @@ pub struct Db {
     wal: Option<FileId>,
     /// The path no longer names the files opened at start.
     replaced: AtomicBool,
-    /// Connections opened, the anchor included.
+    /// Connections opened, the anchor and the checkpoint thread's included.
     opened: AtomicU64,
+    /// SQLite: the thread that checkpoints the WAL (no commit does).
+    checkpoints: Option<Checkpoints>,
 }
 
 impl Db {
@@ -73,6 +76,7 @@ impl Db {
                 wal: None,
                 replaced: AtomicBool::new(false),
                 opened: AtomicU64::new(1),
+                checkpoints: None,
                 config,
             });
         }
@@ -90,13 +94,15 @@ impl Db {
             ))
         })?;
         let wal = FileId::of(&suffixed(&config.path, "-wal"));
+        let checkpoints = Checkpoints::start(open(&config).map_err(fail)?)?;
         Ok(Db {
             config,
             anchor: Mutex::new(anchor),
             file: Some(file),
             wal,
             replaced: AtomicBool::new(false),
-            opened: AtomicU64::new(1),
+            opened: AtomicU64::new(2),
+            checkpoints: Some(checkpoints),
         })
     }
 
@@ -171,6 +177,14 @@ impl Db {
         Err(StoreError::FileReplaced)
     }
 
+    /// Something was committed: the WAL is checkpointed soon, off the committer's
+    /// thread.
+    pub fn committed(&self) {
+        if let Some(c) = &self.checkpoints {
+            c.committed();
+        }
+    }
+
     /// Whether the database file was found deleted or replaced.
     pub fn is_replaced(&self) -> bool {
         self.replaced.load(Ordering::SeqCst)
@@ -209,7 +223,12 @@ fn unix_secs() -> u64 {
 }
 
 fn open(config: &StoreConfig) -> Result<Store, StoreError> {
-    let opts = StoreOptions { synchronous: config.synchronous, ..StoreOptions::default() };
+    // Commits seldom checkpoint: `Checkpoints` does, so that sends seldom wait for one.
+    let opts = StoreOptions {
+        synchronous: config.synchronous,
+        checkpoint_pages: checkpoints::PAGES,
+        ..StoreOptions::default()
+    };
     match &config.url {
         Some(url) => Store::connect(url.as_str(), &opts),
         None => Store::open(&config.path, &opts),

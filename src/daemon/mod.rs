@@ -7,10 +7,13 @@
 //! - `config`    — [`Config`], read from TOML and checked once at load.
 //! - `db`        — one SQLite connection per worker thread, reopened after a lasting
 //!   failure; the database file watched for deletion or replacement.
+//! - `checkpoints` — the SQLite WAL checkpointed on a thread of its own, not by the
+//!   commit that fills it.
 //! - `metrics`   — counters, `/im/health` and `/im/metrics`.
 //! - `memory`    — freed memory back to the system after connections close.
 //! - `fd_limit`  — the descriptor limit raised at start and checked against the config.
 
+pub(crate) mod checkpoints;
 pub(crate) mod config;
 pub(crate) mod db;
 pub(crate) mod fd_limit;

@@ -85,6 +85,7 @@ fn read(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> 
     let seq = fields.non_negative("seq")?.ok_or(Code::ProtocolError)?;
     let moved = app.store(|s| s.mark_read(me, with, seq)).map_err(|f| f.code())?;
     if let Some(seq) = moved {
+        app.history.pages.forget(me, with);
         let push =
             Reply::new(Code::MessageRead).str("by", me).str("with", with).int("seq", seq).finish();
         let mine = app.sessions.conns_of(me).into_iter().filter(|c| *c != conn);

@@ -1,11 +1,13 @@
 //! `GET /im/messages` (docs/protocol.md §10.4) and retention (§10.5).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use proto::{Code, Reply};
+use proto::Code;
 use reactor::Request;
 use store::Window;
 
+use super::pages::{Lookup, Page};
 use crate::app::{App, Fail, Outcome};
 use crate::routes::accounts::authenticate;
 use crate::routes::input::Input;
@@ -40,16 +42,25 @@ pub fn messages(app: &App, req: &Request) -> Outcome {
         (None, None) => Window::Latest,
     };
     let limit = usize::try_from(limit).unwrap_or(0);
+    // A replaced database file fails every read (500): no page answers for it.
+    let ticket = if app.db.is_replaced() {
+        None
+    } else {
+        match app.history.pages.lookup(&me, with, window, limit) {
+            Lookup::Hit(reply) => return Ok(reply),
+            Lookup::Miss(ticket) => ticket,
+        }
+    };
     let (state, kept) =
         app.store(|s| Ok((s.conversation(&me, with)?, s.messages(&me, with, window, limit)?)))?;
-    let frames: Vec<String> = kept.iter().map(super::stored_frame).collect();
-    Ok(Reply::new(Code::Success)
-        .raw_list("messages", &frames)
-        .int("first_seq", state.first_seq)
-        .int("last_seq", state.last_seq)
-        .int("read_seq", state.read_seq)
-        .int("peer_read_seq", state.peer_read_seq)
-        .finish())
+    // Fewer than asked for the newest: there are no older ones.
+    let complete = window == Window::Latest && kept.len() < limit;
+    let page = Page::new(&me, with, &state, &kept, complete);
+    let reply = page.reply(&me, page.all());
+    if let Some(ticket) = ticket {
+        app.history.pages.fill(ticket, Arc::new(page));
+    }
+    Ok(reply)
 }
 
 /// A non-negative integer parameter: from a query string or a JSON string, its
@@ -85,7 +96,10 @@ pub fn expire(app: &App) {
     let cutoff = now - i64::from(days) * 86_400_000;
     match app.store(|s| s.expire_messages(cutoff)) {
         Ok(0) => {}
-        Ok(n) => log::info!("history: {n} messages past retention deleted"),
+        Ok(n) => {
+            app.history.pages.forget_all();
+            log::info!("history: {n} messages past retention deleted");
+        }
         Err(f) => f.log(),
     }
 }
@@ -130,7 +144,20 @@ mod tests {
             })
             .unwrap();
         assert_eq!(seqs.len(), 3);
+        let pages = &app.history.pages;
+        let Lookup::Miss(Some(ticket)) = pages.lookup("b", "a", Window::Latest, 10) else {
+            panic!("a ticket");
+        };
+        let (state, kept) = app
+            .store(|s| Ok((s.conversation("b", "a")?, s.messages("b", "a", Window::Latest, 10)?)))
+            .unwrap();
+        pages.fill(ticket, Arc::new(Page::new("b", "a", &state, &kept, true)));
+        assert!(matches!(pages.lookup("b", "a", Window::Latest, 10), Lookup::Hit(_)));
         expire(&app);
+        assert!(
+            matches!(pages.lookup("b", "a", Window::Latest, 10), Lookup::Miss(_)),
+            "retention forgets the pages"
+        );
         let (kept, state) = app
             .store(|s| Ok((s.messages("b", "a", Window::Latest, 10)?, s.conversation("b", "a")?)))
             .unwrap();

@@ -10,6 +10,8 @@
 //!   `typing` with its own per-session limit.
 //! - `login`    — what a login adds: marks on friend entries, and its backlog's start.
 //! - `messages` — `GET /im/messages`, and retention for housekeeping.
+//! - `pages`    — the newest page of each conversation read, encoded, forgotten at
+//!   every change to it.
 //!
 //! A message reaches a session once, in `seq` order, pushed or in the backlog, never
 //! both: a session is marked catching up ([`History::is_catching_up`]) before it is
@@ -21,6 +23,7 @@ mod backlog;
 mod frames;
 mod login;
 mod messages;
+mod pages;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -38,12 +41,15 @@ pub use login::{after_session, before_session, mark_entries};
 pub use messages::{expire, messages};
 pub use writer::Writer;
 
+use pages::Pages;
 use writer::Work;
 
 /// The history state shared by every worker.
 pub struct History {
     enabled: bool,
     writer: Writer,
+    /// `/im/messages` pages; whoever changes a conversation forgets its page.
+    pub(crate) pages: Pages,
     /// Sessions whose backlog is still being fed: messages to them wait for the feed.
     catching_up: Mutex<HashSet<ConnId>>,
     typing_rate: Rate,
@@ -51,11 +57,17 @@ pub struct History {
 }
 
 impl History {
-    /// Starts the writer thread (it keeps a connection of its own).
-    pub fn new(enabled: bool, typing_rate: Rate) -> Result<History, crate::Error> {
+    /// Starts the writer thread (it keeps a connection of its own). `cache_pages`:
+    /// this process alone writes the store (SQLite), so pages can be kept.
+    pub fn new(
+        enabled: bool,
+        typing_rate: Rate,
+        cache_pages: bool,
+    ) -> Result<History, crate::Error> {
         Ok(History {
             enabled,
             writer: Writer::start()?,
+            pages: Pages::new(enabled && cache_pages),
             catching_up: Mutex::new(HashSet::new()),
             typing_rate,
             typing: Mutex::new(HashMap::new()),

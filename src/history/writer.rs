@@ -264,6 +264,7 @@ impl Deliveries {
         let started = Instant::now();
         let results = app.db.with(|store| store.append_and_mark(&messages, marks));
         app.metrics.store_latency.record(started.elapsed());
+        app.db.committed();
         let (results, moved) = match results {
             Ok(r) => r,
             Err(e) => {
@@ -274,6 +275,12 @@ impl Deliveries {
                 return false;
             }
         };
+        // Before any ack or push: a page read after either has the message.
+        for (job, result) in sends.iter().zip(&results) {
+            if let Appended::New { .. } = result {
+                app.history.pages.forget(&job.message.from_id, &job.message.to_id);
+            }
+        }
         for ((job, target), result) in sends.iter().zip(targets).zip(results) {
             let m = &job.message;
             match result {

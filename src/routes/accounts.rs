@@ -115,6 +115,7 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
         Ok::<_, Fail>((former_friends, Change::Removed(me.to_string())))
     })?;
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
+    app.history.pages.forget_user(me);
     let push = proto::push_id(Code::FriendRemoved, me);
     // Every session of the account ends (§11.1); its devices went with it in the store.
     let (conns, ()) = app.sessions.end_user(me, |online| {

@@ -139,6 +139,7 @@ pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
     }
     app.friend_cache.forget([me.as_str(), to]);
     app.history.conversation_ended(&me, to);
+    app.history.pages.forget(&me, to);
     for conn in app.sessions.conns_of(to) {
         remote.send_text(conn, proto::push_id(Code::FriendRemoved, &me));
         app.metrics.pushed(Code::FriendRemoved);

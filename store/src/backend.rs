@@ -114,6 +114,9 @@ delegate! { read;
     /// SQLite: `PRAGMA integrity_check` is "ok". PostgreSQL: the store's own invariants
     /// hold (friendships mutual, no message above its conversation's counter).
     fn integrity_check() -> Result<bool>;
+    /// SQLite: checkpoints the WAL passively (writers go on) and returns the frames it
+    /// held. PostgreSQL: 0.
+    fn checkpoint() -> Result<i64>;
 
     /// The user whose account is `account`, ASCII case-insensitively.
     fn user_by_account(account: &str) -> Result<Option<UserRow>>;

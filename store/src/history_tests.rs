@@ -1,6 +1,7 @@
 //! Tests of conversations that are kept: numbering, cids, marks, the friendship's end
 //! and retention on both backends (`sqlite::…`, `postgres::…`), a race of two
-//! connections on one conversation, and SQLite's migrations from versions 3 and 4.
+//! connections on one conversation, SQLite's migrations from versions 3 and 4, and its
+//! checkpoints.
 
 use rusqlite::Connection;
 
@@ -455,4 +456,30 @@ fn racing_appends_keep_seq_dense_and_unique(kind: Kind) {
     let st = s.conversation("a", "b").unwrap();
     assert_eq!((st.first_seq, st.last_seq), (1, n as i64));
     assert!(s.integrity_check().unwrap());
+}
+
+/// Commits checkpoint at `checkpoint_pages` (0: never), and `checkpoint` copies what the
+/// WAL holds while the next commit may start it over.
+#[test]
+fn commits_checkpoint_at_the_configured_bound_and_checkpoint_copies_the_wal() {
+    let frames_after = |pages: u32, commits: usize| {
+        let db = TempDb::new(Kind::Sqlite);
+        let opts = StoreOptions { checkpoint_pages: pages, ..StoreOptions::default() };
+        let mut s = db.open_with(&opts).unwrap();
+        add_user(&mut s, "a");
+        add_user(&mut s, "b");
+        s.make_friends("a", "B", "b", "A").unwrap();
+        for i in 0..commits {
+            s.append_messages(&[msg("a", "b", Some(&format!("c{i}")), &"x".repeat(200))]).unwrap();
+        }
+        // A passive checkpoint reports the WAL's frames; it copies them all (no reader).
+        let frames = s.checkpoint().unwrap();
+        s.append_messages(&[msg("b", "a", None, "after")]).unwrap();
+        (frames, s.checkpoint().unwrap(), db)
+    };
+    let (never, after, _db) = frames_after(0, 400);
+    assert!(never > 1000, "no commit checkpointed: {never} frames");
+    assert!(after < 20, "the commit after a whole checkpoint starts the WAL over: {after}");
+    let (bounded, _, _db) = frames_after(100, 400);
+    assert!(bounded < 200, "commits checkpointed at 100 pages: {bounded} frames");
 }

@@ -46,6 +46,12 @@ pub struct StoreOptions {
     /// without one there is nothing to truncate. Connections of one process still share
     /// the file as usual. `false` opens on the default VFS, for several processes.
     pub process_exclusive: bool,
+    /// WAL pages at which a commit checkpoints the WAL (copies it into the database
+    /// file, syncing both) before it returns: SQLite's `wal_autocheckpoint`, default
+    /// 1,000; 0 never. The owner of a higher bound calls
+    /// [`Store::checkpoint`](crate::Store::checkpoint) in between (imd does, on a thread
+    /// of its own, so that sends seldom wait for a checkpoint).
+    pub checkpoint_pages: u32,
 }
 
 impl Default for StoreOptions {
@@ -54,6 +60,7 @@ impl Default for StoreOptions {
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
             process_exclusive: true,
+            checkpoint_pages: 1000,
         }
     }
 }
@@ -236,6 +243,7 @@ pub(crate) fn open(path: &Path, opts: &StoreOptions) -> Result<Connection, Store
         return Err(StoreError::NotWal(mode));
     }
     conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "wal_autocheckpoint", opts.checkpoint_pages)?;
     conn.pragma_update(None, "synchronous", opts.synchronous.pragma())?;
     migrate(&mut conn)?;
     Ok(conn)

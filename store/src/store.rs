@@ -123,6 +123,16 @@ impl Sqlite {
         Ok(first == "ok")
     }
 
+    /// Copies what the WAL holds into the database file as far as no reader still needs
+    /// it, while writers go on (`PRAGMA wal_checkpoint(PASSIVE)`); returns the frames
+    /// the WAL held. The WAL starts over at the first commit after a checkpoint that
+    /// copied it all; under steady commits one from another connection seldom does,
+    /// so the commit that reaches [`StoreOptions::checkpoint_pages`] still checkpoints
+    /// (the rest, which is little) and lets the next start the WAL over.
+    pub fn checkpoint(&self) -> Result<i64> {
+        Ok(self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
+    }
+
     /// Writes a consistent copy of the database, committed WAL frames included, to a
     /// new file at `to` (`VACUUM INTO`). Works while the file this connection opened
     /// has been deleted, as long as the connection stays open.
