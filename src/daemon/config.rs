@@ -49,8 +49,11 @@ pub struct RequestLimits {
 /// `[store]`.
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
-    /// Database file; its directory is created at start.
+    /// SQLite database file, when `url` is `None`; its directory is created at start.
     pub path: PathBuf,
+    /// PostgreSQL instead of the file (several nodes on one database); set only when
+    /// `path` is not.
+    pub url: Option<store::PostgresUrl>,
     /// `PRAGMA synchronous`.
     pub synchronous: store::Synchronous,
 }
@@ -130,6 +133,7 @@ impl Default for Config {
             static_cache_bytes: reactor::StaticFiles::DEFAULT_CACHE_BYTES,
             store: StoreConfig {
                 path: PathBuf::from("data/imd.sqlite3"),
+                url: None,
                 synchronous: store::Synchronous::Full,
             },
             password: PasswordConfig {
@@ -299,9 +303,20 @@ impl Doc<'_> {
         self.count("websocket", "max_message_bytes", 1024, 1 << 30, &mut t.ws_max_message_bytes)?;
         self.strings("websocket", "allowed_origins", &mut c.allowed_origins)?;
 
+        let path_given = self.has("store", "path");
         self.path("store", "path", &mut c.store.path)?;
         if c.store.path.as_os_str().is_empty() {
             return Err(err("[store] path: must not be empty"));
+        }
+        let mut url = String::new();
+        self.string("store", "url", &mut url)?;
+        if !url.is_empty() {
+            if path_given {
+                return Err(err("[store] path and url: give one, not both"));
+            }
+            let parsed = store::PostgresUrl::parse(&url)
+                .map_err(|e| ConfigError(format!("[store] url: {e}")))?;
+            c.store.url = Some(parsed);
         }
         let mut sync = String::from("full");
         self.string("store", "synchronous", &mut sync)?;
@@ -355,6 +370,10 @@ impl Doc<'_> {
             Some(toml::Value::Table(t)) => Ok(t.remove(key)),
             Some(_) => Err(ConfigError(format!("[{section}] must be a table"))),
         }
+    }
+
+    fn has(&self, section: &str, key: &str) -> bool {
+        self.table.get(section).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(key))
     }
 
     fn string(&mut self, s: &str, k: &str, out: &mut String) -> Result<(), ConfigError> {
@@ -574,6 +593,9 @@ mod tests {
             ("[server]\nworkers = -1", "workers"),
             ("[server]\nlisten = \"nowhere\"", "listen"),
             ("[store]\nsynchronous = \"sometimes\"", "synchronous"),
+            ("[store]\npath = \"a.db\"\nurl = \"postgres://h/imd\"", "not both"),
+            ("[store]\nurl = \"imd.sqlite3\"", "url"),
+            ("[store]\nurl = \"postgres://h/imd?sslmode=require\"", "TLS"),
             ("[websocket]\nping_interval_s = 100\nidle_timeout_s = 50", "idle_timeout_s"),
             ("[tls]\ncert = \"a.pem\"", "together"),
             ("[server]\nlisten = \"\"\n[tls]\nlisten = \"\"", "nothing to serve"),
@@ -585,6 +607,17 @@ mod tests {
             assert!(e.contains(needle), "{text}: {e}");
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+
+    #[test]
+    fn a_url_chooses_postgres_and_the_default_is_the_file() {
+        let (c, w) = parse("[store]\nurl = \"postgres://imd:pw@db:5432/imd\"");
+        let url = c.unwrap().store.url.expect("url");
+        assert_eq!(url.as_str(), "postgres://imd:pw@db:5432/imd");
+        assert!(w.is_empty(), "{w:?}");
+        let (c, _) = parse("[store]\npath = \"x.sqlite3\"");
+        assert!(c.unwrap().store.url.is_none());
+        assert!(Config::default().store.url.is_none());
     }
 
     #[test]

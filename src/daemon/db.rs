@@ -1,15 +1,18 @@
-//! One SQLite connection per worker thread, as the design card says: each worker opens
-//! its own on first use and keeps it while it works. Two failures outlive a single
+//! One store connection per worker thread, as the design card says: each worker opens
+//! its own on first use and keeps it while it works; to the SQLite file at
+//! `[store] path`, or to PostgreSQL at `[store] url`. Two failures outlive a single
 //! operation and are handled here:
 //!
 //! - a connection that failed with a read-only, I/O or corruption error is closed and
 //!   the thread opens a new one on its next operation (SQLite keeps a connection that
-//!   once found its WAL unwritable read-only for its life);
+//!   once found its WAL unwritable read-only for its life; a PostgreSQL connection
+//!   that was lost is of no further use);
 //! - the file at the configured path deleted or replaced under the daemon: writes into
 //!   the old file would be acknowledged and lost, and threads opening later would use
 //!   another file. [`Db::check_files`] (housekeeping) and every open compare the path's
 //!   device and inode with the file opened at start; on a mismatch every operation
 //!   fails (500), `/im/health` answers 503, and the open file is saved beside the path.
+//!   On PostgreSQL there is no file to watch, and SIGUSR1's backup is `pg_dump`'s job.
 
 use std::cell::RefCell;
 use std::os::unix::fs::MetadataExt;
@@ -48,8 +51,8 @@ pub struct Db {
     /// keeps the WAL file in place, and it can still read the file opened at start
     /// after that file was deleted.
     anchor: Mutex<Store>,
-    /// The database file opened at start, and its WAL.
-    file: FileId,
+    /// The database file opened at start (`None` on PostgreSQL), and its WAL.
+    file: Option<FileId>,
     wal: Option<FileId>,
     /// The path no longer names the files opened at start.
     replaced: AtomicBool,
@@ -61,6 +64,18 @@ impl Db {
     /// Creates the database directory, opens the database (migrating it) and checks
     /// it, so a bad path stops the start instead of the first request.
     pub fn new(config: StoreConfig) -> Result<Db, crate::Error> {
+        if let Some(url) = &config.url {
+            let anchor = open(&config).map_err(|e| store_error(&config, e))?;
+            log::info!("store: PostgreSQL at {url}");
+            return Ok(Db {
+                anchor: Mutex::new(anchor),
+                file: None,
+                wal: None,
+                replaced: AtomicBool::new(false),
+                opened: AtomicU64::new(1),
+                config,
+            });
+        }
         if let Some(dir) = config.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 crate::Error::Config(format!("[store] path {}: {e}", config.path.display()))
@@ -78,7 +93,7 @@ impl Db {
         Ok(Db {
             config,
             anchor: Mutex::new(anchor),
-            file,
+            file: Some(file),
             wal,
             replaced: AtomicBool::new(false),
             opened: AtomicU64::new(1),
@@ -99,9 +114,7 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Store) -> Result<R, StoreError>,
     ) -> Result<R, crate::Error> {
-        self.open()
-            .and_then(|mut store| f(&mut store))
-            .map_err(|e| crate::Error::Store(self.config.path.clone(), e))
+        self.open().and_then(|mut store| f(&mut store)).map_err(|e| store_error(&self.config, e))
     }
 
     /// Runs `f` on this thread's connection, opening it on first use and again after
@@ -137,8 +150,11 @@ impl Db {
         if self.is_replaced() {
             return Err(StoreError::FileReplaced);
         }
+        let Some(file) = self.file else {
+            return Ok(());
+        };
         let wal_path = suffixed(&self.config.path, "-wal");
-        let same = FileId::of(&self.config.path) == Some(self.file)
+        let same = FileId::of(&self.config.path) == Some(file)
             && self.wal.is_none_or(|wal| FileId::of(&wal_path) == Some(wal));
         if same {
             return Ok(());
@@ -194,7 +210,18 @@ fn unix_secs() -> u64 {
 
 fn open(config: &StoreConfig) -> Result<Store, StoreError> {
     let opts = StoreOptions { synchronous: config.synchronous, ..StoreOptions::default() };
-    Store::open(&config.path, &opts)
+    match &config.url {
+        Some(url) => Store::connect(url.as_str(), &opts),
+        None => Store::open(&config.path, &opts),
+    }
+}
+
+/// A failure at start, named by where the database is (the URL without its password).
+fn store_error(config: &StoreConfig, e: StoreError) -> crate::Error {
+    match &config.url {
+        Some(url) => crate::Error::Store(PathBuf::from(url.to_string()), e),
+        None => crate::Error::Store(config.path.clone(), e),
+    }
 }
 
 /// `path` with `suffix` appended to its file name, as SQLite names the WAL.
@@ -214,7 +241,11 @@ mod tests {
             std::process::id(),
             crate::live::token::new_user_id()
         ));
-        StoreConfig { path: dir.join("imd.sqlite3"), synchronous: store::Synchronous::Normal }
+        StoreConfig {
+            path: dir.join("imd.sqlite3"),
+            url: None,
+            synchronous: store::Synchronous::Normal,
+        }
     }
 
     fn read_only() -> StoreError {
@@ -248,6 +279,31 @@ mod tests {
         });
         drop(db);
         let _ = std::fs::remove_dir_all(config.path.parent().expect("dir"));
+    }
+
+    #[test]
+    fn a_lost_postgres_connection_is_replaced_on_the_next_operation() {
+        let pg = store::testdb::TempDb::new(store::testdb::Kind::Postgres);
+        let config = StoreConfig {
+            path: PathBuf::from("unused.sqlite3"),
+            url: Some(store::PostgresUrl::parse(pg.url()).expect("url")),
+            synchronous: store::Synchronous::Normal,
+        };
+        let db = Db::new(config).expect("db");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                db.with(|s| s.schema_version()).expect("first use");
+                let opened = db.opened();
+                assert!(pg.terminate_sessions() >= 2, "the anchor and this worker's");
+                let lost = db.with(|s| s.schema_version());
+                assert!(matches!(&lost, Err(e) if e.needs_reopen()), "{lost:?}");
+                assert_eq!(db.with(|s| s.schema_version()).expect("again"), store::SCHEMA_VERSION);
+                assert_eq!(db.opened(), opened + 1, "reopened once");
+                assert!(db.check_files().is_ok(), "no file to watch");
+                assert!(matches!(db.backup(), Err(StoreError::Unsupported(_))));
+            });
+        });
+        assert!(!Path::new("unused.sqlite3").exists(), "path is not used beside a url");
     }
 
     #[test]

@@ -3,16 +3,16 @@
 //!
 //! A token's expiry slides: each login with it moves `last_used_ms`, and a token
 //! unused for longer than the caller's `max_age_ms` is refused and deleted. A user
-//! holds at most [`Store::add_device`]'s `keep` tokens; a new one beyond that
+//! holds at most [`Store::add_device`](crate::Store::add_device)'s `keep` tokens; a new one beyond that
 //! revokes the least recently used.
 
 use rusqlite::{params, OptionalExtension};
 
 use crate::error::StoreError;
-use crate::store::{user_row, Result, Store, USER_COLUMNS};
+use crate::store::{user_row, Result, Sqlite, USER_COLUMNS};
 use crate::UserRow;
 
-impl Store {
+impl Sqlite {
     /// Remembers a new device of `user` by its token's SHA-256 and returns the
     /// device's id. Keeps at most `keep` devices per user (the least recently used
     /// go). [`StoreError::UserGone`] when the user was erased meanwhile.

@@ -1,37 +1,15 @@
 //! Tests of remembered logins: sliding expiry, the per-user cap, and each way a device
-//! token is revoked (forget, password change, erase), and the migration from version 5.
-
-use std::path::PathBuf;
+//! token is revoked (forget, password change, erase) on both backends (`sqlite::…`,
+//! `postgres::…`), and SQLite's migration from version 5.
 
 use rusqlite::Connection;
 
 use crate::schema::MIGRATIONS;
+use crate::testdb::{on_both_backends, Kind, TempDb};
 use crate::*;
 
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> TempDb {
-        let name = format!("imd-devices-test-{}.sqlite3", uuid::Uuid::new_v4().simple());
-        TempDb(std::env::temp_dir().join(name))
-    }
-    fn open(&self) -> Store {
-        Store::open(&self.0, &StoreOptions::default()).expect("open")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-fn users(ids: &[&str]) -> (TempDb, Store) {
-    let db = TempDb::new();
+fn users(kind: Kind, ids: &[&str]) -> (TempDb, Store) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     for id in ids {
         s.create_user(&NewUser {
@@ -52,9 +30,8 @@ fn hash(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
-#[test]
-fn a_device_logs_its_user_in_and_its_expiry_slides() {
-    let (_db, mut s) = users(&["a"]);
+fn a_device_logs_its_user_in_and_its_expiry_slides(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a"]);
     let id = s.add_device("a", &hash(1), 0, 10).unwrap();
     let (user, device) = s.device_login(&hash(1), 20 * DAY, 30 * DAY).unwrap().unwrap();
     assert_eq!((user.id.as_str(), device), ("a", id));
@@ -63,9 +40,8 @@ fn a_device_logs_its_user_in_and_its_expiry_slides() {
     assert_eq!(s.device_login(&hash(2), 45 * DAY, 30 * DAY).unwrap(), None, "unknown");
 }
 
-#[test]
-fn an_expired_device_is_refused_and_deleted() {
-    let (_db, mut s) = users(&["a"]);
+fn an_expired_device_is_refused_and_deleted(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a"]);
     s.add_device("a", &hash(1), 0, 10).unwrap();
     assert_eq!(s.device_login(&hash(1), 30 * DAY + 1, 30 * DAY).unwrap(), None);
     assert_eq!(s.device_count("a").unwrap(), 0);
@@ -73,9 +49,8 @@ fn an_expired_device_is_refused_and_deleted() {
     assert_eq!(s.device_login(&hash(1), 30 * DAY + 2, 100 * DAY).unwrap(), None);
 }
 
-#[test]
-fn a_user_keeps_at_most_keep_devices_the_least_recently_used_go() {
-    let (_db, mut s) = users(&["a", "b"]);
+fn a_user_keeps_at_most_keep_devices_the_least_recently_used_go(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a", "b"]);
     s.add_device("a", &hash(1), 1, 2).unwrap();
     s.add_device("a", &hash(2), 2, 2).unwrap();
     s.add_device("b", &hash(9), 2, 2).unwrap();
@@ -89,9 +64,8 @@ fn a_user_keeps_at_most_keep_devices_the_least_recently_used_go() {
     assert_eq!(s.device_count("b").unwrap(), 1, "another user's devices are not counted");
 }
 
-#[test]
-fn forget_revokes_one_device_of_its_own_user_only() {
-    let (_db, mut s) = users(&["a", "b"]);
+fn forget_revokes_one_device_of_its_own_user_only(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a", "b"]);
     let one = s.add_device("a", &hash(1), 0, 10).unwrap();
     s.add_device("a", &hash(2), 0, 10).unwrap();
     assert!(!s.forget_device("b", one).unwrap(), "not b's device");
@@ -101,9 +75,8 @@ fn forget_revokes_one_device_of_its_own_user_only() {
     assert!(s.device_login(&hash(2), 1, DAY).unwrap().is_some());
 }
 
-#[test]
-fn a_password_change_revokes_every_device_and_a_profile_change_none() {
-    let (_db, mut s) = users(&["a", "b"]);
+fn a_password_change_revokes_every_device_and_a_profile_change_none(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a", "b"]);
     s.add_device("a", &hash(1), 0, 10).unwrap();
     s.add_device("a", &hash(2), 0, 10).unwrap();
     s.add_device("b", &hash(3), 0, 10).unwrap();
@@ -117,9 +90,8 @@ fn a_password_change_revokes_every_device_and_a_profile_change_none() {
     assert_eq!(s.device_count("b").unwrap(), 1);
 }
 
-#[test]
-fn erase_revokes_every_device_and_a_gone_user_gets_none() {
-    let (_db, mut s) = users(&["a", "b"]);
+fn erase_revokes_every_device_and_a_gone_user_gets_none(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a", "b"]);
     s.add_device("a", &hash(1), 0, 10).unwrap();
     s.delete_user("a").unwrap();
     assert_eq!(s.device_count("a").unwrap(), 0);
@@ -127,9 +99,8 @@ fn erase_revokes_every_device_and_a_gone_user_gets_none() {
     assert!(matches!(s.add_device("a", &hash(2), 0, 10), Err(StoreError::UserGone)));
 }
 
-#[test]
-fn housekeeping_deletes_devices_unused_since_the_cutoff() {
-    let (_db, mut s) = users(&["a"]);
+fn housekeeping_deletes_devices_unused_since_the_cutoff(kind: Kind) {
+    let (_db, mut s) = users(kind, &["a"]);
     s.add_device("a", &hash(1), 10, 10).unwrap();
     s.add_device("a", &hash(2), 20, 10).unwrap();
     assert_eq!(s.expire_devices(15).unwrap(), 1);
@@ -138,9 +109,9 @@ fn housekeeping_deletes_devices_unused_since_the_cutoff() {
 
 #[test]
 fn version_5_migrates_with_an_empty_device_table() {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     {
-        let conn = Connection::open(&db.0).unwrap();
+        let conn = Connection::open(db.path()).unwrap();
         for sql in &MIGRATIONS[..5] {
             conn.execute_batch(sql).unwrap();
         }
@@ -157,3 +128,13 @@ fn version_5_migrates_with_an_empty_device_table() {
     s.add_device("a", &hash(1), 0, 10).unwrap();
     assert_eq!(s.user_by_id("a").unwrap().unwrap().account, "A");
 }
+
+on_both_backends!(
+    a_device_logs_its_user_in_and_its_expiry_slides,
+    an_expired_device_is_refused_and_deleted,
+    a_user_keeps_at_most_keep_devices_the_least_recently_used_go,
+    forget_revokes_one_device_of_its_own_user_only,
+    a_password_change_revokes_every_device_and_a_profile_change_none,
+    erase_revokes_every_device_and_a_gone_user_gets_none,
+    housekeeping_deletes_devices_unused_since_the_cutoff,
+);

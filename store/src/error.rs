@@ -47,6 +47,11 @@ pub enum StoreError {
     NotWal(String),
     /// Any other SQLite failure (I/O, corruption, constraint, misuse).
     Sqlite(rusqlite::Error),
+    /// Any other PostgreSQL failure (connection, constraint, misuse).
+    Postgres(postgres::Error),
+    /// The operation exists on the other backend only (e.g. `copy_to`, a file copy of a
+    /// SQLite database; PostgreSQL's is `pg_dump`).
+    Unsupported(&'static str),
 }
 
 impl fmt::Display for StoreError {
@@ -69,6 +74,12 @@ impl fmt::Display for StoreError {
             ),
             StoreError::NotWal(mode) => write!(f, "journal_mode is {mode:?}, not WAL"),
             StoreError::Sqlite(e) => write!(f, "sqlite: {e}"),
+            // The client's own line is generic ("db error"); the cause says what.
+            StoreError::Postgres(e) => match std::error::Error::source(e) {
+                Some(cause) => write!(f, "postgres: {e}: {cause}"),
+                None => write!(f, "postgres: {e}"),
+            },
+            StoreError::Unsupported(what) => write!(f, "{what} is not supported on this backend"),
         }
     }
 }
@@ -77,6 +88,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Sqlite(e) => Some(e),
+            StoreError::Postgres(e) => Some(e),
             _ => None,
         }
     }
@@ -96,7 +108,8 @@ impl StoreError {
     /// Whether the connection that failed this way should be closed and opened again.
     /// SQLite keeps some failures on a connection for its life: a connection that met
     /// a read-only or unopenable WAL stays read-only after the file is writable again,
-    /// and one that saw an I/O error or corruption may hold a bad page cache.
+    /// and one that saw an I/O error or corruption may hold a bad page cache. A
+    /// PostgreSQL connection that was closed or lost is of no further use.
     pub fn needs_reopen(&self) -> bool {
         use rusqlite::ErrorCode::{
             CannotOpen, DatabaseCorrupt, NotADatabase, ReadOnly, SystemIoFailure,
@@ -106,6 +119,7 @@ impl StoreError {
                 e.sqlite_error_code(),
                 Some(ReadOnly | SystemIoFailure | DatabaseCorrupt | NotADatabase | CannotOpen)
             ),
+            StoreError::Postgres(e) => crate::pg::needs_reopen(e),
             _ => false,
         }
     }

@@ -8,7 +8,7 @@
 
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 
-use crate::store::{Result, Store};
+use crate::store::{Result, Sqlite};
 
 /// A message to append to its conversation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub struct HistoryMessage {
     pub code: u16,
 }
 
-/// What became of one message of [`Store::append_messages`].
+/// What became of one message of [`Store::append_messages`](crate::Store::append_messages).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Appended {
     /// Stored with this `seq`.
@@ -92,7 +92,7 @@ pub enum Window {
 }
 
 /// The key of the pair `x`, `y`: the smaller id first.
-fn pair<'a>(x: &'a str, y: &'a str) -> (&'a str, &'a str) {
+pub(crate) fn pair<'a>(x: &'a str, y: &'a str) -> (&'a str, &'a str) {
     if x <= y {
         (x, y)
     } else {
@@ -159,7 +159,7 @@ fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<A
     Ok(Appended::New { seq })
 }
 
-impl Store {
+impl Sqlite {
     /// Appends `messages` in one transaction (group commit), each to its conversation,
     /// in order; a message whose `(sender, cid)` is already stored, or whose sender
     /// and receiver are not friends, is not stored (see [`Appended`]).

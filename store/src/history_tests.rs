@@ -1,34 +1,12 @@
-//! Tests of conversations that are kept: numbering, cids, marks, the friendship's end,
-//! retention and the migrations from schema versions 3 and 4.
-
-use std::path::PathBuf;
+//! Tests of conversations that are kept: numbering, cids, marks, the friendship's end
+//! and retention on both backends (`sqlite::…`, `postgres::…`), a race of two
+//! connections on one conversation, and SQLite's migrations from versions 3 and 4.
 
 use rusqlite::Connection;
 
 use crate::schema::MIGRATIONS;
+use crate::testdb::{on_both_backends, Kind, TempDb};
 use crate::*;
-
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> TempDb {
-        let name = format!("imd-history-test-{}.sqlite3", uuid::Uuid::new_v4().simple());
-        TempDb(std::env::temp_dir().join(name))
-    }
-    fn open(&self) -> Store {
-        Store::open(&self.0, &StoreOptions::default()).expect("open")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
 
 fn add_user(s: &mut Store, id: &str) {
     s.create_user(&NewUser {
@@ -41,8 +19,8 @@ fn add_user(s: &mut Store, id: &str) {
     .unwrap();
 }
 
-fn friends(ids: &[&str]) -> (TempDb, Store) {
-    let db = TempDb::new();
+fn friends(kind: Kind, ids: &[&str]) -> (TempDb, Store) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     for id in ids {
         add_user(&mut s, id);
@@ -71,9 +49,8 @@ fn seqs(r: &[Appended]) -> Vec<i64> {
         .collect()
 }
 
-#[test]
-fn seq_is_dense_per_conversation_in_both_directions() {
-    let (_db, mut s) = friends(&["a", "b", "c"]);
+fn seq_is_dense_per_conversation_in_both_directions(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b", "c"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     s.make_friends("a", "C", "c", "A").unwrap();
     let r = s
@@ -95,9 +72,8 @@ fn seq_is_dense_per_conversation_in_both_directions() {
     assert_eq!(before.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2]);
 }
 
-#[test]
-fn a_cid_is_stored_once_per_sender() {
-    let (_db, mut s) = friends(&["a", "b"]);
+fn a_cid_is_stored_once_per_sender(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     let r = s
         .append_messages(&[msg("a", "b", Some("k"), "1"), msg("a", "b", Some("k"), "other")])
@@ -112,9 +88,8 @@ fn a_cid_is_stored_once_per_sender() {
     assert_eq!(r[1], Appended::New { seq: 2 }, "cids are per sender");
 }
 
-#[test]
-fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit() {
-    let (_db, mut s) = friends(&["a", "b"]);
+fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     let live = NewHistoryMessage { live: true, ..msg("a", "b", Some("k"), "1") };
     s.append_messages(&[live.clone(), msg("a", "b", None, "2")]).unwrap();
@@ -125,16 +100,14 @@ fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit() {
     assert_eq!(undelivered.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
 }
 
-#[test]
-fn not_friends_stores_nothing() {
-    let (_db, mut s) = friends(&["a", "b"]);
+fn not_friends_stores_nothing(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
     assert_eq!(s.append_messages(&[msg("a", "b", None, "1")]).unwrap(), vec![Appended::NotFriends]);
     assert!(s.messages("a", "b", Window::Latest, 50).unwrap().is_empty());
 }
 
-#[test]
-fn marks_move_up_only_and_read_is_capped() {
-    let (_db, mut s) = friends(&["a", "b"]);
+fn marks_move_up_only_and_read_is_capped(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     s.append_messages(&[
         msg("a", "b", None, "1"),
@@ -158,9 +131,8 @@ fn marks_move_up_only_and_read_is_capped() {
     assert_eq!(st.unread, 1);
 }
 
-#[test]
-fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one() {
-    let (_db, mut s) = friends(&["a", "b", "c"]);
+fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b", "c"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     s.make_friends("a", "C", "c", "A").unwrap();
     s.append_messages(&[msg("a", "b", Some("x"), "1"), msg("a", "c", None, "2")]).unwrap();
@@ -174,16 +146,15 @@ fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one() {
         vec![Appended::New { seq: 1 }]
     );
     s.delete_user("a").unwrap();
-    let left: i64 = s
-        .conn
-        .query_row("SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM conversations) + (SELECT count(*) FROM marks)", [], |r| r.get(0))
-        .unwrap();
+    let left = s.count_for_tests(
+        "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM conversations)
+              + (SELECT count(*) FROM marks)",
+    );
     assert_eq!(left, 0);
 }
 
-#[test]
-fn retention_keeps_the_counter() {
-    let (_db, mut s) = friends(&["a", "b"]);
+fn retention_keeps_the_counter(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     s.append_messages(&[msg("a", "b", None, "1"), msg("a", "b", None, "2")]).unwrap();
     assert_eq!(s.expire_messages(1001).unwrap(), 2);
@@ -209,9 +180,9 @@ fn schema_5_keeps_conversations_after_the_request_seq_of_4() {
 /// A database at `version` (3: before both; 4: with the request seq) holding offline
 /// messages and friend requests, opened by this build.
 fn migrated_from(version: usize) -> (TempDb, Store) {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     {
-        let conn = Connection::open(&db.0).unwrap();
+        let conn = Connection::open(db.path()).unwrap();
         for sql in &MIGRATIONS[..version] {
             conn.execute_batch(sql).unwrap();
         }
@@ -276,4 +247,56 @@ fn offline_messages_moved(s: &mut Store) {
         s.append_messages(&[msg("b", "a", None, "4")]).unwrap(),
         vec![Appended::New { seq: 3 }]
     );
+}
+
+on_both_backends!(
+    seq_is_dense_per_conversation_in_both_directions,
+    a_cid_is_stored_once_per_sender,
+    a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit,
+    not_friends_stores_nothing,
+    marks_move_up_only_and_read_is_capped,
+    remove_and_erase_delete_the_conversation_and_refriending_starts_at_one,
+    retention_keeps_the_counter,
+    racing_appends_keep_seq_dense_and_unique,
+);
+
+/// Two connections (two nodes, on PostgreSQL) append to one conversation at once, in
+/// both directions and in batches: every message gets a number, the numbers are
+/// 1..=n with no gap and none twice, and each connection's own come in its order.
+fn racing_appends_keep_seq_dense_and_unique(kind: Kind) {
+    let (db, mut s) = friends(kind, &["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    let db = std::sync::Arc::new(db);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let (batches, per_batch) = (40, 3);
+    let threads: Vec<_> = [("a", "b"), ("b", "a")]
+        .into_iter()
+        .map(|(from, to)| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = db.open();
+                barrier.wait();
+                let mut got = Vec::new();
+                for i in 0..batches {
+                    let batch: Vec<_> = (0..per_batch)
+                        .map(|j| msg(from, to, Some(&format!("{i}-{j}")), "p"))
+                        .collect();
+                    got.extend(seqs(&s.append_messages(&batch).unwrap()));
+                }
+                got
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        let got = t.join().unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in order per connection: {got:?}");
+        all.extend(got);
+    }
+    all.sort_unstable();
+    let n = 2 * batches * per_batch;
+    assert_eq!(all, (1..=n as i64).collect::<Vec<_>>());
+    let st = s.conversation("a", "b").unwrap();
+    assert_eq!((st.first_seq, st.last_seq), (1, n as i64));
+    assert!(s.integrity_check().unwrap());
 }

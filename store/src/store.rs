@@ -1,4 +1,5 @@
-//! [`Store`]: one SQLite connection and every operation of the daemon on it.
+//! `Sqlite`: one SQLite connection and every operation of the daemon on it, behind
+//! [`Store`](crate::Store).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,14 +16,14 @@ use crate::schema::{self, StoreOptions};
 /// The result of a store operation.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// One connection to the imd database. The daemon opens one per worker thread; a
-/// `Store` is `Send` but not `Sync`.
+/// One connection to an imd SQLite database. The daemon opens one per worker thread;
+/// it is `Send` but not `Sync`.
 ///
 /// Every write runs in a `BEGIN IMMEDIATE` transaction: it takes the write lock
 /// first (waiting up to the busy timeout), so under WAL it never fails half-way with
 /// `SQLITE_BUSY`. Multi-statement operations are atomic.
 #[derive(Debug)]
-pub struct Store {
+pub(crate) struct Sqlite {
     pub(crate) conn: Connection,
 }
 
@@ -46,11 +47,11 @@ pub(crate) fn user_row(r: &Row<'_>) -> rusqlite::Result<UserRow> {
 
 /// The unique key of an account: ASCII-lowercased (§1: accounts match
 /// case-insensitively, ASCII).
-fn account_key(account: &str) -> String {
+pub(crate) fn account_key(account: &str) -> String {
     account.to_ascii_lowercase()
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -102,13 +103,13 @@ fn befriend_in(
     Ok(())
 }
 
-impl Store {
+impl Sqlite {
     /// Opens (creating if needed) the database at `path`: WAL journaling, foreign
     /// keys on, `opts`' busy timeout and synchronous level, and the schema migrated
     /// to the current version. Several threads or processes may open the same file
     /// at once.
-    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store> {
-        Ok(Store { conn: schema::open(path, opts)? })
+    pub fn open(path: &Path, opts: &StoreOptions) -> Result<Sqlite> {
+        Ok(Sqlite { conn: schema::open(path, opts)? })
     }
 
     /// `PRAGMA user_version` of the open database.
@@ -540,13 +541,5 @@ impl Store {
             tx.execute("DELETE FROM messages WHERE to_id = ?1 AND seq <= ?2", params![to, seq])?;
         tx.commit()?;
         Ok(n)
-    }
-}
-
-#[cfg(test)]
-impl Store {
-    /// The raw connection, for assertions on pragmas and tables.
-    pub(crate) fn conn_for_tests(&self) -> &Connection {
-        &self.conn
     }
 }

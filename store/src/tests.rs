@@ -1,40 +1,14 @@
-//! Tests of every store operation, on temporary database files.
+//! Tests of every store operation, on temporary databases: the behavioural ones on
+//! both backends (`sqlite::…`, `postgres::…`), SQLite's own features on SQLite.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 
+use crate::testdb::{on_both_backends, Kind, TempDb};
 use crate::*;
 
 /// No cap on pending requests.
 const NO_CAP: usize = usize::MAX;
-
-/// A temporary database file, removed (with its WAL and SHM files) on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new() -> TempDb {
-        let name = format!("imd-store-test-{}.sqlite3", uuid::Uuid::new_v4().simple());
-        TempDb(std::env::temp_dir().join(name))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn open(&self) -> Store {
-        Store::open(&self.0, &StoreOptions::default()).expect("open")
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
 
 fn user(id: &str, account: &str, name: &str) -> NewUser {
     NewUser {
@@ -51,8 +25,8 @@ fn user(id: &str, account: &str, name: &str) -> NewUser {
 }
 
 /// A store with users a, b, c (named Alice, Bob, Carol).
-fn abc() -> (TempDb, Store) {
-    let db = TempDb::new();
+fn abc(kind: Kind) -> (TempDb, Store) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     s.create_user(&user("a", "alice", "Alice")).unwrap();
     s.create_user(&user("b", "bob", "Bob")).unwrap();
@@ -62,7 +36,7 @@ fn abc() -> (TempDb, Store) {
 
 #[test]
 fn open_sets_wal_foreign_keys_and_schema() {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     let s = db.open();
     assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
     let mode: String =
@@ -80,9 +54,8 @@ fn open_sets_wal_foreign_keys_and_schema() {
     assert_eq!(sync, 1, "NORMAL");
 }
 
-#[test]
-fn reopening_is_a_no_op_and_keeps_data() {
-    let db = TempDb::new();
+fn reopening_is_a_no_op_and_keeps_data(kind: Kind) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     s.create_user(&user("a", "alice", "Alice")).unwrap();
     drop(s);
@@ -93,13 +66,12 @@ fn reopening_is_a_no_op_and_keeps_data() {
     }
 }
 
-#[test]
-fn a_newer_schema_is_refused() {
-    let db = TempDb::new();
-    let s = db.open();
-    s.conn_for_tests().pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+fn a_newer_schema_is_refused(kind: Kind) {
+    let db = TempDb::new(kind);
+    let mut s = db.open();
+    s.set_schema_version_for_tests(SCHEMA_VERSION + 1);
     drop(s);
-    match Store::open(db.path(), &StoreOptions::default()) {
+    match db.open_with(&StoreOptions::default()) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
             assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
         }
@@ -107,16 +79,15 @@ fn a_newer_schema_is_refused() {
     }
 }
 
-#[test]
-fn concurrent_opens_of_a_new_file_all_succeed() {
-    let db = Arc::new(TempDb::new());
+fn concurrent_opens_of_a_new_file_all_succeed(kind: Kind) {
+    let db = Arc::new(TempDb::new(kind));
     let barrier = Arc::new(Barrier::new(12));
     let threads: Vec<_> = (0..12)
         .map(|_| {
             let (db, barrier) = (Arc::clone(&db), Arc::clone(&barrier));
             std::thread::spawn(move || {
                 barrier.wait();
-                Store::open(db.path(), &StoreOptions::default()).map(|s| s.schema_version())
+                db.open_with(&StoreOptions::default()).map(|s| s.schema_version())
             })
         })
         .collect();
@@ -125,9 +96,8 @@ fn concurrent_opens_of_a_new_file_all_succeed() {
     }
 }
 
-#[test]
-fn users_are_found_by_id_and_case_insensitive_account() {
-    let db = TempDb::new();
+fn users_are_found_by_id_and_case_insensitive_account(kind: Kind) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     s.create_user(&user("id1", "Alice", "Alice A")).unwrap();
     let u = s.user_by_account("aLiCe").unwrap().unwrap();
@@ -143,9 +113,8 @@ fn users_are_found_by_id_and_case_insensitive_account() {
     assert_eq!(s.user_by_id("nobody").unwrap(), None);
 }
 
-#[test]
-fn accounts_are_unique_case_insensitively() {
-    let db = TempDb::new();
+fn accounts_are_unique_case_insensitively(kind: Kind) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     s.create_user(&user("1", "Bob", "B")).unwrap();
     assert!(matches!(s.create_user(&user("2", "bOB", "B")), Err(StoreError::AccountTaken)));
@@ -154,13 +123,13 @@ fn accounts_are_unique_case_insensitively() {
     s.create_user(&user("4", "Ä", "x")).unwrap();
     s.create_user(&user("5", "ä", "x")).unwrap();
     // A duplicate id is an internal error, not "account taken".
-    assert!(matches!(s.create_user(&user("1", "other", "x")), Err(StoreError::Sqlite(_))));
+    let dup = s.create_user(&user("1", "other", "x"));
+    assert!(matches!(dup, Err(StoreError::Sqlite(_) | StoreError::Postgres(_))), "{dup:?}");
     assert_eq!(s.user_by_id("2").unwrap(), None);
 }
 
-#[test]
-fn racing_registrations_have_one_winner() {
-    let db = Arc::new(TempDb::new());
+fn racing_registrations_have_one_winner(kind: Kind) {
+    let db = Arc::new(TempDb::new(kind));
     drop(db.open()); // create the schema once; opens race in another test
     let n = 20;
     let barrier = Arc::new(Barrier::new(n));
@@ -181,9 +150,8 @@ fn racing_registrations_have_one_winner() {
     assert_eq!((wins, taken), (1, n - 1), "{results:?}");
 }
 
-#[test]
-fn profile_updates_change_only_given_fields() {
-    let (_db, mut s) = abc();
+fn profile_updates_change_only_given_fields(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     let before = s.user_by_id("a").unwrap().unwrap();
     let up = ProfileUpdate {
         name: Some("Alicia".into()),
@@ -203,9 +171,8 @@ fn profile_updates_change_only_given_fields() {
     assert!(matches!(s.update_profile("nobody", &up), Err(StoreError::UserGone)));
 }
 
-#[test]
-fn the_directory_lists_every_user_with_small_pictures_only() {
-    let db = TempDb::new();
+fn the_directory_lists_every_user_with_small_pictures_only(kind: Kind) {
+    let db = TempDb::new(kind);
     let mut s = db.open();
     s.create_user(&user("a", "alice", "Alice")).unwrap();
     s.create_user(&NewUser { picture: "é".repeat(3), ..user("b", "Bob", "Bob") }).unwrap();
@@ -237,7 +204,7 @@ fn the_directory_lists_every_user_with_small_pictures_only() {
 
 #[test]
 fn version_2_migrates_without_the_trigram_index() {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         for sql in &crate::schema::MIGRATIONS[..2] {
@@ -274,9 +241,8 @@ fn version_2_migrates_without_the_trigram_index() {
     assert!(s.integrity_check().unwrap());
 }
 
-#[test]
-fn friendships_are_mutual_with_aliases() {
-    let (_db, mut s) = abc();
+fn friendships_are_mutual_with_aliases(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     assert!(!s.are_friends("a", "b").unwrap());
     s.request_friend("a", "b", "hi", NO_CAP).unwrap();
     s.make_friends("b", "Ally", "a", "Bobby").unwrap();
@@ -314,9 +280,8 @@ fn friendships_are_mutual_with_aliases() {
     assert!(!s.are_friends("a", "ghost").unwrap());
 }
 
-#[test]
-fn requests_are_one_per_ordered_pair() {
-    let (_db, mut s) = abc();
+fn requests_are_one_per_ordered_pair(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     s.request_friend("b", "a", "first", NO_CAP).unwrap();
     s.request_friend("c", "a", "from carol", NO_CAP).unwrap();
     // A repeat replaces the note and becomes the newest.
@@ -350,9 +315,8 @@ fn requests_are_one_per_ordered_pair() {
     assert!(matches!(s.request_friend("ghost", "a", "", NO_CAP), Err(StoreError::UserGone)));
 }
 
-#[test]
-fn messages_come_oldest_first_and_are_deleted_up_to_a_seq() {
-    let (_db, mut s) = abc();
+fn messages_come_oldest_first_and_are_deleted_up_to_a_seq(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     s.make_friends("a", "B", "b", "A").unwrap();
     let s1 = s.store_message("a", "b", "1", "one", 10).unwrap();
     let batch = [
@@ -392,9 +356,8 @@ fn messages_come_oldest_first_and_are_deleted_up_to_a_seq() {
     assert!(s.pending_messages("c", 100).unwrap().is_empty());
 }
 
-#[test]
-fn delete_user_purges_everything() {
-    let (_db, mut s) = abc();
+fn delete_user_purges_everything(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     s.make_friends("a", "B", "b", "A").unwrap();
     s.make_friends("a", "C", "c", "A").unwrap();
     s.make_friends("b", "C", "c", "B").unwrap();
@@ -431,8 +394,7 @@ fn delete_user_purges_everything() {
                 _ => "id = 'a'",
             }
         );
-        let n: i64 = s.conn_for_tests().query_row(&sql, [], |r| r.get(0)).unwrap();
-        assert_eq!(n, 0, "{table}");
+        assert_eq!(s.count_for_tests(&sql), 0, "{table}");
     }
     assert!(matches!(s.delete_user("a"), Err(StoreError::UserGone)), "one erase wins");
     // The account is free again.
@@ -440,9 +402,8 @@ fn delete_user_purges_everything() {
     assert!(s.integrity_check().unwrap());
 }
 
-#[test]
-fn writers_on_many_connections_do_not_fail_busy() {
-    let (db, mut s) = abc();
+fn writers_on_many_connections_do_not_fail_busy(kind: Kind) {
+    let (db, mut s) = abc(kind);
     s.make_friends("a", "B", "b", "A").unwrap();
     drop(s);
     let db = Arc::new(db);
@@ -467,9 +428,8 @@ fn writers_on_many_connections_do_not_fail_busy() {
     assert_eq!(s.pending_messages("a", 1000).unwrap().len(), 400);
 }
 
-#[test]
-fn a_message_is_kept_only_between_friends() {
-    let (_db, mut s) = abc();
+fn a_message_is_kept_only_between_friends(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     assert!(matches!(s.store_message("a", "b", "1", "p", 1), Err(StoreError::NotFriends)));
     s.make_friends("a", "B", "b", "A").unwrap();
     s.store_message("a", "b", "1", "p", 1).unwrap();
@@ -478,9 +438,8 @@ fn a_message_is_kept_only_between_friends() {
     assert!(matches!(s.store_message("b", "a", "1", "p", 1), Err(StoreError::NotFriends)));
 }
 
-#[test]
-fn accepting_checks_in_the_protocol_order() {
-    let (_db, mut s) = abc();
+fn accepting_checks_in_the_protocol_order(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     assert!(matches!(s.accept_request("ghost", "a", "x"), Err(StoreError::UserGone)));
     assert!(matches!(s.accept_request("a", "ghost", "x"), Err(StoreError::NoSuchUser)));
     assert!(matches!(s.accept_request("a", "b", "x"), Err(StoreError::NoRequest)));
@@ -494,9 +453,8 @@ fn accepting_checks_in_the_protocol_order() {
     assert!(matches!(s.request_friend("b", "a", "", NO_CAP), Err(StoreError::AlreadyFriends)));
 }
 
-#[test]
-fn a_request_to_someone_who_asked_first_makes_friends() {
-    let (_db, mut s) = abc();
+fn a_request_to_someone_who_asked_first_makes_friends(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     assert!(matches!(s.request_friend("a", "b", "hi", NO_CAP), Ok(Requested::Stored { .. })));
     match s.request_friend("b", "a", "hey", NO_CAP) {
         Ok(Requested::Befriended { requester, target }) => {
@@ -509,9 +467,8 @@ fn a_request_to_someone_who_asked_first_makes_friends() {
     assert!(!s.pending_request("a", "b").unwrap() && !s.pending_request("b", "a").unwrap());
 }
 
-#[test]
-fn a_target_holds_at_most_cap_requests() {
-    let (_db, mut s) = abc();
+fn a_target_holds_at_most_cap_requests(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     for (id, account) in [("d", "dave"), ("e", "eve")] {
         s.create_user(&user(id, account, account)).unwrap();
     }
@@ -553,9 +510,8 @@ fn race<T: Send + 'static>(
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-#[test]
-fn crossing_requests_on_two_connections_always_make_friends() {
-    let db = Arc::new(TempDb::new());
+fn crossing_requests_on_two_connections_always_make_friends(kind: Kind) {
+    let db = Arc::new(TempDb::new(kind));
     let mut s = db.open();
     for round in 0..40 {
         let (a, b) = (format!("a{round}"), format!("b{round}"));
@@ -574,9 +530,8 @@ fn crossing_requests_on_two_connections_always_make_friends() {
     }
 }
 
-#[test]
-fn racing_an_erase_answers_documented_errors_never_a_failure() {
-    let db = Arc::new(TempDb::new());
+fn racing_an_erase_answers_documented_errors_never_a_failure(kind: Kind) {
+    let db = Arc::new(TempDb::new(kind));
     let mut s = db.open();
     for round in 0..30 {
         let (a, b, c, d) =
@@ -617,9 +572,8 @@ fn racing_an_erase_answers_documented_errors_never_a_failure() {
     }
 }
 
-#[test]
-fn racing_requesters_never_exceed_the_cap() {
-    let db = Arc::new(TempDb::new());
+fn racing_requesters_never_exceed_the_cap(kind: Kind) {
+    let db = Arc::new(TempDb::new(kind));
     let mut s = db.open();
     s.create_user(&user("target", "target", "T")).unwrap();
     for i in 0..12 {
@@ -634,7 +588,7 @@ fn racing_requesters_never_exceed_the_cap() {
 
 #[test]
 fn version_3_migrates_requests_in_their_order() {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     {
         let conn = rusqlite::Connection::open(db.path()).unwrap();
         for sql in &crate::schema::MIGRATIONS[..3] {
@@ -665,7 +619,7 @@ fn version_3_migrates_requests_in_their_order() {
 
 #[test]
 fn one_process_owns_the_file_with_no_shared_memory_file() {
-    let db = TempDb::new();
+    let db = TempDb::new(Kind::Sqlite);
     let shm = {
         let mut p = db.path().to_path_buf().into_os_string();
         p.push("-shm");
@@ -686,22 +640,21 @@ fn one_process_owns_the_file_with_no_shared_memory_file() {
 
 #[test]
 fn a_copy_holds_what_the_open_file_held_even_once_deleted() {
-    let (db, s) = abc();
+    let (db, s) = abc(Kind::Sqlite);
     for suffix in ["", "-wal"] {
         let mut p = db.path().to_path_buf().into_os_string();
         p.push(suffix);
         std::fs::remove_file(p).unwrap();
     }
-    let copy = TempDb::new();
+    let copy = TempDb::new(Kind::Sqlite);
     s.copy_to(copy.path()).unwrap();
     let c = copy.open();
     assert_eq!(c.directory(64).unwrap().len(), 3);
     assert!(c.integrity_check().unwrap());
 }
 
-#[test]
-fn a_rehash_replaces_only_the_hash_it_was_made_from() {
-    let (_db, mut s) = abc();
+fn a_rehash_replaces_only_the_hash_it_was_made_from(kind: Kind) {
+    let (_db, mut s) = abc(kind);
     assert!(s.rehash_password("a", "hash-of-alice", "stronger").unwrap());
     assert_eq!(s.user_by_id("a").unwrap().unwrap().password_hash, "stronger");
     // A password change got there first: the login's rehash of the old one loses.
@@ -711,3 +664,27 @@ fn a_rehash_replaces_only_the_hash_it_was_made_from() {
     assert_eq!(s.user_by_id("b").unwrap().unwrap().password_hash, "changed");
     assert!(!s.rehash_password("nobody", "x", "y").unwrap());
 }
+
+on_both_backends!(
+    reopening_is_a_no_op_and_keeps_data,
+    a_newer_schema_is_refused,
+    concurrent_opens_of_a_new_file_all_succeed,
+    users_are_found_by_id_and_case_insensitive_account,
+    accounts_are_unique_case_insensitively,
+    racing_registrations_have_one_winner,
+    profile_updates_change_only_given_fields,
+    the_directory_lists_every_user_with_small_pictures_only,
+    friendships_are_mutual_with_aliases,
+    requests_are_one_per_ordered_pair,
+    messages_come_oldest_first_and_are_deleted_up_to_a_seq,
+    delete_user_purges_everything,
+    writers_on_many_connections_do_not_fail_busy,
+    a_message_is_kept_only_between_friends,
+    accepting_checks_in_the_protocol_order,
+    a_request_to_someone_who_asked_first_makes_friends,
+    a_target_holds_at_most_cap_requests,
+    crossing_requests_on_two_connections_always_make_friends,
+    racing_an_erase_answers_documented_errors_never_a_failure,
+    racing_requesters_never_exceed_the_cap,
+    a_rehash_replaces_only_the_hash_it_was_made_from,
+);

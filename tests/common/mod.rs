@@ -127,7 +127,15 @@ impl TestServer {
     /// Starts a server on the database in `dir` (e.g. one a stopped server left).
     #[track_caller]
     pub fn start_in(dir: PathBuf, extra: &str) -> TestServer {
-        let daemon = Daemon::bind(config(&dir, extra)).expect("daemon binds");
+        let config = config(&dir, extra);
+        TestServer::start_config(dir, config)
+    }
+
+    /// Starts a server on `config` (built with [`config`] and changed), removing `dir`
+    /// at the end.
+    #[track_caller]
+    pub fn start_config(dir: PathBuf, config: Config) -> TestServer {
+        let daemon = Daemon::bind(config).expect("daemon binds");
         let plain = daemon.local_addr().expect("plain listener");
         let tls = daemon.tls_local_addr().expect("tls listener");
         let remote = daemon.remote();
