@@ -20,6 +20,7 @@
 
 mod app;
 mod auth;
+mod cluster;
 mod daemon;
 mod history;
 mod live;
