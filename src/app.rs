@@ -12,6 +12,7 @@ use store::{Store, StoreError};
 
 use crate::auth::hasher::Hasher;
 use crate::auth::password::Passwords;
+use crate::cluster::{Cluster, LIVENESS_TTL};
 use crate::daemon::config::Config;
 use crate::daemon::db::Db;
 use crate::daemon::metrics::Metrics;
@@ -57,6 +58,8 @@ pub struct App {
     pub(crate) me: Weak<App>,
     /// Shared with the event loop, which answers hot files itself.
     pub(crate) static_files: Arc<StaticFiles>,
+    /// The other nodes' live state, with `[cluster]` (docs/cluster.md).
+    pub(crate) cluster: Option<Cluster>,
 }
 
 /// Why an operation did not succeed: a protocol answer, or an internal failure that
@@ -157,6 +160,10 @@ impl App {
         let threads = config.password.threads;
         let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
+        let cluster = match &config.cluster {
+            Some(c) => Some(open_cluster(&c.redis, &c.node)?),
+            None => None,
+        };
         let r = config.rate_limit;
         let history = History::new(Rate::per_sec(r.typing_per_s, r.typing_burst))?;
         let app = App {
@@ -178,6 +185,7 @@ impl App {
             history,
             me: Weak::new(),
             static_files,
+            cluster,
             config,
         };
         Ok(Arc::new_cyclic(|me| App { me: me.clone(), ..app }))
@@ -282,6 +290,15 @@ impl App {
         self.metrics.http(route, reply_code(&body));
         Some(api_response(body))
     }
+}
+
+/// This node's handle on Redis, checked by marking the node alive: a node that cannot
+/// reach Redis at start does not start.
+fn open_cluster(url: &str, node: &str) -> Result<Cluster, crate::Error> {
+    let fail = |e: redis::RedisError| crate::Error::Config(format!("[cluster] redis {url}: {e}"));
+    let cluster = Cluster::new(url, node, LIVENESS_TTL).map_err(fail)?;
+    cluster.heartbeat().map_err(fail)?;
+    Ok(cluster)
 }
 
 /// The code of a reply built by `proto` (it always starts `{"code":N,`).

@@ -9,7 +9,18 @@ use std::time::Duration;
 use reactor::ConnId;
 use redis::{Commands, RedisResult};
 
-use super::{channel, Cluster, Place};
+use super::{channel, Cluster, Place, BROADCAST};
+
+/// What the subscriber hands on: frames for this node's connections, and friend sets
+/// another node changed.
+pub trait Inbox: Send + 'static {
+    /// `frame` for this node's connection `conn`.
+    fn deliver(&self, conn: ConnId, frame: String);
+    /// The friend sets of `users` changed on some node.
+    fn forget(&self, users: Vec<String>);
+    /// Whether the subscriber should end.
+    fn stopping(&self) -> bool;
+}
 
 /// The subscriber waits this long for a message before looking at `stop`.
 const POLL: Duration = Duration::from_millis(250);
@@ -17,6 +28,8 @@ const POLL: Duration = Duration::from_millis(250);
 /// [`BACKOFF_MAX`] and reset once subscribed.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long [`Cluster::subscribe`] waits for the first subscription.
+const READY_WAIT: Duration = Duration::from_secs(5);
 
 impl Cluster {
     /// Publishes `frame` for the connection at `to`; whether a subscriber received it.
@@ -26,20 +39,24 @@ impl Cluster {
         Ok(receivers > 0)
     }
 
+    /// Tells every node (this one too) that the friend sets of `users` changed.
+    pub fn broadcast_forget(&self, users: &[&str]) -> RedisResult<()> {
+        let message = format!("forget\n{}", users.join(" "));
+        self.with(|c| c.publish::<_, _, i64>(BROADCAST, message)).map(|_| ())
+    }
+
     /// Starts the subscriber thread of this node: each frame addressed to one of its
-    /// connections goes to `deliver`. It reconnects and subscribes again by itself
-    /// after any failure, and ends once `stop` says so (checked every 250 ms).
-    pub fn subscribe(
-        &self,
-        deliver: impl Fn(ConnId, String) + Send + 'static,
-        stop: impl Fn() -> bool + Send + 'static,
-    ) -> std::io::Result<JoinHandle<()>> {
+    /// connections, and each broadcast, goes to `inbox`. It reconnects and subscribes
+    /// again by itself after any failure, and ends once the inbox is stopping
+    /// (checked every 250 ms). Returns once subscribed (or after 5 s of trying).
+    pub fn subscribe(&self, inbox: impl Inbox) -> std::io::Result<JoinHandle<()>> {
         let client = self.client.clone();
         let channel = channel(&self.node);
-        thread::Builder::new().name("imd-cluster-bus".into()).spawn(move || {
+        let (ready, subscribed) = std::sync::mpsc::channel();
+        let handle = thread::Builder::new().name("imd-cluster-bus".into()).spawn(move || {
             let mut backoff = BACKOFF_MIN;
-            while !stop() {
-                match listen(&client, &channel, &deliver, &stop, &mut backoff) {
+            while !inbox.stopping() {
+                match listen(&client, &channel, &inbox, &mut backoff, &ready) {
                     Ok(()) => return,
                     Err(e) => {
                         log::warn!("cluster: subscription to {channel} lost ({e}); retrying");
@@ -48,10 +65,16 @@ impl Cluster {
                     }
                 }
             }
-        })
+        })?;
+        // A node serves once it can hear the others, or after a few seconds of trying.
+        if subscribed.recv_timeout(READY_WAIT).is_err() {
+            log::warn!("cluster: not yet subscribed; serving anyway, retrying meanwhile");
+        }
+        Ok(handle)
     }
 
     /// Whether a subscriber is listening on `node`'s channel.
+    #[cfg(test)]
     pub fn listening(&self, node: &str) -> RedisResult<bool> {
         let counts: Vec<(String, i64)> =
             self.with(|c| redis::cmd("PUBSUB").arg("NUMSUB").arg(channel(node)).query(c))?;
@@ -63,24 +86,33 @@ impl Cluster {
 fn listen(
     client: &redis::Client,
     channel: &str,
-    deliver: &impl Fn(ConnId, String),
-    stop: &impl Fn() -> bool,
+    inbox: &impl Inbox,
     backoff: &mut Duration,
+    ready: &std::sync::mpsc::Sender<()>,
 ) -> RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(BACKOFF_MAX)?;
     let mut sub = conn.as_pubsub();
-    sub.subscribe(channel)?;
+    sub.subscribe(&[channel, BROADCAST])?;
     sub.set_read_timeout(Some(POLL))?;
     log::info!("cluster: subscribed to {channel}");
     *backoff = BACKOFF_MIN;
-    while !stop() {
+    let _ = ready.send(());
+    while !inbox.stopping() {
         let msg = match sub.get_message() {
             Ok(m) => m,
             Err(e) if e.is_timeout() => continue,
             Err(e) => return Err(e),
         };
-        match parse(msg.get_payload_bytes()) {
-            Some((conn, frame)) => deliver(conn, frame),
+        let payload = msg.get_payload_bytes();
+        if msg.get_channel_name() == BROADCAST {
+            match parse_forget(payload) {
+                Some(users) => inbox.forget(users),
+                None => log::warn!("cluster: a malformed broadcast dropped"),
+            }
+            continue;
+        }
+        match parse(payload) {
+            Some((conn, frame)) => inbox.deliver(conn, frame),
             None => log::warn!("cluster: a malformed message on {channel} dropped"),
         }
     }
@@ -92,6 +124,12 @@ fn parse(payload: &[u8]) -> Option<(ConnId, String)> {
     let text = std::str::from_utf8(payload).ok()?;
     let (conn, frame) = text.split_once('\n')?;
     Some((ConnId(conn.parse().ok()?), frame.to_string()))
+}
+
+/// `forget\n{user} {user}…`.
+fn parse_forget(payload: &[u8]) -> Option<Vec<String>> {
+    let users = std::str::from_utf8(payload).ok()?.strip_prefix("forget\n")?;
+    Some(users.split(' ').filter(|u| !u.is_empty()).map(str::to_string).collect())
 }
 
 #[cfg(test)]
@@ -112,6 +150,32 @@ mod tests {
         }
     }
 
+    enum Got {
+        Frame(ConnId, String),
+        Forget(Vec<String>),
+    }
+
+    struct TestInbox(mpsc::Sender<Got>, Arc<AtomicBool>);
+
+    impl Inbox for TestInbox {
+        fn deliver(&self, conn: ConnId, frame: String) {
+            let _ = self.0.send(Got::Frame(conn, frame));
+        }
+        fn forget(&self, users: Vec<String>) {
+            let _ = self.0.send(Got::Forget(users));
+        }
+        fn stopping(&self) -> bool {
+            self.1.load(Ordering::SeqCst)
+        }
+    }
+
+    fn frame(rx: &mpsc::Receiver<Got>) -> (ConnId, String) {
+        match rx.recv_timeout(Duration::from_secs(5)).expect("a message") {
+            Got::Frame(c, f) => (c, f),
+            Got::Forget(u) => panic!("a broadcast {u:?} where a frame was expected"),
+        }
+    }
+
     #[test]
     fn frames_reach_the_node_holding_the_connection_and_survive_a_redis_restart() {
         let mut redis = RedisServer::start();
@@ -119,17 +183,11 @@ mod tests {
         let b = Cluster::new(&redis.url(), "b", LIVENESS_TTL).unwrap();
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let handle = b
-            .subscribe(
-                move |conn, frame| tx.send((conn, frame)).unwrap(),
-                move || s.load(Ordering::SeqCst),
-            )
-            .unwrap();
+        let handle = b.subscribe(TestInbox(tx, stop.clone())).unwrap();
         wait_listening(&a, "b");
         let to = Place { node: "b".into(), conn: ConnId(42) };
         assert!(a.publish(&to, "{\"code\":302,\"id\":\"x\\ny\"}").unwrap());
-        let got = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        let got = frame(&rx);
         assert_eq!(got, (ConnId(42), "{\"code\":302,\"id\":\"x\\ny\"}".to_string()));
         // Nobody on node c: the frame is lost, and the publisher knows.
         assert!(!a.publish(&Place { node: "c".into(), conn: ConnId(1) }, "{}").unwrap());
@@ -138,7 +196,12 @@ mod tests {
         // The publisher's connection broke: its first command may fail, the next works.
         wait_listening(&a, "b");
         assert!(a.publish(&to, "after").unwrap());
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (ConnId(42), "after".into()));
+        assert_eq!(frame(&rx), (ConnId(42), "after".into()));
+        a.broadcast_forget(&["u1", "u2"]).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)).expect("the broadcast") {
+            Got::Forget(users) => assert_eq!(users, ["u1", "u2"]),
+            Got::Frame(c, f) => panic!("a frame {c:?} {f} where a broadcast was expected"),
+        }
 
         stop.store(true, Ordering::SeqCst);
         handle.join().unwrap();
@@ -150,5 +213,7 @@ mod tests {
         assert_eq!(parse(b"x\n{}"), None);
         assert_eq!(parse(b"7"), None);
         assert_eq!(parse(&[0xff, b'\n']), None);
+        assert_eq!(parse_forget(b"forget\na b"), Some(vec!["a".into(), "b".into()]));
+        assert_eq!(parse_forget(b"other\na"), None);
     }
 }

@@ -9,6 +9,8 @@
 //! - `registry` — live sessions of every node: user → (node, connection), by token.
 //! - `bus`      — one subscriber thread per node: frames other nodes address to this
 //!   node's connections, handed to the reactor; and publishing them.
+//! - `fanout`   — the daemon's calls: pushes to other nodes, presence, tokens, the
+//!   housekeeping tick. No-ops without `[cluster]`.
 //!
 //! Redis layout (every key starts `imd:`):
 //!
@@ -21,8 +23,10 @@
 //! | `imd:user:{user}:sessions` | hash `{node}/{conn}` → token | the user's sessions |
 //! | `imd:token:{token}` | string `{user}/{node}/{conn}` | a session token on every node |
 //! | channel `imd:to:{node}` | pub/sub | `{conn}\n{frame}` for a connection of the node |
+//! | channel `imd:all` | pub/sub | `forget\n{user} {user}…`: friend sets changed |
 
 mod bus;
+pub(crate) mod fanout;
 mod nodes;
 mod registry;
 
@@ -35,7 +39,8 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
-pub use registry::{Owner, Place};
+pub use bus::Inbox;
+pub use registry::Place;
 
 /// How long a node counts as alive after its last refresh. Housekeeping refreshes it
 /// every second and reaps dead nodes every second, so a node killed with -9 has its
@@ -119,3 +124,6 @@ fn channel(node: &str) -> String {
 }
 
 const NODES: &str = "imd:nodes";
+
+/// The channel every node listens on: friend sets changed.
+const BROADCAST: &str = "imd:all";

@@ -52,18 +52,17 @@ impl Cluster {
     }
 
     /// Forgets `user`'s session on this node's `conn`.
-    pub fn session_ended(&self, user: &str, conn: ConnId, token: &str) -> RedisResult<()> {
+    pub fn session_ended(&self, user: &str, conn: ConnId) -> RedisResult<()> {
         let place = Place { node: self.node.clone(), conn };
         self.with(|c| {
-            redis::pipe()
-                .atomic()
-                .hdel(user_sessions_key(user), place.field())
-                .ignore()
-                .srem(node_sessions_key(&self.node), format!("{user}/{}", conn.0))
-                .ignore()
-                .del(token_key(token))
-                .ignore()
-                .query::<()>(c)
+            let token: Option<String> = c.hget(user_sessions_key(user), place.field())?;
+            let mut p = redis::pipe();
+            p.atomic().hdel(user_sessions_key(user), place.field()).ignore();
+            p.srem(node_sessions_key(&self.node), format!("{user}/{}", conn.0)).ignore();
+            if let Some(token) = token {
+                p.del(token_key(&token)).ignore();
+            }
+            p.query::<()>(c)
         })
     }
 
@@ -117,10 +116,10 @@ mod tests {
             Some(Owner { user: "u1".into(), place: on("b", 9) })
         );
         assert!(b.is_online("u1").unwrap());
-        b.session_ended("u1", ConnId(9), "tok-b").unwrap();
+        b.session_ended("u1", ConnId(9)).unwrap();
         assert_eq!(b.sessions_of("u1").unwrap(), vec![on("a", 7)]);
         assert_eq!(a.owner_of("tok-b").unwrap(), None);
-        a.session_ended("u1", ConnId(7), "tok-a").unwrap();
+        a.session_ended("u1", ConnId(7)).unwrap();
         assert!(!b.is_online("u1").unwrap());
         assert!(!a.is_online("nobody").unwrap());
     }

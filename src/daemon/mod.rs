@@ -87,6 +87,10 @@ impl Daemon {
     /// Runs until a graceful shutdown completes ([`Remote::shutdown`]).
     pub fn run(self) -> Result<(), Error> {
         let remote = self.server.remote();
+        let bus = match &self.app.cluster {
+            Some(cluster) => Some(join_cluster(&self.app, cluster, &remote)?),
+            None => None,
+        };
         let app = self.app.clone();
         let housekeeping = thread::Builder::new()
             .name("imd-housekeeping".into())
@@ -94,7 +98,51 @@ impl Daemon {
             .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?;
         let result = self.server.run().map_err(Error::Reactor);
         let _ = housekeeping.join();
+        if let Some(bus) = bus {
+            let _ = bus.join();
+        }
+        if let Some(cluster) = &self.app.cluster {
+            // Its sessions are closed: the others hear 300 from their close, not here.
+            if let Err(e) = cluster.leave() {
+                log::warn!("cluster: leaving: {e}");
+            }
+        }
         result
+    }
+}
+
+/// Joins the cluster: clears what an earlier process of this node left (its users'
+/// friends hear 300), and starts the subscriber that hands other nodes' frames to the
+/// reactor.
+fn join_cluster(
+    app: &Arc<App>,
+    cluster: &crate::cluster::Cluster,
+    remote: &Remote,
+) -> Result<thread::JoinHandle<()>, Error> {
+    let orphans =
+        cluster.join().map_err(|e| Error::Config(format!("[cluster] cannot join: {e}")))?;
+    crate::cluster::fanout::announce_offline(app, remote, &orphans);
+    let inbox = NodeInbox { app: app.clone(), remote: remote.clone() };
+    cluster.subscribe(inbox).map_err(|e| Error::Config(format!("cannot start a thread: {e}")))
+}
+
+/// Where the cluster's subscriber hands what other nodes send.
+struct NodeInbox {
+    app: Arc<App>,
+    remote: Remote,
+}
+
+impl crate::cluster::Inbox for NodeInbox {
+    fn deliver(&self, conn: reactor::ConnId, frame: String) {
+        self.remote.send_text(conn, frame);
+    }
+
+    fn forget(&self, users: Vec<String>) {
+        self.app.friend_cache.forget(users.iter().map(String::as_str));
+    }
+
+    fn stopping(&self) -> bool {
+        self.remote.is_shutting_down()
     }
 }
 
@@ -115,6 +163,9 @@ fn housekeeping(app: &App, remote: &Remote) {
         // A mismatch is logged once, inside; from then on writes answer 500.
         let _ = app.db.check_files();
         tick += 1;
+        if tick % 4 == 0 {
+            crate::cluster::fanout::tick(app, remote);
+        }
         let closed = closed_connections(remote);
         if tick % TRIM_EVERY_TICKS == 0 && closed != closed_at_trim {
             closed_at_trim = closed;

@@ -48,10 +48,12 @@ pub fn delivered_at_login(app: &App, remote: &Remote, me: &str, backlog: &Backlo
     match app.store(|s| s.mark_delivered(me, &marks)) {
         Ok(moved) => {
             for (sender, seq) in moved {
+                let push = delivered_push(me, seq);
                 for c in app.sessions.conns_of(&sender) {
-                    remote.send_text(c, delivered_push(me, seq));
+                    remote.send_text(c, push.clone());
                     app.metrics.pushed(Code::MessageDelivered);
                 }
+                crate::cluster::fanout::push_elsewhere(app, &sender, &push);
             }
         }
         Err(f) => f.log(),

@@ -18,6 +18,7 @@ use reactor::{ConnId, Remote};
 use store::{Appended, NewHistoryMessage};
 
 use crate::app::App;
+use crate::cluster::{fanout, Place};
 
 /// Most sends in one commit: a bound on how long the first of them waits.
 pub const MAX_BATCH: usize = 256;
@@ -98,10 +99,16 @@ fn commit(batch: Vec<Job>) {
     let _delivery = app.history.delivery();
     let targets: Vec<Vec<ConnId>> =
         batch.iter().map(|j| app.sessions.conns_of(&j.message.to_id)).collect();
+    // The receiver's sessions on other nodes count as live too (docs/cluster.md).
+    let elsewhere: Vec<Vec<Place>> =
+        batch.iter().map(|j| fanout::sessions_elsewhere(&app, &j.message.to_id)).collect();
     let messages: Vec<NewHistoryMessage> = batch
         .iter()
-        .zip(&targets)
-        .map(|(j, t)| NewHistoryMessage { live: !t.is_empty(), ..j.message.clone() })
+        .zip(targets.iter().zip(&elsewhere))
+        .map(|(j, (t, e))| NewHistoryMessage {
+            live: !t.is_empty() || !e.is_empty(),
+            ..j.message.clone()
+        })
         .collect();
     let started = std::time::Instant::now();
     let results = app.db.with(|store| store.append_messages(&messages));
@@ -116,10 +123,10 @@ fn commit(batch: Vec<Job>) {
             return;
         }
     };
-    for ((job, target), result) in batch.iter().zip(targets).zip(results) {
+    for (((job, target), places), result) in batch.iter().zip(targets).zip(elsewhere).zip(results) {
         let m = &job.message;
         match result {
-            Appended::New { seq } => deliver(&app, job, target, seq),
+            Appended::New { seq } => deliver(&app, job, target, &places, seq),
             Appended::Existing(old) if old.to_id == m.to_id && old.payload == m.payload => {
                 let code =
                     if old.code == 200 { Code::Success } else { Code::StoredForOfflineFriend };
@@ -134,7 +141,7 @@ fn commit(batch: Vec<Job>) {
 /// After the commit: pushes the message to the receiver's live sessions `targets`
 /// and copies it to the sender's other sessions (§11.1), and acks the sender: 200 when
 /// it was queued on a session of the receiver (then 306), else 202.
-fn deliver(app: &App, job: &Job, targets: Vec<ConnId>, seq: i64) {
+fn deliver(app: &App, job: &Job, targets: Vec<ConnId>, places: &[Place], seq: i64) {
     let m = &job.message;
     let frame = proto::kept_receive_frame(
         &m.dialogue_id,
@@ -146,17 +153,20 @@ fn deliver(app: &App, job: &Job, targets: Vec<ConnId>, seq: i64) {
     );
     let remote = &job.done.remote;
     crate::routes::tunnel::carbon_copies(app, remote, job.conn, &m.from_id, &m.to_id, &frame);
-    let live = !targets.is_empty();
+    let live = !targets.is_empty() || !places.is_empty();
     for friend in targets {
         remote.send_text(friend, frame.clone());
     }
+    fanout::publish_to(app, places, &frame);
     let code = if live { Code::Success } else { Code::StoredForOfflineFriend };
     reply(app, job, code, Some((seq, m.ts_ms)), m.cid.as_deref());
     if live {
+        let push = delivered_push(&m.to_id, seq);
         for me in app.sessions.conns_of(&m.from_id) {
-            remote.send_text(me, delivered_push(&m.to_id, seq));
+            remote.send_text(me, push.clone());
             app.metrics.pushed(Code::MessageDelivered);
         }
+        fanout::push_elsewhere(app, &m.from_id, &push);
     } else {
         app.metrics.offline_stored(1);
     }

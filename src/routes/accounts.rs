@@ -115,7 +115,14 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
         Ok::<_, Fail>((former_friends, Change::Removed(me.to_string())))
     })?;
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
+    let changed: Vec<&str> = former_friends.iter().map(String::as_str).chain([me]).collect();
+    crate::cluster::fanout::friends_changed(app, &changed);
     let push = proto::push_id(Code::FriendRemoved, me);
+    crate::cluster::fanout::push_elsewhere_all(
+        app,
+        changed[..former_friends.len()].iter().copied(),
+        &push,
+    );
     // Every session of the account ends (§11.1); its devices went with it in the store.
     let (conns, ()) = app.sessions.end_user(me, |online| {
         for c in former_friends.iter().flat_map(|f| online.conns(f)) {
@@ -286,6 +293,17 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
             }
         }
     });
+    for (friend, alias) in &watchers {
+        let push = proto::profile_push(
+            me,
+            alias,
+            &profile.picture,
+            &profile.sex,
+            &profile.birthday,
+            &profile.sign,
+        );
+        crate::cluster::fanout::push_elsewhere(app, friend, &push);
+    }
     Ok(proto::status(Code::Success))
 }
 
@@ -304,7 +322,16 @@ fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
 
 /// The common checks of docs/protocol.md §5; the caller's user id on success.
 pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
-    Ok(authenticate_session(app, input)?.0)
+    let token = input.text("token")?;
+    let id = input.text("id")?;
+    match app.sessions.authenticate(id, token) {
+        Ok(_) => Ok(id.to_string()),
+        // A session of another node (docs/cluster.md): the token is as good here.
+        Err(Code::AuthIllegal) if crate::cluster::fanout::token_elsewhere(app, id, token) => {
+            Ok(id.to_string())
+        }
+        Err(c) => Err(c.into()),
+    }
 }
 
 /// [`authenticate`], with the connection of the session whose token it is (a user
@@ -312,6 +339,8 @@ pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
 pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, ConnId), Fail> {
     let token = input.text("token")?;
     let id = input.text("id")?;
+    // Local only: the connection is what the caller acts on (logoff, a password
+    // change); a session of another node answers 515 here (docs/cluster.md).
     let conn = app.sessions.authenticate(id, token)?;
     Ok((id.to_string(), conn))
 }
