@@ -30,7 +30,7 @@ mod routes;
 
 pub use app::App;
 pub use daemon::config::{
-    Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, RequestLimits, SessionConfig,
-    StoreConfig,
+    ClusterConfig, Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, RequestLimits,
+    SessionConfig, StoreConfig,
 };
 pub use daemon::{run, Daemon, Error};

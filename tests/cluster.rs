@@ -1,0 +1,114 @@
+//! Two imd nodes in this process sharing one PostgreSQL (the store crate's throwaway
+//! server) and one Redis (a throwaway `redis-server`): alice on node A, bob on node B.
+//! Friend requests and adds, presence, kept messages with dense seqs and the 306/307/308
+//! pushes all cross from one node to the other; a session token works on both nodes;
+//! a node that stops lets the other's users hear 300.
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::time::Duration;
+
+use common::*;
+use redis_server::RedisServer;
+use serde_json::json;
+use store::testdb::{Kind, TempDb};
+
+/// Node `name` with history on, on the database `db` and the Redis `redis`.
+fn node(db: &TempDb, redis: &RedisServer, name: &str) -> TestServer {
+    let dir = temp_dir();
+    let mut config = config(&dir, "[history]\nenabled = true\n");
+    config.store.url = Some(store::PostgresUrl::parse(db.url()).expect("url"));
+    config.cluster = Some(imd::ClusterConfig { redis: redis.url(), node: name.to_string() });
+    TestServer::start_config(dir, config)
+}
+
+fn ask(ws: &mut Ws, frame: serde_json::Value) -> serde_json::Value {
+    ws.send_json(&frame);
+    ws.recv()
+}
+
+/// `from` sends message `seq` of the conversation to `to` on the other node: 200 with
+/// the seq, the receive frame there, then 306 back.
+#[track_caller]
+fn exchange(from: &mut Session, to: &mut Session, seq: i64) {
+    let v = ask(
+        &mut from.ws,
+        json!({"id": format!("d{seq}"), "toFriend": to.id, "payload": format!("m{seq}")}),
+    );
+    assert_code(&v, 200, "Success");
+    assert_eq!(v["seq"], seq);
+    let got = to.ws.recv();
+    assert_eq!((got["from"].as_str(), got["seq"].as_i64()), (Some(&*from.id), Some(seq)));
+    assert_eq!(got["payload"], format!("m{seq}"));
+    let delivered = from.ws.recv();
+    assert_code(&delivered, 306, "Message Delivered");
+    assert_eq!((delivered["id"].as_str(), delivered["seq"].as_i64()), (Some(&*to.id), Some(seq)));
+}
+
+#[test]
+fn alice_on_one_node_and_bob_on_another_talk_as_on_one() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let (ua, ub) = (User::new("cla"), User::new("clb"));
+    ua.register(&na);
+    ub.register(&nb);
+    let mut a = Session::login(&na, Via::Plain, &ua);
+    let mut b = Session::login(&nb, Via::Plain, &ub);
+
+    // Request on A, its 520 on B; add on B, its 303 on A, naming bob online.
+    let r = get(&na, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));
+    assert_code(&r, 200, "Success");
+    let push = b.ws.recv();
+    assert_code(&push, 520, "Apply For a Friend");
+    assert_eq!(push["request"]["id"], a.id.as_str());
+    let r = get(&nb, Via::Plain, &format!("/im/friends/add?{}&from={}&name=pal", b.auth(), a.id));
+    assert_code(&r, 200, "Success");
+    let added = a.ws.recv();
+    assert_code(&added, 303, "Friend Added");
+    let friend = &added["friend"];
+    assert_eq!((friend["id"].as_str(), friend["online"].as_bool()), (Some(&*b.id), Some(true)));
+
+    // A token of a session on B is good on A for a user request.
+    let list = get(&na, Via::Plain, &format!("/im/friends/list?{}", b.auth()));
+    assert_code(&list, 200, "Success");
+    assert_eq!(list["friends"][0]["id"], a.id.as_str());
+    assert_eq!(list["friends"][0]["online"], true, "alice is online on the other node");
+
+    // Messages both ways: receive frames cross, seqs are dense, 306 comes back.
+    exchange(&mut a, &mut b, 1);
+    exchange(&mut b, &mut a, 2);
+    exchange(&mut a, &mut b, 3);
+
+    // 307 and 308 cross too.
+    let v = ask(&mut b.ws, json!({"type": "read", "with": a.id, "seq": 3}));
+    assert_code(&v, 200, "Success");
+    let read = a.ws.recv();
+    assert_code(&read, 307, "Message Read");
+    assert_eq!((read["by"].as_str(), read["seq"].as_i64()), (Some(&*b.id), Some(3)));
+    let v = ask(&mut a.ws, json!({"type": "typing", "to": b.id}));
+    assert_code(&v, 200, "Success");
+    assert_eq!(b.ws.recv(), json!({"code":308,"message":"Friend Typing","ok":true,"id":a.id}));
+
+    // Presence: bob leaves B, alice on A hears 300; bob back on A, she hears 302.
+    let b_id = b.id.clone();
+    drop(b);
+    let off = a.ws.recv();
+    assert_code(&off, 300, "Friend Offline");
+    assert_eq!(off["id"], b_id.as_str());
+    let mut b = Session::login(&nb, Via::Plain, &ub);
+    let on = a.ws.recv();
+    assert_code(&on, 302, "Friend Online");
+    assert_eq!(b.login["friends"][0]["online"], true);
+
+    // Node B stops: its sessions leave the registry and alice hears 300 once.
+    drop(nb);
+    assert_code(&a.ws.recv(), 300, "Friend Offline");
+    b.ws.expect_close();
+    let v = ask(&mut a.ws, json!({"id": "late", "toFriend": b_id, "payload": "x"}));
+    assert_code(&v, 202, "Stored For Offline Friend");
+    assert_eq!(v["seq"], 4, "the seq stays dense");
+    a.ws.expect_silence(Duration::from_millis(300));
+}
