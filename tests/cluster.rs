@@ -112,3 +112,75 @@ fn alice_on_one_node_and_bob_on_another_talk_as_on_one() {
     assert_eq!(v["seq"], 4, "the seq stays dense");
     a.ws.expect_silence(Duration::from_millis(300));
 }
+
+/// The `[store]`, `[history]` and `[cluster]` of a child daemon that is node `name`.
+fn child_extra(db: &TempDb, redis: &RedisServer, name: &str) -> String {
+    format!(
+        "[store]\nurl = \"{}\"\n[history]\nenabled = true\n[cluster]\nredis = \"{}\"\nnode = \"{name}\"\n",
+        db.url(),
+        redis.url()
+    )
+}
+
+/// Two befriended users, alice logged in on `na`, bob on `nb`.
+fn friends_across(na: &impl Listening, nb: &impl Listening, tag: &str) -> (Session, Session, User) {
+    let (ua, ub) = (User::new(&format!("{tag}a")), User::new(&format!("{tag}b")));
+    ua.register(na);
+    ub.register(na);
+    let mut a = Session::login(na, Via::Plain, &ua);
+    let mut b = Session::login(nb, Via::Plain, &ub);
+    befriend(na, &mut a, &mut b);
+    (a, b, ub)
+}
+
+#[test]
+fn a_node_killed_with_sigkill_is_reaped_and_its_users_friends_hear_300() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let na = node(&db, &redis, "a");
+    let dir = temp_dir();
+    let nb = ChildDaemon::spawn(&dir, &child_extra(&db, &redis, "b"));
+    let (mut a, b, _) = friends_across(&na, &nb, "kill");
+    let started = std::time::Instant::now();
+    nb.signal("KILL");
+    let off = a.ws.try_recv(Duration::from_secs(15)).expect("300 within 15 s");
+    assert_code(&off, 300, "Friend Offline");
+    assert_eq!(off["id"], b.id.as_str());
+    assert!(started.elapsed() < Duration::from_secs(15));
+    // Gone from the registry: a message to bob is stored for later, not lost.
+    let v = ask(&mut a.ws, json!({"id": "d", "toFriend": b.id, "payload": "x"}));
+    assert_code(&v, 202, "Stored For Offline Friend");
+    drop(nb);
+}
+
+#[test]
+fn nodes_reconnect_to_a_restarted_redis_and_register_their_sessions_again() {
+    let db = TempDb::new(Kind::Postgres);
+    let mut redis = RedisServer::start();
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let (mut a, mut b, _) = friends_across(&na, &nb, "rr");
+    redis.restart(Duration::from_millis(200));
+    // Within a few housekeeping seconds both nodes have resubscribed and registered
+    // their live sessions again; until then a message may find bob offline (202) and
+    // wait for him in the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seq = 0;
+    loop {
+        seq += 1;
+        let v = ask(&mut a.ws, json!({"id": "d", "toFriend": b.id, "payload": format!("m{seq}")}));
+        assert_eq!(v["seq"], seq, "{v}");
+        if v["code"] == 200 {
+            let got = b.ws.recv();
+            assert_eq!(got["seq"], seq, "{got}");
+            assert_code(&a.ws.recv(), 306, "Message Delivered");
+            break;
+        }
+        assert_code(&v, 202, "Stored For Offline Friend");
+        assert!(std::time::Instant::now() < deadline, "bob never reachable again");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // And the other way round.
+    let v = ask(&mut b.ws, json!({"id": "e", "toFriend": a.id, "payload": "back"}));
+    assert_code(&v, 200, "Success");
+    assert_eq!(a.ws.recv()["payload"], "back");
+}

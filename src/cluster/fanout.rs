@@ -72,7 +72,18 @@ pub(crate) fn friends_changed(app: &App, users: &[&str]) {
 /// tell the friends of their users, now offline, with 300.
 pub(crate) fn tick(app: &App, remote: &Remote) {
     let Some(cluster) = &app.cluster else { return };
-    logged("liveness", cluster.heartbeat());
+    match cluster.heartbeat() {
+        Ok(true) => {}
+        Ok(false) => {
+            // Redis lost this node's state (or the node was reaped): register it again.
+            let sessions = app.sessions.all();
+            log::info!("cluster: registering {} live sessions again", sessions.len());
+            for (user, conn, token) in sessions {
+                started(app, &user, conn, &token);
+            }
+        }
+        Err(e) => return log::warn!("cluster: liveness: {e}"),
+    }
     let orphans = logged("reaping", cluster.reap_dead());
     announce_offline(app, remote, &orphans);
 }

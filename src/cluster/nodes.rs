@@ -10,17 +10,24 @@ use redis::{Commands, RedisResult};
 use super::{alive_key, node_sessions_key, reaping_key, user_sessions_key, Cluster, NODES};
 
 impl Cluster {
-    /// Marks this node alive for another TTL.
-    pub fn heartbeat(&self) -> RedisResult<()> {
+    /// Marks this node alive for another TTL. False when the mark had gone (a Redis
+    /// that restarted empty, or a refresh later than the TTL): this node's sessions
+    /// are then to be registered again.
+    pub fn heartbeat(&self) -> RedisResult<bool> {
         let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        self.with(|c| {
+        let (old,): (Option<String>,) = self.with(|c| {
             redis::pipe()
                 .sadd(NODES, &self.node)
                 .ignore()
-                .pset_ex(alive_key(&self.node), 1, ttl)
-                .ignore()
-                .query::<()>(c)
-        })
+                .cmd("SET")
+                .arg(alive_key(&self.node))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl)
+                .arg("GET")
+                .query(c)
+        })?;
+        Ok(old.is_some())
     }
 
     /// Starts this node: sessions a previous process of the same name left behind (a
@@ -156,6 +163,9 @@ mod tests {
         a.session_started("u1", ConnId(1), "t1").unwrap();
         let again = Cluster::new(&redis.url(), "a", super::super::LIVENESS_TTL).unwrap();
         assert_eq!(again.join().unwrap(), vec!["u1".to_string()]);
+        assert!(again.heartbeat().unwrap(), "the mark was there");
+        again.with(|c| redis::cmd("FLUSHALL").query::<()>(c)).unwrap();
+        assert!(!again.heartbeat().unwrap(), "a Redis that lost the mark says so");
         assert!(!again.is_online("u1").unwrap());
         again.session_started("u1", ConnId(1), "t9").unwrap();
         assert_eq!(again.leave().unwrap(), vec!["u1".to_string()]);

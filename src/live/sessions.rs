@@ -382,6 +382,16 @@ impl Sessions {
                 .is_some_and(|e| rate.take(&mut e.heartbeat, Instant::now()))
     }
 
+    /// Every live session as (user, connection, token): what a cluster node registers
+    /// again in a Redis that lost it (docs/cluster.md).
+    pub fn all(&self) -> Vec<(Arc<str>, ConnId, String)> {
+        let users = self.users_read();
+        users
+            .iter()
+            .flat_map(|(u, ss)| ss.iter().map(|s| (u.clone(), s.conn, s.token.clone())))
+            .collect()
+    }
+
     /// Live sessions (for metrics).
     pub fn live(&self) -> usize {
         self.users_read().values().map(Vec::len).sum()

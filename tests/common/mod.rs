@@ -94,7 +94,13 @@ fn merge_toml(base: &str, extra: &str) -> String {
     let e: toml::Table = extra.parse().expect("extra toml");
     for (section, v) in e {
         match (t.get_mut(&section), v) {
-            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
+                // A PostgreSQL URL replaces the test's SQLite file: one or the other.
+                if section == "store" && src.contains_key("url") {
+                    dst.remove("path");
+                }
+                dst.extend(src)
+            }
             (_, v) => {
                 t.insert(section, v);
             }
