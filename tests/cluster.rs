@@ -184,3 +184,34 @@ fn nodes_reconnect_to_a_restarted_redis_and_register_their_sessions_again() {
     assert_code(&v, 200, "Success");
     assert_eq!(a.ws.recv()["payload"], "back");
 }
+
+#[test]
+fn a_password_change_or_an_erase_ends_the_users_sessions_on_other_nodes() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let ua = User::new("pwa");
+    ua.register(&na);
+    let mut a1 = Session::login(&na, Via::Plain, &ua);
+    let mut a2 = Session::login(&nb, Via::Plain, &ua);
+    let body = json!({"id": a1.id, "token": a1.token, "password": ua.password,
+                      "new_password": "a new one"});
+    assert_code(&post(&na, Via::Plain, "/im/profile/update", &body), 200, "Success");
+    assert_code(&a2.ws.recv(), 513, "Login In Other Place");
+    assert_eq!(a2.ws.expect_close(), Some(1000));
+    for n in [&na, &nb] {
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", a2.auth()));
+        assert_code(&v, 515, "Auth Illegal");
+    }
+    a1.ws.expect_silence(Duration::from_millis(300));
+
+    let ub = User::new("era");
+    ub.register(&na);
+    let b1 = Session::login(&na, Via::Plain, &ub);
+    let mut b2 = Session::login(&nb, Via::Plain, &ub);
+    let body = json!({"id": b1.id, "token": b1.token, "password": ub.password});
+    assert_code(&post(&na, Via::Plain, "/im/erase", &body), 200, "Success");
+    assert_eq!(b2.ws.expect_close(), Some(1000));
+    let v = get(&nb, Via::Plain, &format!("/im/friends/list?{}", b2.auth()));
+    assert_code(&v, 515, "Auth Illegal");
+}

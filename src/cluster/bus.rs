@@ -16,6 +16,9 @@ use super::{channel, Cluster, Place, BROADCAST};
 pub trait Inbox: Send + 'static {
     /// `frame` for this node's connection `conn`.
     fn deliver(&self, conn: ConnId, frame: String);
+    /// The session on this node's `conn` is ended by another node (an erase, a
+    /// password change): send it `frame` if there is one, then close it.
+    fn end(&self, conn: ConnId, frame: Option<String>);
     /// The friend sets of `users` changed on some node.
     fn forget(&self, users: Vec<String>);
     /// Whether the subscriber should end.
@@ -37,6 +40,14 @@ impl Cluster {
         let message = format!("{}\n{frame}", to.conn.0);
         let receivers: i64 = self.with(|c| c.publish(channel(&to.node), message))?;
         Ok(receivers > 0)
+    }
+
+    /// Ends the session at `to` on its node: `frame` (if any) is sent, then the socket
+    /// closed. The registry forgets the session at once, whether or not the node hears.
+    pub fn end(&self, user: &str, to: &Place, frame: Option<&str>) -> RedisResult<()> {
+        let message = format!("end {}\n{}", to.conn.0, frame.unwrap_or(""));
+        self.with(|c| c.publish::<_, _, i64>(channel(&to.node), message))?;
+        self.session_ended_at(user, to)
     }
 
     /// Tells every node (this one too) that the friend sets of `users` changed.
@@ -111,6 +122,13 @@ fn listen(
             }
             continue;
         }
+        if let Some(rest) = payload.strip_prefix(b"end ") {
+            match parse(rest) {
+                Some((conn, frame)) => inbox.end(conn, Some(frame).filter(|f| !f.is_empty())),
+                None => log::warn!("cluster: a malformed message on {channel} dropped"),
+            }
+            continue;
+        }
         match parse(payload) {
             Some((conn, frame)) => inbox.deliver(conn, frame),
             None => log::warn!("cluster: a malformed message on {channel} dropped"),
@@ -150,8 +168,10 @@ mod tests {
         }
     }
 
+    #[derive(Debug)]
     enum Got {
         Frame(ConnId, String),
+        End(ConnId, Option<String>),
         Forget(Vec<String>),
     }
 
@@ -160,6 +180,9 @@ mod tests {
     impl Inbox for TestInbox {
         fn deliver(&self, conn: ConnId, frame: String) {
             let _ = self.0.send(Got::Frame(conn, frame));
+        }
+        fn end(&self, conn: ConnId, frame: Option<String>) {
+            let _ = self.0.send(Got::End(conn, frame));
         }
         fn forget(&self, users: Vec<String>) {
             let _ = self.0.send(Got::Forget(users));
@@ -172,7 +195,7 @@ mod tests {
     fn frame(rx: &mpsc::Receiver<Got>) -> (ConnId, String) {
         match rx.recv_timeout(Duration::from_secs(5)).expect("a message") {
             Got::Frame(c, f) => (c, f),
-            Got::Forget(u) => panic!("a broadcast {u:?} where a frame was expected"),
+            other => panic!("{other:?} where a frame was expected"),
         }
     }
 
@@ -197,10 +220,24 @@ mod tests {
         wait_listening(&a, "b");
         assert!(a.publish(&to, "after").unwrap());
         assert_eq!(frame(&rx), (ConnId(42), "after".into()));
+        // An end: the frame and the close reach the node, the registry forgets at once.
+        b.session_started("u1", ConnId(42), "tok").unwrap();
+        a.end("u1", &to, Some("{\"code\":513}")).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)).expect("the end") {
+            Got::End(c, f) => assert_eq!((c, f.as_deref()), (ConnId(42), Some("{\"code\":513}"))),
+            other => panic!("{other:?} where an end was expected"),
+        }
+        assert!(a.sessions_of("u1").unwrap().is_empty());
+        assert_eq!(a.owner_of("tok").unwrap(), None);
+        a.end("u1", &to, None).unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)).expect("the end") {
+            Got::End(c, f) => assert_eq!((c, f), (ConnId(42), None)),
+            other => panic!("{other:?} where an end was expected"),
+        }
         a.broadcast_forget(&["u1", "u2"]).unwrap();
         match rx.recv_timeout(Duration::from_secs(5)).expect("the broadcast") {
             Got::Forget(users) => assert_eq!(users, ["u1", "u2"]),
-            Got::Frame(c, f) => panic!("a frame {c:?} {f} where a broadcast was expected"),
+            other => panic!("{other:?} where a broadcast was expected"),
         }
 
         stop.store(true, Ordering::SeqCst);

@@ -62,6 +62,14 @@ pub(crate) fn token_elsewhere(app: &App, id: &str, token: &str) -> bool {
     owner.is_some_and(|o| o.user == id && o.place.node != cluster.node())
 }
 
+/// Ends `user`'s sessions on other nodes: `frame` (if any), then their sockets close.
+pub(crate) fn end_elsewhere(app: &App, user: &str, frame: Option<&str>) {
+    let Some(cluster) = &app.cluster else { return };
+    for place in logged("sessions of a user", cluster.elsewhere(user)) {
+        logged("end a session", cluster.end(user, &place, frame));
+    }
+}
+
 /// Tells every other node that the friend sets of `users` changed.
 pub(crate) fn friends_changed(app: &App, users: &[&str]) {
     let Some(cluster) = &app.cluster else { return };

@@ -53,12 +53,17 @@ impl Cluster {
 
     /// Forgets `user`'s session on this node's `conn`.
     pub fn session_ended(&self, user: &str, conn: ConnId) -> RedisResult<()> {
-        let place = Place { node: self.node.clone(), conn };
+        self.session_ended_at(user, &Place { node: self.node.clone(), conn })
+    }
+
+    /// Forgets `user`'s session at `place`, on whichever node (its node may be gone or
+    /// may not hear that it was ended).
+    pub fn session_ended_at(&self, user: &str, place: &Place) -> RedisResult<()> {
         self.with(|c| {
             let token: Option<String> = c.hget(user_sessions_key(user), place.field())?;
             let mut p = redis::pipe();
             p.atomic().hdel(user_sessions_key(user), place.field()).ignore();
-            p.srem(node_sessions_key(&self.node), format!("{user}/{}", conn.0)).ignore();
+            p.srem(node_sessions_key(&place.node), format!("{user}/{}", place.conn.0)).ignore();
             if let Some(token) = token {
                 p.del(token_key(&token)).ignore();
             }

@@ -137,6 +137,18 @@ impl crate::cluster::Inbox for NodeInbox {
         self.remote.send_text(conn, frame);
     }
 
+    fn end(&self, conn: reactor::ConnId, frame: Option<String>) {
+        // Out of the local registry first, as a local logoff does: its close then
+        // announces nothing (the ending node did what was due).
+        if let Some(user) = self.app.sessions.user_of(conn) {
+            let _ = self.app.sessions.end_session(&user, conn, |_, _| ());
+        }
+        if let Some(frame) = frame {
+            self.remote.send_text(conn, frame);
+        }
+        self.remote.close(conn, 1000, "ended by another node");
+    }
+
     fn forget(&self, users: Vec<String>) {
         self.app.friend_cache.forget(users.iter().map(String::as_str));
     }

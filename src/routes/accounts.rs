@@ -133,6 +133,7 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     for conn in conns {
         remote.close(conn, 1000, "account erased");
     }
+    crate::cluster::fanout::end_elsewhere(app, me, None);
     log::debug!("erased a user");
     Ok(proto::status(Code::Success))
 }
@@ -259,6 +260,7 @@ fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId) -> Res
         }
     });
     crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
+    crate::cluster::fanout::end_elsewhere(app, me, Some(&proto::replaced_push()));
     Ok(())
 }
 
