@@ -17,8 +17,13 @@ use store::testdb::{Kind, TempDb};
 
 /// Node `name` with history on, on the database `db` and the Redis `redis`.
 fn node(db: &TempDb, redis: &RedisServer, name: &str) -> TestServer {
+    node_with(db, redis, name, "")
+}
+
+/// [`node`] with `extra` configuration (TOML).
+fn node_with(db: &TempDb, redis: &RedisServer, name: &str, extra: &str) -> TestServer {
     let dir = temp_dir();
-    let mut config = config(&dir, "[history]\nenabled = true\n");
+    let mut config = config(&dir, &format!("[history]\nenabled = true\n{extra}"));
     config.store.url = Some(store::PostgresUrl::parse(db.url()).expect("url"));
     config.cluster = Some(imd::ClusterConfig { redis: redis.url(), node: name.to_string() });
     TestServer::start_config(dir, config)
@@ -189,7 +194,8 @@ fn nodes_reconnect_to_a_restarted_redis_and_register_their_sessions_again() {
 fn a_password_change_or_an_erase_ends_the_users_sessions_on_other_nodes() {
     let db = TempDb::new(Kind::Postgres);
     let redis = RedisServer::start();
-    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let two = "[session]\nmax_devices = 2\n";
+    let (na, nb) = (node_with(&db, &redis, "a", two), node_with(&db, &redis, "b", two));
     let ua = User::new("pwa");
     ua.register(&na);
     let mut a1 = Session::login(&na, Via::Plain, &ua);
@@ -214,4 +220,29 @@ fn a_password_change_or_an_erase_ends_the_users_sessions_on_other_nodes() {
     assert_eq!(b2.ws.expect_close(), Some(1000));
     let v = get(&nb, Via::Plain, &format!("/im/friends/list?{}", b2.auth()));
     assert_code(&v, 515, "Auth Illegal");
+}
+
+#[test]
+fn max_devices_holds_across_nodes_the_oldest_session_is_replaced() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    // The test configuration allows one device.
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let (mut a, mut b, ub) = friends_across(&na, &nb, "dev");
+    // Bob logs in again, on node A: his session on B gets 513 and closes; alice hears
+    // 302 (with one device a replacement is announced) and no 300.
+    let mut b2 = Session::login(&na, Via::Plain, &ub);
+    assert_code(&b.ws.recv(), 513, "Login In Other Place");
+    assert_eq!(b.ws.expect_close(), Some(1000));
+    assert_code(&a.ws.recv(), 302, "Friend Online");
+    a.ws.expect_silence(Duration::from_millis(300));
+    for n in [&na, &nb] {
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", b.auth()));
+        assert_code(&v, 515, "Auth Illegal");
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", b2.auth()));
+        assert_code(&v, 200, "Success");
+    }
+    let v = ask(&mut a.ws, json!({"id": "d", "toFriend": b2.id, "payload": "x"}));
+    assert_code(&v, 200, "Success");
+    assert_eq!(b2.ws.recv()["payload"], "x");
 }

@@ -221,7 +221,7 @@ mod tests {
         assert!(a.publish(&to, "after").unwrap());
         assert_eq!(frame(&rx), (ConnId(42), "after".into()));
         // An end: the frame and the close reach the node, the registry forgets at once.
-        b.session_started("u1", ConnId(42), "tok").unwrap();
+        b.session_started("u1", ConnId(42), "tok", 0).unwrap();
         a.end("u1", &to, Some("{\"code\":513}")).unwrap();
         match rx.recv_timeout(Duration::from_secs(5)).expect("the end") {
             Got::End(c, f) => assert_eq!((c, f.as_deref()), (ConnId(42), Some("{\"code\":513}"))),

@@ -46,7 +46,33 @@ pub(crate) fn online_elsewhere(app: &App, user: &str) -> bool {
 /// A session started on this node.
 pub(crate) fn started(app: &App, user: &str, conn: ConnId, token: &str) {
     let Some(cluster) = &app.cluster else { return };
-    logged("session start", cluster.session_started(user, conn, token));
+    let now = crate::routes::tunnel::now_ms();
+    logged("session start", cluster.session_started(user, conn, token, now));
+}
+
+/// `[session] max_devices` across nodes, after a login of `user` on this node: the
+/// oldest sessions beyond it, wherever they are, get 513 and are closed (§11.1).
+pub(crate) fn replace_beyond_max(app: &App, remote: &Remote, user: &str) {
+    let Some(cluster) = &app.cluster else { return };
+    let aged = logged("sessions of a user", cluster.sessions_by_age(user));
+    let over = aged.len().saturating_sub(app.config.session.max_devices);
+    let replaced = proto::replaced_push();
+    for (_, place) in aged.into_iter().take(over) {
+        if place.node == cluster.node() {
+            let (gone, ()) = app.sessions.end_session(user, place.conn, |_, _| ());
+            if gone.is_some() {
+                crate::routes::tunnel::end_replaced(
+                    app,
+                    remote,
+                    &[place.conn],
+                    "login in other place",
+                );
+            }
+            ended(app, user, place.conn);
+        } else {
+            logged("end a session", cluster.end(user, &place, Some(&replaced)));
+        }
+    }
 }
 
 /// A session on this node ended.

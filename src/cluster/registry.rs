@@ -35,13 +35,20 @@ impl Place {
 
 impl Cluster {
     /// Records `user`'s session on this node's `conn`, with its token.
-    pub fn session_started(&self, user: &str, conn: ConnId, token: &str) -> RedisResult<()> {
+    /// `started_ms` orders a user's sessions across nodes for `max_devices`.
+    pub fn session_started(
+        &self,
+        user: &str,
+        conn: ConnId,
+        token: &str,
+        started_ms: i64,
+    ) -> RedisResult<()> {
         let place = Place { node: self.node.clone(), conn };
         let owner = format!("{user}/{}", place.field());
         self.with(|c| {
             redis::pipe()
                 .atomic()
-                .hset(user_sessions_key(user), place.field(), token)
+                .hset(user_sessions_key(user), place.field(), format!("{started_ms} {token}"))
                 .ignore()
                 .sadd(node_sessions_key(&self.node), format!("{user}/{}", conn.0))
                 .ignore()
@@ -60,7 +67,8 @@ impl Cluster {
     /// may not hear that it was ended).
     pub fn session_ended_at(&self, user: &str, place: &Place) -> RedisResult<()> {
         self.with(|c| {
-            let token: Option<String> = c.hget(user_sessions_key(user), place.field())?;
+            let value: Option<String> = c.hget(user_sessions_key(user), place.field())?;
+            let token = value.as_deref().map(token_of);
             let mut p = redis::pipe();
             p.atomic().hdel(user_sessions_key(user), place.field()).ignore();
             p.srem(node_sessions_key(&place.node), format!("{user}/{}", place.conn.0)).ignore();
@@ -75,6 +83,17 @@ impl Cluster {
     pub fn sessions_of(&self, user: &str) -> RedisResult<Vec<Place>> {
         let fields: Vec<String> = self.with(|c| c.hkeys(user_sessions_key(user)))?;
         Ok(fields.iter().filter_map(|f| Place::parse(f)).collect())
+    }
+
+    /// Every live session of `user` with its start (ms), the oldest first.
+    pub fn sessions_by_age(&self, user: &str) -> RedisResult<Vec<(i64, Place)>> {
+        let all: Vec<(String, String)> = self.with(|c| c.hgetall(user_sessions_key(user)))?;
+        let mut aged: Vec<(i64, Place)> = all
+            .iter()
+            .filter_map(|(f, v)| Some((v.split_once(' ')?.0.parse().ok()?, Place::parse(f)?)))
+            .collect();
+        aged.sort_by_key(|(ms, p)| (*ms, p.node.clone(), p.conn.0));
+        Ok(aged)
     }
 
     /// `user`'s sessions held by other nodes.
@@ -99,6 +118,11 @@ impl Cluster {
     }
 }
 
+/// The token of a registry value `{started_ms} {token}`.
+pub(super) fn token_of(value: &str) -> &str {
+    value.split_once(' ').map_or(value, |(_, t)| t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_redis::RedisServer;
@@ -109,13 +133,14 @@ mod tests {
         let redis = RedisServer::start();
         let a = Cluster::new(&redis.url(), "a", super::super::LIVENESS_TTL).unwrap();
         let b = Cluster::new(&redis.url(), "b", super::super::LIVENESS_TTL).unwrap();
-        a.session_started("u1", ConnId(7), "tok-a").unwrap();
-        b.session_started("u1", ConnId(9), "tok-b").unwrap();
+        a.session_started("u1", ConnId(7), "tok-a", 20).unwrap();
+        b.session_started("u1", ConnId(9), "tok-b", 10).unwrap();
         let mut all = a.sessions_of("u1").unwrap();
         all.sort_by_key(|p| p.conn.0);
         let on = |node: &str, conn| Place { node: node.into(), conn: ConnId(conn) };
         assert_eq!(all, vec![on("a", 7), on("b", 9)]);
         assert_eq!(a.elsewhere("u1").unwrap(), vec![on("b", 9)]);
+        assert_eq!(a.sessions_by_age("u1").unwrap(), vec![(10, on("b", 9)), (20, on("a", 7))]);
         assert_eq!(
             a.owner_of("tok-b").unwrap(),
             Some(Owner { user: "u1".into(), place: on("b", 9) })

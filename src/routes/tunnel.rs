@@ -395,7 +395,9 @@ fn start(
         .filter(|f| fanout::online_elsewhere(app, f))
         .map(String::as_str)
         .collect();
-    let me_elsewhere = fanout::online_elsewhere(app, &me);
+    // With one device every other session is replaced: the login is announced, as on
+    // one node.
+    let me_elsewhere = app.config.session.max_devices > 1 && fanout::online_elsewhere(app, &me);
     let started = app.sessions.start(&me, session, since, |online, first| {
         let first = first && !me_elsewhere;
         let mut friends = marked;
@@ -428,6 +430,7 @@ fn start(
         Err(NotStarted::Closed) => return,
     };
     fanout::started(app, &me, conn, &token);
+    fanout::replace_beyond_max(app, remote, &me);
     if started.then {
         let push = proto::push_id(Code::FriendOnline, &me);
         fanout::push_elsewhere_all(app, friend_ids.iter().map(String::as_str), &push);
