@@ -62,6 +62,18 @@ fn alice_on_one_node_and_bob_on_another_talk_as_on_one() {
     ub.register(&nb);
     let mut a = Session::login(&na, Via::Plain, &ua);
     let mut b = Session::login(&nb, Via::Plain, &ub);
+    // Bob registered on B; A's search finds him (the directory is refreshed by
+    // broadcast, the store read on the receiving node).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let v =
+            get(&na, Via::Plain, &format!("/im/friends/found?{}&name={}", a.auth(), ub.account));
+        if v["found"][0]["id"] == b.id.as_str() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "bob never found on A: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     // Request on A, its 520 on B; add on B, its 303 on A, naming bob online.
     let r = get(&na, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", a.auth(), b.id));

@@ -21,6 +21,8 @@ pub trait Inbox: Send + 'static {
     fn end(&self, conn: ConnId, frame: Option<String>);
     /// The friend sets of `users` changed on some node.
     fn forget(&self, users: Vec<String>);
+    /// User `id` registered, changed its profile or was erased on some node.
+    fn directory(&self, id: String);
     /// Whether the subscriber should end.
     fn stopping(&self) -> bool;
 }
@@ -48,6 +50,12 @@ impl Cluster {
         let message = format!("end {}\n{}", to.conn.0, frame.unwrap_or(""));
         self.with(|c| c.publish::<_, _, i64>(channel(&to.node), message))?;
         self.session_ended_at(user, to)
+    }
+
+    /// Tells every node (this one too) that user `id`'s search listing changed.
+    pub fn broadcast_directory(&self, id: &str) -> RedisResult<()> {
+        let message = format!("dir\n{id}");
+        self.with(|c| c.publish::<_, _, i64>(BROADCAST, message)).map(|_| ())
     }
 
     /// Tells every node (this one too) that the friend sets of `users` changed.
@@ -116,6 +124,13 @@ fn listen(
         };
         let payload = msg.get_payload_bytes();
         if msg.get_channel_name() == BROADCAST {
+            if let Some(id) = payload.strip_prefix(b"dir\n") {
+                match std::str::from_utf8(id) {
+                    Ok(id) => inbox.directory(id.to_string()),
+                    Err(_) => log::warn!("cluster: a malformed broadcast dropped"),
+                }
+                continue;
+            }
             match parse_forget(payload) {
                 Some(users) => inbox.forget(users),
                 None => log::warn!("cluster: a malformed broadcast dropped"),
@@ -173,6 +188,7 @@ mod tests {
         Frame(ConnId, String),
         End(ConnId, Option<String>),
         Forget(Vec<String>),
+        Directory(String),
     }
 
     struct TestInbox(mpsc::Sender<Got>, Arc<AtomicBool>);
@@ -186,6 +202,9 @@ mod tests {
         }
         fn forget(&self, users: Vec<String>) {
             let _ = self.0.send(Got::Forget(users));
+        }
+        fn directory(&self, id: String) {
+            let _ = self.0.send(Got::Directory(id));
         }
         fn stopping(&self) -> bool {
             self.1.load(Ordering::SeqCst)
@@ -233,6 +252,11 @@ mod tests {
         match rx.recv_timeout(Duration::from_secs(5)).expect("the end") {
             Got::End(c, f) => assert_eq!((c, f), (ConnId(42), None)),
             other => panic!("{other:?} where an end was expected"),
+        }
+        a.broadcast_directory("u9").unwrap();
+        match rx.recv_timeout(Duration::from_secs(5)).expect("the broadcast") {
+            Got::Directory(id) => assert_eq!(id, "u9"),
+            other => panic!("{other:?} where a directory broadcast was expected"),
         }
         a.broadcast_forget(&["u1", "u2"]).unwrap();
         match rx.recv_timeout(Duration::from_secs(5)).expect("the broadcast") {

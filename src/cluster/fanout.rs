@@ -96,6 +96,12 @@ pub(crate) fn end_elsewhere(app: &App, user: &str, frame: Option<&str>) {
     }
 }
 
+/// Tells every node that user `id`'s search listing changed (each reads it again).
+pub(crate) fn directory_changed(app: &App, id: &str) {
+    let Some(cluster) = &app.cluster else { return };
+    logged("directory broadcast", cluster.broadcast_directory(id));
+}
+
 /// Tells every other node that the friend sets of `users` changed.
 pub(crate) fn friends_changed(app: &App, users: &[&str]) {
     let Some(cluster) = &app.cluster else { return };

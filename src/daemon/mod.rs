@@ -149,6 +149,17 @@ impl crate::cluster::Inbox for NodeInbox {
         self.remote.close(conn, 1000, "ended by another node");
     }
 
+    fn directory(&self, id: String) {
+        use crate::live::directory::{Change, Listing};
+        // The store says what the listing is now, whatever order broadcasts arrive in.
+        let change = match self.app.store(|s| s.user_by_id(&id)) {
+            Ok(Some(user)) => Change::Added(Listing::from(&user)),
+            Ok(None) => Change::Removed(id),
+            Err(f) => return f.log(),
+        };
+        let _ = self.app.directory.write(|| Ok::<_, ()>(((), change)));
+    }
+
     fn forget(&self, users: Vec<String>) {
         self.app.friend_cache.forget(users.iter().map(String::as_str));
     }

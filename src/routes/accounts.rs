@@ -74,6 +74,7 @@ pub fn register(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
             app.store(|s| s.create_user(&user))?;
             Ok::<_, Fail>(((), Change::Added(listing)))
         })?;
+        crate::cluster::fanout::directory_changed(app, &user.id);
         log::debug!("registered a user from {ip}");
         Ok(proto::status(Code::Success))
     })
@@ -117,6 +118,7 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
     let changed: Vec<&str> = former_friends.iter().map(String::as_str).chain([me]).collect();
     crate::cluster::fanout::friends_changed(app, &changed);
+    crate::cluster::fanout::directory_changed(app, me);
     let push = proto::push_id(Code::FriendRemoved, me);
     crate::cluster::fanout::push_elsewhere_all(
         app,
@@ -276,6 +278,7 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
         let change = Change::Updated((&p).into());
         Ok::<_, Fail>((p, change))
     })?;
+    crate::cluster::fanout::directory_changed(app, me);
 
     // Each friend sees the change under the alias they gave me.
     let watchers = app.store(|s| s.aliases_for(me))?;
