@@ -11,6 +11,7 @@
 //! - `live`     — live state in memory: sessions, the search directory, friend caches,
 //!   rate limits, tokens.
 //! - `auth`     — argon2id passwords and the pool that checks them off the workers.
+//! - `cluster`  — several nodes as one (`[cluster]`): the live state shared through Redis.
 //! - `daemon`   — start, signals, housekeeping and stop; [`Config`]; metrics; the store's
 //!   connections.
 //! - `loopback_tls` — a TLS client that trusts our own self-signed server (load generator,

@@ -106,7 +106,7 @@ impl Cluster {
                 p.hdel(user_sessions_key(user), &field).ignore();
                 p.srem(node_sessions_key(node), m).ignore();
                 if let Some(t) = token {
-                    p.del(super::token_key(&t)).ignore();
+                    p.del(super::token_key(t)).ignore();
                 }
                 p.query::<()>(c)
             })?;

@@ -73,7 +73,7 @@ impl Cluster {
             p.atomic().hdel(user_sessions_key(user), place.field()).ignore();
             p.srem(node_sessions_key(&place.node), format!("{user}/{}", place.conn.0)).ignore();
             if let Some(token) = token {
-                p.del(token_key(&token)).ignore();
+                p.del(token_key(token)).ignore();
             }
             p.query::<()>(c)
         })
