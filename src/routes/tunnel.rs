@@ -383,6 +383,8 @@ fn start(
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    let known: Vec<(String, i64)> =
+        marked.iter().filter_map(|f| Some((f.id.clone(), f.last_seq?))).collect();
     // Kept messages follow the login reply, before anything sent from now on (see history).
     crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
@@ -417,7 +419,7 @@ fn start(
         }
         first
     });
-    crate::history::after_session(app, remote, conn, &me, started.is_ok());
+    crate::history::after_session(app, remote, conn, &me, known, started.is_ok());
     let started = match started {
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
