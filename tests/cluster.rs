@@ -378,3 +378,76 @@ fn a_conversation_started_again_after_an_unfriending_is_delivered_from_seq_1() {
     exchange(&mut a, &mut b, 1);
     exchange(&mut b, &mut a, 2);
 }
+
+/// A session with a remembered device (`remember`), and its device token.
+fn remembered(s: &impl Listening, u: &User) -> (Session, String) {
+    let mut ws = Ws::open(s, Via::Plain, "/im/login");
+    ws.send_json(&json!({"account": u.account, "password": u.password, "remember": true}));
+    let login = ws.recv();
+    assert_code(&login, 200, "Success");
+    let device = login["device_token"].as_str().expect("device_token").to_string();
+    let id = login["profile"]["id"].as_str().expect("id").to_string();
+    let token = login["token"].as_str().expect("token").to_string();
+    (Session { ws, id, token, login }, device)
+}
+
+#[test]
+fn logoff_and_a_password_change_with_a_token_of_a_session_on_another_node() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let three = "[session]\nmax_devices = 3\n";
+    let (na, nb) = (node_with(&db, &redis, "a", three), node_with(&db, &redis, "b", three));
+    // Alice's session lives on B; her friend bob is on A.
+    let (mut bob, a1, ua) = friends_across(&na, &nb, "off");
+    // Logoff through A with forget: 200, her socket on B closes, bob hears 300 (it was
+    // her last session), the token is dead on both nodes and so is the device token.
+    drop(a1);
+    assert_code(&bob.ws.recv(), 300, "Friend Offline");
+    let (mut a1, device) = remembered(&nb, &ua);
+    assert_code(&bob.ws.recv(), 302, "Friend Online");
+    let r = get(&na, Via::Plain, &format!("/im/logoff?{}&forget=true", a1.auth()));
+    assert_code(&r, 200, "Success");
+    assert_eq!(a1.ws.expect_close(), Some(1000));
+    let off = bob.ws.recv();
+    assert_code(&off, 300, "Friend Offline");
+    assert_eq!(off["id"], a1.id.as_str());
+    bob.ws.expect_silence(Duration::from_millis(300));
+    for n in [&na, &nb] {
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", a1.auth()));
+        assert_code(&v, 515, "Auth Illegal");
+    }
+    let mut ws = Ws::open(&na, Via::Plain, "/im/login");
+    ws.send_json(&json!({"account": ua.account, "device_token": device}));
+    assert_code(&ws.recv(), 505, "Account & Password Wrong");
+
+    // A password change through A with the token of her session on B: that session
+    // lives on, her others (one on A, one on B) get 513 and close.
+    let mut keep = Session::login(&nb, Via::Plain, &ua);
+    assert_code(&bob.ws.recv(), 302, "Friend Online");
+    let mut here = Session::login(&na, Via::Plain, &ua);
+    let mut there = Session::login(&nb, Via::Plain, &ua);
+    let body = json!({"id": keep.id, "token": keep.token, "password": ua.password,
+                      "new_password": "a new one"});
+    assert_code(&post(&na, Via::Plain, "/im/profile/update", &body), 200, "Success");
+    for s in [&mut here, &mut there] {
+        assert_code(&s.ws.recv(), 513, "Login In Other Place");
+        assert_eq!(s.ws.expect_close(), Some(1000));
+    }
+    for n in [&na, &nb] {
+        for s in [&here, &there] {
+            let v = get(n, Via::Plain, &format!("/im/friends/list?{}", s.auth()));
+            assert_code(&v, 515, "Auth Illegal");
+        }
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", keep.auth()));
+        assert_code(&v, 200, "Success");
+    }
+    keep.ws.expect_silence(Duration::from_millis(300));
+    // Bob hears the profile update, and nothing else: she stays online.
+    assert_code(&bob.ws.recv(), 301, "Refresh Friend's Profile");
+    bob.ws.expect_silence(Duration::from_millis(100));
+    // The new password logs in; the kept session still talks to bob.
+    let ua = User { password: "a new one".to_string(), ..ua };
+    Session::login(&na, Via::Plain, &ua);
+    let v = ask(&mut keep.ws, json!({"id": "d", "toFriend": bob.id, "payload": "still here"}));
+    assert_code(&v, 200, "Success");
+}
