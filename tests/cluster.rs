@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use redis_server::RedisServer;
 use serde_json::json;
-use store::testdb::{Kind, TempDb};
+use store::testdb::{Kind, PgServer, TempDb};
 
 /// Node `name` with history on, on the database `db` and the Redis `redis`.
 fn node(db: &TempDb, redis: &RedisServer, name: &str) -> TestServer {
@@ -22,9 +22,14 @@ fn node(db: &TempDb, redis: &RedisServer, name: &str) -> TestServer {
 
 /// [`node`] with `extra` configuration (TOML).
 fn node_with(db: &TempDb, redis: &RedisServer, name: &str, extra: &str) -> TestServer {
+    node_on(db.url(), redis, name, extra)
+}
+
+/// [`node_with`] on the PostgreSQL database at `url`.
+fn node_on(url: &str, redis: &RedisServer, name: &str, extra: &str) -> TestServer {
     let dir = temp_dir();
     let mut config = config(&dir, &format!("[history]\nenabled = true\n{extra}"));
-    config.store.url = Some(store::PostgresUrl::parse(db.url()).expect("url"));
+    config.store.url = Some(store::PostgresUrl::parse(url).expect("url"));
     config.cluster = Some(imd::ClusterConfig { redis: redis.url(), node: name.to_string() });
     TestServer::start_config(dir, config)
 }
@@ -372,8 +377,6 @@ fn a_conversation_started_again_after_an_unfriending_is_delivered_from_seq_1() {
     let r = get(&na, Via::Plain, &format!("/im/friends/remove?{}&to={}", a.auth(), b.id));
     assert_code(&r, 200, "Success");
     assert_code(&b.ws.recv(), 304, "Friend Removed");
-    // The nodes forget the old places on the friend-set broadcast.
-    std::thread::sleep(Duration::from_millis(200));
     befriend(&na, &mut a, &mut b);
     exchange(&mut a, &mut b, 1);
     exchange(&mut b, &mut a, 2);
@@ -491,5 +494,54 @@ fn per_ip_budgets_hold_across_nodes() {
     }
     for n in [&na, &nb] {
         assert_eq!(login_code(n, &u.account, &u.password), 524);
+    }
+}
+
+#[test]
+fn with_postgresql_down_sends_answer_500_and_imd_recovers_when_it_is_back() {
+    let pg = PgServer::start();
+    let url = pg.create_db();
+    let redis = RedisServer::start();
+    let (na, nb) = (node_on(&url, &redis, "a", ""), node_on(&url, &redis, "b", ""));
+    let (mut a, mut b, _) = friends_across(&na, &nb, "pgd");
+    exchange(&mut a, &mut b, 1);
+
+    pg.stop();
+    // Nothing is acked: each send answers 500 (with its id), no frame goes anywhere.
+    let (a_id, b_id) = (a.id.clone(), b.id.clone());
+    for (from, to) in [(&mut a, &b_id), (&mut b, &a_id)] {
+        let v = ask(&mut from.ws, json!({"id": "down", "toFriend": to, "payload": "lost"}));
+        assert_code(&v, 500, "Internal Server Error");
+        assert_eq!(v["id"], "down");
+    }
+    let v = get(&na, Via::Plain, &format!("/im/friends/list?{}", a.auth()));
+    assert_code(&v, 500, "Internal Server Error");
+    a.ws.expect_silence(Duration::from_millis(200));
+    b.ws.expect_silence(Duration::from_millis(200));
+
+    pg.resume();
+    // Without a restart of imd: its connections are opened again on their next use.
+    // The first operation of each may still find its old connection cut.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = ask(&mut a.ws, json!({"id": "back", "toFriend": b.id, "payload": "m2"}));
+        if v["code"] == 200 {
+            assert_eq!(v["seq"], 2, "the failed sends took no number: {v}");
+            break;
+        }
+        assert_code(&v, 500, "Internal Server Error");
+        assert!(std::time::Instant::now() < deadline, "sends never recovered");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got = b.ws.recv();
+    assert_eq!((got["seq"].as_i64(), got["payload"].as_str()), (Some(2), Some("m2")));
+    assert_code(&a.ws.recv(), 306, "Message Delivered");
+    exchange(&mut b, &mut a, 3);
+    for n in [&na, &nb] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while get(n, Via::Plain, &format!("/im/friends/list?{}", a.auth()))["code"] != 200 {
+            assert!(std::time::Instant::now() < deadline, "requests never recovered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }

@@ -94,14 +94,6 @@ impl History {
         }
     }
 
-    /// Friendships among `users` were made or ended (a conversation's numbers start
-    /// again with a new friendship): the writer forgets their sessions' places in them.
-    pub fn unfriended(&self, app: &App, users: Vec<String>) {
-        if let Some(app) = app.me.upgrade().filter(|a| a.cluster.is_some()) {
-            self.writer.submit(Work::Unfriended { app, users });
-        }
-    }
-
     /// Spends a typing token of `conn`; false when over the limit.
     fn take_typing(&self, conn: ConnId) -> bool {
         let rate = self.typing_rate;

@@ -6,6 +6,11 @@
 //! so before a frame with `seq` goes to a session the thread looks at the newest `seq`
 //! that session already has in that conversation: nothing newer than the frame is let
 //! through twice, and a gap below it is read from the store first.
+//!
+//! An unfriending deletes the conversation, and a new friendship numbers it from 1
+//! again: a frame at or below the newest is then checked against the store (whose
+//! counter is below the newest the session had) before it is taken for one already
+//! sent.
 
 use std::collections::HashMap;
 
@@ -14,8 +19,10 @@ use reactor::ConnId;
 /// What to do with a frame of one conversation for one session.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// The session has it already (filled from the store, or brought by its backlog).
-    Had,
+    /// The session's newest is this `seq`, at or above the frame's: it has it already
+    /// (filled from the store, brought by its backlog), or the conversation started
+    /// again.
+    Had(i64),
     /// It follows what the session has, or nothing is known of the conversation yet.
     Next,
     /// The session's newest is this `seq`: what lies between is missing.
@@ -44,7 +51,7 @@ impl Order {
     pub fn next(&mut self, conn: ConnId, peer: &str, seq: i64) -> Verdict {
         let newest = self.newest.entry(conn).or_default();
         match newest.get_mut(peer) {
-            Some(n) if seq <= *n => Verdict::Had,
+            Some(n) if seq <= *n => Verdict::Had(*n),
             Some(n) if seq == *n + 1 => {
                 *n = seq;
                 Verdict::Next
@@ -57,14 +64,10 @@ impl Order {
         }
     }
 
-    /// The conversation of each two of `users` may have ended (and its numbers start
-    /// again at 1 with a new friendship): what their sessions had of it is forgotten.
-    pub fn forget_pairs(&mut self, conns: &[(String, ConnId)], users: &[String]) {
-        for (user, conn) in conns {
-            if let Some(newest) = self.newest.get_mut(conn) {
-                newest.retain(|peer, _| peer == user || !users.contains(peer));
-            }
-        }
+    /// The conversation with `peer` started again: `conn` has it up to `seq` of the
+    /// new one.
+    pub fn restart(&mut self, conn: ConnId, peer: &str, seq: i64) {
+        self.newest.entry(conn).or_default().insert(peer.to_string(), seq);
     }
 
     /// `conn` closed.
@@ -83,10 +86,10 @@ mod tests {
         let c = ConnId(1);
         o.has(c, [("p".to_string(), 3)]);
         assert_eq!(o.next(c, "p", 4), Verdict::Next);
-        assert_eq!(o.next(c, "p", 4), Verdict::Had);
-        assert_eq!(o.next(c, "p", 2), Verdict::Had);
+        assert_eq!(o.next(c, "p", 4), Verdict::Had(4));
+        assert_eq!(o.next(c, "p", 2), Verdict::Had(4));
         assert_eq!(o.next(c, "p", 7), Verdict::After(4));
-        assert_eq!(o.next(c, "p", 5), Verdict::Had, "filled with the gap");
+        assert_eq!(o.next(c, "p", 5), Verdict::Had(7), "filled with the gap");
         assert_eq!(o.next(c, "p", 8), Verdict::Next);
         // Nothing known of a conversation: its first frame sets the place.
         assert_eq!(o.next(c, "q", 9), Verdict::Next);
@@ -97,15 +100,14 @@ mod tests {
     }
 
     #[test]
-    fn an_ended_friendship_or_a_closed_connection_forgets_the_place() {
+    fn a_restarted_conversation_or_a_closed_connection_forgets_the_place() {
         let mut o = Order::default();
-        let (c, d) = (ConnId(1), ConnId(2));
+        let c = ConnId(1);
         o.has(c, [("p".to_string(), 10), ("q".to_string(), 5)]);
-        o.has(d, [("u".to_string(), 10)]);
-        o.forget_pairs(&[("u".to_string(), c), ("p".to_string(), d)], &["u".into(), "p".into()]);
-        assert_eq!(o.next(c, "p", 1), Verdict::Next, "a new friendship counts from 1");
-        assert_eq!(o.next(c, "q", 5), Verdict::Had, "another conversation is kept");
-        assert_eq!(o.next(d, "u", 1), Verdict::Next);
+        assert_eq!(o.next(c, "p", 1), Verdict::Had(10));
+        o.restart(c, "p", 1);
+        assert_eq!(o.next(c, "p", 2), Verdict::Next, "a new friendship counts from 1");
+        assert_eq!(o.next(c, "q", 5), Verdict::Had(5), "another conversation is kept");
         o.forget(c);
         assert_eq!(o.next(c, "q", 1), Verdict::Next);
     }

@@ -85,8 +85,6 @@ pub enum Work {
     /// A kept message's frame another node committed, for a session of this node
     /// (docs/cluster.md).
     Arrived { app: Arc<App>, remote: Remote, kept: KeptFrame },
-    /// Friendships among `users` were made or ended on some node.
-    Unfriended { app: Arc<App>, users: Vec<String> },
 }
 
 /// The writer: a channel to its thread, which ends when this is dropped.
@@ -139,7 +137,7 @@ impl Work {
             Work::Written { remote, .. }
             | Work::Backlog { remote, .. }
             | Work::Arrived { remote, .. } => Some(remote.clone()),
-            Work::Closed(_) | Work::Unfriended { .. } => None,
+            Work::Closed(_) => None,
         }
     }
 }
@@ -175,6 +173,8 @@ struct Deliveries {
     closed: VecDeque<(Instant, ConnId)>,
     /// Each session's place in its conversations (on a node of several).
     order: Order,
+    /// Marks of frames written whose commit failed: they go with the next one.
+    unsaved: Vec<Delivered>,
     /// Frames for sessions on other nodes, published once the batch's own frames are
     /// with the loop: an answer from there (a 306) must not overtake the sender's 200.
     outbox: Vec<(Arc<App>, Vec<Place>, KeptFrame)>,
@@ -210,13 +210,6 @@ impl Deliveries {
                     self.order.forget(conn);
                     self.closed.push_back((Instant::now(), conn));
                 }
-                Work::Unfriended { app, users } => {
-                    let conns: Vec<(String, ConnId)> = users
-                        .iter()
-                        .flat_map(|u| app.sessions.conns_of(u).into_iter().map(|c| (u.clone(), c)))
-                        .collect();
-                    self.order.forget_pairs(&conns, &users);
-                }
                 Work::Arrived { app, remote, kept } => {
                     context = Some((app, remote));
                     arrived.push(kept);
@@ -225,8 +218,18 @@ impl Deliveries {
         }
         self.forget_closed();
         let Some((app, remote)) = context else { return };
-        let marks = self.written(written, &mut fed);
-        let committed = self.commit(&app, &remote, sends, &marks);
+        let mut marks = self.written(written, &mut fed);
+        marks.append(&mut self.unsaved);
+        let mut committed = self.commit(&app, &remote, sends, &marks);
+        if !committed && !marks.is_empty() {
+            // The failure closed a cut connection, and the next use opens a new one:
+            // the marks go again alone (moving one twice is harmless), else they wait
+            // for the next batch. A frame that reached its socket must move its mark.
+            committed = self.commit(&app, &remote, Vec::new(), &marks);
+            if !committed {
+                self.unsaved = newest_marks(marks);
+            }
+        }
         // After the new feeds are known: a frame for a session still being fed follows
         // its backlog, as a local push would.
         for kept in arrived {
@@ -475,7 +478,16 @@ impl Deliveries {
             return true;
         }
         match self.order.next(conn, peer, seq) {
-            Verdict::Had => false,
+            Verdict::Had(newest) => {
+                // Sent already, unless the conversation started again below it.
+                let restarted =
+                    app.store(|s| s.conversation(user, peer)).is_ok_and(|c| c.last_seq < newest);
+                if restarted {
+                    self.order.restart(conn, peer, seq);
+                    self.fill(app, remote, conn, user, peer, 0, seq);
+                }
+                restarted
+            }
             Verdict::Next => true,
             Verdict::After(newest) => {
                 self.fill(app, remote, conn, user, peer, newest, seq);
@@ -488,7 +500,7 @@ impl Deliveries {
     /// above `after` and below `before`, from the store: the peer's tagged to move the
     /// marks, `user`'s own as the copies its other sessions get (§11.1). At most a
     /// login backlog; a failed read leaves the gap to the next login.
-    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    #[allow(clippy::too_many_arguments)] // two call sites; a struct would only rename them
     fn fill(
         &mut self,
         app: &App,
@@ -501,6 +513,9 @@ impl Deliveries {
     ) {
         let want =
             usize::try_from(before - after - 1).unwrap_or(0).min(app.config.history.login_backlog);
+        if want == 0 {
+            return;
+        }
         let window = store::Window::After(after);
         let missing = match app.store(|s| s.messages(user, peer, window, want)) {
             Ok(m) => m,
@@ -602,6 +617,16 @@ impl Deliveries {
             self.tracked.remove(&conn);
         }
     }
+}
+
+/// The newest of `marks` for each user and peer.
+fn newest_marks(marks: Vec<Delivered>) -> Vec<Delivered> {
+    let mut newest: HashMap<(String, String), i64> = HashMap::new();
+    for d in marks {
+        let seq = newest.entry((d.user, d.peer)).or_default();
+        *seq = (*seq).max(d.seq);
+    }
+    newest.into_iter().map(|((user, peer), seq)| Delivered { user, peer, seq }).collect()
 }
 
 /// Where a message to `to` goes now: each session that takes frames. A session whose
