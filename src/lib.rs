@@ -11,6 +11,7 @@
 //! - `live`     — live state in memory: sessions, the search directory, friend caches,
 //!   rate limits, tokens.
 //! - `auth`     — argon2id passwords and the pool that checks them off the workers.
+//! - `cluster`  — several nodes as one (`[cluster]`): the live state shared through Redis.
 //! - `daemon`   — start, signals, housekeeping and stop; [`Config`]; metrics; the store's
 //!   connections.
 //! - `loopback_tls` — a TLS client that trusts our own self-signed server (load generator,
@@ -20,6 +21,7 @@
 
 mod app;
 mod auth;
+mod cluster;
 mod daemon;
 mod history;
 mod live;
@@ -29,7 +31,7 @@ mod routes;
 
 pub use app::App;
 pub use daemon::config::{
-    Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, RequestLimits, SessionConfig,
-    StoreConfig,
+    ClusterConfig, Config, ConfigError, HistoryConfig, PasswordConfig, RateLimits, RequestLimits,
+    SessionConfig, StoreConfig,
 };
 pub use daemon::{run, Daemon, Error};

@@ -34,6 +34,18 @@ pub struct Config {
     pub fields: proto::Limits,
     /// Pending friend requests (docs/protocol.md §5.7).
     pub requests: RequestLimits,
+    /// Several nodes sharing live state through Redis (docs/cluster.md); `None` alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: given together, `redis` and `node` make this process one node of
+/// several; both need `[store] url` (the nodes share one PostgreSQL database).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]`.
+    pub redis: String,
+    /// This node's name, unique among the nodes: 1 to 64 of `[A-Za-z0-9_.-]`.
+    pub node: String,
 }
 
 /// `[limits]` on pending friend requests: a user flooded with requests still logs in
@@ -162,6 +174,7 @@ impl Default for Config {
             },
             fields: proto::Limits::default(),
             requests: RequestLimits { login_requests: 100, pending_per_user: 1000 },
+            cluster: None,
         }
     }
 }
@@ -321,6 +334,7 @@ impl Doc<'_> {
                 .map_err(|e| ConfigError(format!("[store] url: {e}")))?;
             c.store.url = Some(parsed);
         }
+        self.cluster(c)?;
         let mut sync = String::from("full");
         self.string("store", "synchronous", &mut sync)?;
         c.store.synchronous = match sync.to_ascii_lowercase().as_str() {
@@ -485,6 +499,33 @@ impl Doc<'_> {
         }
     }
 
+    /// `[cluster]`: both keys or neither, and only on PostgreSQL.
+    fn cluster(&mut self, c: &mut Config) -> Result<(), ConfigError> {
+        let (mut redis, mut node) = (String::new(), String::new());
+        self.string("cluster", "redis", &mut redis)?;
+        self.string("cluster", "node", &mut node)?;
+        match (redis.is_empty(), node.is_empty()) {
+            (true, true) => return Ok(()),
+            (false, false) => {}
+            _ => return Err(err("[cluster] redis and node: give both or neither")),
+        }
+        if c.store.url.is_none() {
+            return Err(err(
+                "[cluster] needs [store] url: the nodes share one PostgreSQL database",
+            ));
+        }
+        if !redis.starts_with("redis://") {
+            return Err(err("[cluster] redis: expected redis://host:port"));
+        }
+        let name_ok = node.len() <= 64
+            && node.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !name_ok {
+            return Err(err("[cluster] node: 1 to 64 of A-Z a-z 0-9 _ . -"));
+        }
+        c.cluster = Some(ClusterConfig { redis, node });
+        Ok(())
+    }
+
     /// Warns about every key no reader took.
     fn finish(self) {
         for (section, value) in &self.table {
@@ -510,6 +551,7 @@ const KNOWN_SECTIONS: &[&str] = &[
     "session",
     "history",
     "rate_limit",
+    "cluster",
 ];
 
 #[cfg(test)]
@@ -691,6 +733,30 @@ mod tests {
             let e = c.expect_err(text).to_string();
             assert!(e.contains(needle), "{text}: {e}");
             assert!(!e.contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn cluster_needs_both_keys_and_postgres() {
+        let pg = "[store]\nurl = \"postgres://h/imd\"\n";
+        let (c, w) =
+            parse(&format!("{pg}[cluster]\nredis = \"redis://127.0.0.1:6379\"\nnode = \"a-1\"\n"));
+        let cluster = c.unwrap().cluster.expect("cluster");
+        assert_eq!(
+            (cluster.redis.as_str(), cluster.node.as_str()),
+            ("redis://127.0.0.1:6379", "a-1")
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert!(parse(pg).0.unwrap().cluster.is_none());
+        for (bad, why) in [
+            (format!("{pg}[cluster]\nredis = \"redis://r\"\n"), "both or neither"),
+            (format!("{pg}[cluster]\nnode = \"a\"\n"), "both or neither"),
+            ("[cluster]\nredis = \"redis://r\"\nnode = \"a\"\n".to_string(), "[store] url"),
+            (format!("{pg}[cluster]\nredis = \"http://r\"\nnode = \"a\"\n"), "redis://"),
+            (format!("{pg}[cluster]\nredis = \"redis://r\"\nnode = \"a b\"\n"), "[cluster] node"),
+        ] {
+            let e = parse(&bad).0.unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
         }
     }
 

@@ -90,6 +90,10 @@ impl Daemon {
     /// Runs until a graceful shutdown completes ([`Remote::shutdown`]).
     pub fn run(self) -> Result<(), Error> {
         let remote = self.server.remote();
+        let bus = match &self.app.cluster {
+            Some(cluster) => Some(join_cluster(&self.app, cluster, &remote)?),
+            None => None,
+        };
         let app = self.app.clone();
         let housekeeping = thread::Builder::new()
             .name("imd-housekeeping".into())
@@ -97,7 +101,78 @@ impl Daemon {
             .map_err(|e| Error::Config(format!("cannot start a thread: {e}")))?;
         let result = self.server.run().map_err(Error::Reactor);
         let _ = housekeeping.join();
+        if let Some(bus) = bus {
+            let _ = bus.join();
+        }
+        if let Some(cluster) = &self.app.cluster {
+            // Its sessions are closed: the others hear 300 from their close, not here.
+            if let Err(e) = cluster.leave() {
+                log::warn!("cluster: leaving: {e}");
+            }
+        }
         result
+    }
+}
+
+/// Joins the cluster: clears what an earlier process of this node left (its users'
+/// friends hear 300), and starts the subscriber that hands other nodes' frames to the
+/// reactor.
+fn join_cluster(
+    app: &Arc<App>,
+    cluster: &crate::cluster::Cluster,
+    remote: &Remote,
+) -> Result<thread::JoinHandle<()>, Error> {
+    let orphans =
+        cluster.join().map_err(|e| Error::Config(format!("[cluster] cannot join: {e}")))?;
+    crate::cluster::fanout::announce_offline(app, remote, &orphans);
+    let inbox = NodeInbox { app: app.clone(), remote: remote.clone() };
+    cluster.subscribe(inbox).map_err(|e| Error::Config(format!("cannot start a thread: {e}")))
+}
+
+/// Where the cluster's subscriber hands what other nodes send.
+struct NodeInbox {
+    app: Arc<App>,
+    remote: Remote,
+}
+
+impl crate::cluster::Inbox for NodeInbox {
+    fn deliver(&self, conn: reactor::ConnId, frame: String) {
+        self.remote.send_text(conn, frame);
+    }
+
+    fn kept(&self, kept: crate::cluster::KeptFrame) {
+        self.app.history.arrived(&self.app, kept, &self.remote);
+    }
+
+    fn end(&self, conn: reactor::ConnId, frame: Option<String>) {
+        // Out of the local registry first, as a local logoff does: its close then
+        // announces nothing (the ending node did what was due).
+        if let Some(user) = self.app.sessions.user_of(conn) {
+            let _ = self.app.sessions.end_session(&user, conn, |_, _| ());
+        }
+        if let Some(frame) = frame {
+            self.remote.send_text(conn, frame);
+        }
+        self.remote.close(conn, 1000, "ended by another node");
+    }
+
+    fn directory(&self, id: String) {
+        use crate::live::directory::{Change, Listing};
+        // The store says what the listing is now, whatever order broadcasts arrive in.
+        let change = match self.app.store(|s| s.user_by_id(&id)) {
+            Ok(Some(user)) => Change::Added(Listing::from(&user)),
+            Ok(None) => Change::Removed(id),
+            Err(f) => return f.log(),
+        };
+        let _ = self.app.directory.write(|| Ok::<_, ()>(((), change)));
+    }
+
+    fn forget(&self, users: Vec<String>) {
+        self.app.friend_cache.forget(users.iter().map(String::as_str));
+    }
+
+    fn stopping(&self) -> bool {
+        self.remote.is_shutting_down()
     }
 }
 
@@ -118,6 +193,9 @@ fn housekeeping(app: &App, remote: &Remote) {
         // A mismatch is logged once, inside; from then on writes answer 500.
         let _ = app.db.check_files();
         tick += 1;
+        if tick % 4 == 0 {
+            crate::cluster::fanout::tick(app, remote);
+        }
         let closed = closed_connections(remote);
         if tick % TRIM_EVERY_TICKS == 0 && closed != closed_at_trim {
             closed_at_trim = closed;

@@ -93,6 +93,7 @@ fn read(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> 
             remote.send_text(c, push.clone());
             app.metrics.pushed(Code::MessageRead);
         }
+        crate::cluster::fanout::push_elsewhere_all(app, [with, me], &push);
     }
     Ok(Code::Success)
 }
@@ -116,9 +117,11 @@ fn typing(
         app.metrics.rate_limited("typing");
         return Err(Code::TooManyRequests);
     }
+    let push = Reply::new(Code::FriendTyping).str("id", me).finish();
     for friend in app.sessions.conns_of(to) {
-        remote.send_text(friend, Reply::new(Code::FriendTyping).str("id", me).finish());
+        remote.send_text(friend, push.clone());
         app.metrics.pushed(Code::FriendTyping);
     }
+    crate::cluster::fanout::push_elsewhere(app, to, &push);
     Ok(Code::Success)
 }

@@ -8,6 +8,8 @@
 //!   each slice once the one before is in the socket.
 //! - `frames`   — the tunnel frames: send with `cid` (handed to the writer), `read`, and
 //!   `typing` with its own per-session limit.
+//! - `order`    — on a node of several, each session's newest `seq` per conversation,
+//!   so that a frame from another node never jumps a gap nor comes twice.
 //! - `login`    — what a login adds: marks on friend entries, and its backlog's start.
 //! - `messages` — `GET /im/messages`, and retention for housekeeping.
 //! - `pages`    — the newest page of each conversation read, encoded, forgotten at
@@ -23,6 +25,7 @@ mod backlog;
 mod frames;
 mod login;
 mod messages;
+mod order;
 mod pages;
 mod writer;
 
@@ -92,6 +95,14 @@ impl History {
     pub fn written(&self, app: &App, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
         if let Some(app) = app.me.upgrade() {
             self.writer.submit(Work::Written { app, remote: remote.clone(), reports });
+        }
+    }
+
+    /// A kept message's frame from another node for a session here: the writer
+    /// delivers it in the conversation's order and moves its marks once written.
+    pub fn arrived(&self, app: &App, kept: crate::cluster::KeptFrame, remote: &Remote) {
+        if let Some(app) = app.me.upgrade() {
+            self.writer.submit(Work::Arrived { app, remote: remote.clone(), kept });
         }
     }
 

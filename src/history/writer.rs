@@ -31,7 +31,9 @@ use reactor::{ConnId, Remote};
 use store::{Appended, Delivered, NewHistoryMessage};
 
 use super::backlog::{Feed, Following};
+use super::order::{Order, Verdict};
 use crate::app::App;
+use crate::cluster::{fanout, KeptFrame, Place};
 
 /// Most pieces of work in one commit: a bound on how long the first of them waits.
 pub const MAX_BATCH: usize = 256;
@@ -75,12 +77,16 @@ pub enum Work {
     Send(Job),
     /// Tagged frames reached their sockets, per connection.
     Written { app: Arc<App>, remote: Remote, reports: Vec<(ConnId, Vec<u64>)> },
-    /// A session of `user` started on `conn`: feed it its backlog.
-    Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String },
+    /// A session of `user` started on `conn`: feed it its backlog. `known`: per
+    /// conversation, the `last_seq` its login reply gave.
+    Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String, known: Vec<(String, i64)> },
     /// `conn` closed.
     Closed(ConnId),
     /// The conversation of these two users ended (a friendship removed).
     ConversationEnded(String, String),
+    /// A kept message's frame another node committed, for a session of this node
+    /// (docs/cluster.md).
+    Arrived { app: Arc<App>, remote: Remote, kept: KeptFrame },
 }
 
 /// The writer: a channel to its thread, which ends when this is dropped.
@@ -122,6 +128,7 @@ fn run(rx: &Receiver<Work>) {
             Some(remote) => remote.batch(|| deliveries.batch(batch)),
             None => deliveries.batch(batch),
         }
+        deliveries.publish();
     }
 }
 
@@ -129,7 +136,9 @@ impl Work {
     fn remote(&self) -> Option<Remote> {
         match self {
             Work::Send(job) => Some(job.done.remote.clone()),
-            Work::Written { remote, .. } | Work::Backlog { remote, .. } => Some(remote.clone()),
+            Work::Written { remote, .. }
+            | Work::Backlog { remote, .. }
+            | Work::Arrived { remote, .. } => Some(remote.clone()),
             Work::Closed(_) | Work::ConversationEnded(..) => None,
         }
     }
@@ -164,6 +173,13 @@ struct Deliveries {
     feeds: HashMap<ConnId, Feed>,
     /// Closed connections, oldest first, whose tags go after [`LATE_REPORTS`].
     closed: VecDeque<(Instant, ConnId)>,
+    /// Each session's place in its conversations (on a node of several).
+    order: Order,
+    /// Marks of frames written whose commit failed: they go with the next one.
+    unsaved: Vec<Delivered>,
+    /// Frames for sessions on other nodes, published once the batch's own frames are
+    /// with the loop: an answer from there (a 306) must not overtake the sender's 200.
+    outbox: Vec<(Arc<App>, Vec<Place>, KeptFrame)>,
 }
 
 impl Deliveries {
@@ -172,6 +188,7 @@ impl Deliveries {
         let mut sends = Vec::new();
         let mut written = Vec::new();
         let mut fed = Vec::new();
+        let mut arrived = Vec::new();
         for work in batch {
             match work {
                 Work::Send(job) => {
@@ -182,7 +199,10 @@ impl Deliveries {
                     context = Some((app, remote));
                     written.extend(reports);
                 }
-                Work::Backlog { app, remote, conn, user } => {
+                Work::Backlog { app, remote, conn, user, known } => {
+                    if app.cluster.is_some() {
+                        self.order.has(conn, known);
+                    }
                     context = Some((app, remote));
                     // It may exist already, holding frames committed since the session
                     // was registered: they follow this backlog.
@@ -191,6 +211,7 @@ impl Deliveries {
                 }
                 Work::Closed(conn) => {
                     self.feeds.remove(&conn);
+                    self.order.forget(conn);
                     self.closed.push_back((Instant::now(), conn));
                 }
                 Work::ConversationEnded(a, b) => {
@@ -198,12 +219,32 @@ impl Deliveries {
                         feed.conversation_ended(&a, &b);
                     }
                 }
+                Work::Arrived { app, remote, kept } => {
+                    context = Some((app, remote));
+                    arrived.push(kept);
+                }
             }
         }
         self.forget_closed();
         let Some((app, remote)) = context else { return };
-        let marks = self.written(written, &mut fed);
-        if !self.commit(&app, &remote, sends, &marks) {
+        let mut marks = self.written(written, &mut fed);
+        marks.append(&mut self.unsaved);
+        let mut committed = self.commit(&app, &remote, sends, &marks);
+        if !committed && !marks.is_empty() {
+            // The failure closed a cut connection, and the next use opens a new one:
+            // the marks go again alone (moving one twice is harmless), else they wait
+            // for the next batch. A frame that reached its socket must move its mark.
+            committed = self.commit(&app, &remote, Vec::new(), &marks);
+            if !committed {
+                self.unsaved = newest_marks(marks);
+            }
+        }
+        // After the new feeds are known: a frame for a session still being fed follows
+        // its backlog, as a local push would.
+        for kept in arrived {
+            self.arrive(&app, &remote, kept);
+        }
+        if !committed {
             // The marks of the slices just written did not move: a feed reading on
             // would send them again. Those sessions end; their next login resumes.
             for conn in fed {
@@ -213,6 +254,13 @@ impl Deliveries {
         }
         for conn in fed {
             self.feed(&app, &remote, conn);
+        }
+    }
+
+    /// Publishes what the last batch had for other nodes.
+    fn publish(&mut self) {
+        for (app, places, kept) in self.outbox.drain(..) {
+            fanout::publish_kept(&app, &places, &kept);
         }
     }
 
@@ -256,10 +304,16 @@ impl Deliveries {
         }
         let targets: Vec<Vec<Target>> =
             sends.iter().map(|j| targets(app, remote, &j.message.to_id)).collect();
+        // The receiver's sessions on other nodes take it too (docs/cluster.md).
+        let elsewhere: Vec<Vec<Place>> =
+            sends.iter().map(|j| fanout::sessions_elsewhere(app, &j.message.to_id)).collect();
         let messages: Vec<NewHistoryMessage> = sends
             .iter()
-            .zip(&targets)
-            .map(|(j, t)| NewHistoryMessage { live: !t.is_empty(), ..j.message.clone() })
+            .zip(targets.iter().zip(&elsewhere))
+            .map(|(j, (t, e))| NewHistoryMessage {
+                live: !t.is_empty() || !e.is_empty(),
+                ..j.message.clone()
+            })
             .collect();
         let started = Instant::now();
         let results = app.db.with(|store| store.append_and_mark(&messages, marks));
@@ -281,10 +335,12 @@ impl Deliveries {
                 app.history.pages.forget(&job.message.from_id, &job.message.to_id);
             }
         }
-        for ((job, target), result) in sends.iter().zip(targets).zip(results) {
+        for (((job, target), places), result) in
+            sends.iter().zip(targets).zip(elsewhere).zip(results)
+        {
             let m = &job.message;
             match result {
-                Appended::New { seq } => self.deliver(app, job, target, seq),
+                Appended::New { seq } => self.deliver(app, job, target, &places, seq),
                 Appended::Existing(old) if old.to_id == m.to_id && old.payload == m.payload => {
                     let code =
                         if old.code == 200 { Code::Success } else { Code::StoredForOfflineFriend };
@@ -295,18 +351,21 @@ impl Deliveries {
             }
         }
         for d in moved {
+            let push = delivered_push(&d.user, d.seq);
             for c in app.sessions.conns_of(&d.peer) {
-                remote.send_text(c, delivered_push(&d.user, d.seq));
+                remote.send_text(c, push.clone());
                 app.metrics.pushed(Code::MessageDelivered);
             }
+            fanout::push_elsewhere(app, &d.peer, &push);
         }
         true
     }
 
     /// After the commit: pushes the message to each of the receiver's sessions that
-    /// takes it now, copies it to the sender's other sessions (§11.1), and acks the
-    /// sender: 200 when a session of the receiver takes it, else 202.
-    fn deliver(&mut self, app: &App, job: &Job, targets: Vec<Target>, seq: i64) {
+    /// takes it now (`places`: on other nodes, whose writers move the marks), copies it
+    /// to the sender's other sessions (§11.1), and acks the sender: 200 when a session
+    /// of the receiver takes it, else 202.
+    fn deliver(&mut self, app: &App, job: &Job, targets: Vec<Target>, places: &[Place], seq: i64) {
         let m = &job.message;
         let frame = proto::kept_receive_frame(
             &m.dialogue_id,
@@ -317,7 +376,7 @@ impl Deliveries {
             m.cid.as_deref(),
         );
         let remote = &job.done.remote;
-        let code = if targets.is_empty() {
+        let code = if targets.is_empty() && places.is_empty() {
             app.metrics.offline_stored(1);
             Code::StoredForOfflineFriend
         } else {
@@ -327,15 +386,28 @@ impl Deliveries {
             let marks = Marks { user: m.to_id.clone(), seqs: vec![(m.from_id.clone(), seq)] };
             match target {
                 Target::Push(friend) => {
-                    let tag = self.track(friend, marks);
-                    remote.send_text_tracked(friend, frame.clone(), tag);
+                    if self.in_order(app, remote, friend, &m.to_id, &m.from_id, seq) {
+                        let tag = self.track(friend, marks);
+                        remote.send_text_tracked(friend, frame.clone(), tag);
+                    }
                 }
                 Target::Backlog(friend) => {
                     self.follow_backlog(friend, (&m.to_id, &m.from_id), seq, &frame, Some(marks))
                 }
             }
         }
+        if !places.is_empty() {
+            let kept = KeptFrame::to_receiver(&m.to_id, &m.from_id, seq, &frame);
+            self.outbox.push((job.app.clone(), places.to_vec(), kept));
+        }
         self.carbon_copies(app, remote, job, seq, &frame);
+        // The ack shows the sender `seq`: whatever came before it goes first.
+        match self.feeds.get_mut(&job.conn) {
+            Some(feed) if app.cluster.is_some() => feed.acked(&m.to_id, seq),
+            _ => {
+                self.in_order(app, remote, job.conn, &m.from_id, &m.to_id, seq);
+            }
+        }
         reply(app, job, code, Some((seq, m.ts_ms)), m.cid.as_deref());
     }
 
@@ -345,17 +417,22 @@ impl Deliveries {
         let m = &job.message;
         let mine: Vec<ConnId> =
             app.sessions.conns_of(&m.from_id).into_iter().filter(|c| *c != job.conn).collect();
-        if mine.is_empty() {
+        let places = fanout::sessions_elsewhere(app, &m.from_id);
+        if mine.is_empty() && places.is_empty() {
             return;
         }
         let copy = proto::with_str(frame.to_string(), "to", &m.to_id);
+        if !places.is_empty() {
+            let kept = KeptFrame::copy(&m.from_id, &m.to_id, seq, &copy);
+            self.outbox.push((job.app.clone(), places, kept));
+        }
         for c in mine {
             if !remote.takes_frames(c) {
                 continue;
             }
             if app.history.is_catching_up(c) {
                 self.follow_backlog(c, (&m.from_id, &m.to_id), seq, &copy, None);
-            } else {
+            } else if self.in_order(app, remote, c, &m.from_id, &m.to_id, seq) {
                 remote.send_text(c, copy.clone());
             }
         }
@@ -376,6 +453,105 @@ impl Deliveries {
     ) {
         let feed = self.feeds.entry(conn).or_insert_with(|| Feed::new(user.to_string()));
         feed.follow(Following { peer: peer.to_string(), seq, frame: frame.to_string(), marks });
+    }
+
+    /// A kept message's frame from another node: to its session as a local push goes
+    /// (after a backlog being fed), tagged so that the marks move once it is written.
+    fn arrive(&mut self, app: &App, remote: &Remote, kept: KeptFrame) {
+        let KeptFrame { conn, user, peer, seq, frame, moves_marks } = kept;
+        // The connection may have closed, or been reused, since the other node looked.
+        if !remote.takes_frames(conn) || !app.sessions.conns_of(&user).contains(&conn) {
+            return;
+        }
+        // A session registered but not yet fed counts as fed (see `follow_backlog`).
+        if self.feeds.contains_key(&conn) || app.history.is_catching_up(conn) {
+            let marks =
+                moves_marks.then(|| Marks { user: user.clone(), seqs: vec![(peer.clone(), seq)] });
+            return self.follow_backlog(conn, (&user, &peer), seq, &frame, marks);
+        }
+        if !self.in_order(app, remote, conn, &user, &peer, seq) {
+            return;
+        }
+        let marks = moves_marks.then(|| Marks { user, seqs: vec![(peer.clone(), seq)] });
+        match marks {
+            Some(marks) => {
+                let tag = self.track(conn, marks);
+                remote.send_text_tracked(conn, frame, tag);
+            }
+            None => remote.send_text(conn, frame),
+        }
+    }
+
+    /// On a node of several, before a frame of the conversation of `user` (on `conn`)
+    /// and `peer` numbered `seq` goes out: false when `conn` has it already; a gap
+    /// below it is sent first, read from the store (docs/cluster.md, "Gaps").
+    fn in_order(
+        &mut self,
+        app: &App,
+        remote: &Remote,
+        conn: ConnId,
+        user: &str,
+        peer: &str,
+        seq: i64,
+    ) -> bool {
+        if app.cluster.is_none() {
+            return true;
+        }
+        match self.order.next(conn, peer, seq) {
+            Verdict::Had(newest) => {
+                // Sent already, unless the conversation started again below it.
+                let restarted =
+                    app.store(|s| s.conversation(user, peer)).is_ok_and(|c| c.last_seq < newest);
+                if restarted {
+                    self.order.restart(conn, peer, seq);
+                    self.fill(app, remote, conn, user, peer, 0, seq);
+                }
+                restarted
+            }
+            Verdict::Next => true,
+            Verdict::After(newest) => {
+                self.fill(app, remote, conn, user, peer, newest, seq);
+                true
+            }
+        }
+    }
+
+    /// Sends `conn` the messages of the conversation of `user` and `peer` numbered
+    /// above `after` and below `before`, from the store: the peer's tagged to move the
+    /// marks, `user`'s own as the copies its other sessions get (§11.1). At most a
+    /// login backlog; a failed read leaves the gap to the next login.
+    #[allow(clippy::too_many_arguments)] // two call sites; a struct would only rename them
+    fn fill(
+        &mut self,
+        app: &App,
+        remote: &Remote,
+        conn: ConnId,
+        user: &str,
+        peer: &str,
+        after: i64,
+        before: i64,
+    ) {
+        let want =
+            usize::try_from(before - after - 1).unwrap_or(0).min(app.config.history.login_backlog);
+        if want == 0 {
+            return;
+        }
+        let window = store::Window::After(after);
+        let missing = match app.store(|s| s.messages(user, peer, window, want)) {
+            Ok(m) => m,
+            Err(f) => return f.log(),
+        };
+        log::debug!("cluster: {} missing messages sent from the store", missing.len());
+        for m in missing.into_iter().filter(|m| m.seq < before) {
+            let frame = super::stored_frame(&m);
+            if m.from_id == peer {
+                let marks = Marks { user: user.to_string(), seqs: vec![(m.from_id, m.seq)] };
+                let tag = self.track(conn, marks);
+                remote.send_text_tracked(conn, frame, tag);
+            } else {
+                remote.send_text(conn, proto::with_str(frame, "to", peer));
+            }
+        }
     }
 
     /// A new tag for a frame to `conn` that moves `marks` once written.
@@ -416,8 +592,16 @@ impl Deliveries {
         }
         if last {
             // Sent after the last slice by this same thread, so in order behind it.
-            if let Some(feed) = self.feeds.remove(&conn) {
+            if let Some(mut feed) = self.feeds.remove(&conn) {
+                let ordered = app.cluster.is_some();
+                if ordered {
+                    self.order.has(conn, feed.sent_newest());
+                }
+                let (user, acked) = (feed.user().to_string(), feed.take_acked());
                 for f in feed.into_following() {
+                    if ordered && !self.in_order(app, remote, conn, &user, &f.peer, f.seq) {
+                        continue;
+                    }
                     match f.marks {
                         Some(marks) => {
                             let tag = self.track(conn, marks);
@@ -425,6 +609,9 @@ impl Deliveries {
                         }
                         None => remote.send_text(conn, f.frame),
                     }
+                }
+                if ordered {
+                    self.order.has(conn, acked);
                 }
             }
             app.history.caught_up(conn);
@@ -450,6 +637,16 @@ impl Deliveries {
             self.tracked.remove(&conn);
         }
     }
+}
+
+/// The newest of `marks` for each user and peer.
+fn newest_marks(marks: Vec<Delivered>) -> Vec<Delivered> {
+    let mut newest: HashMap<(String, String), i64> = HashMap::new();
+    for d in marks {
+        let seq = newest.entry((d.user, d.peer)).or_default();
+        *seq = (*seq).max(d.seq);
+    }
+    newest.into_iter().map(|((user, peer), seq)| Delivered { user, peer, seq }).collect()
 }
 
 /// Where a message to `to` goes now: each session that takes frames. A session whose

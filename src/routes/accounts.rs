@@ -7,6 +7,7 @@ use reactor::{ConnId, Remote, Request};
 use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Deferrable, Fail, Later, Outcome};
+use crate::cluster::{fanout, Owner};
 use crate::live::directory::{Change, Listing};
 use crate::live::token::new_user_id;
 use crate::routes::input::Input;
@@ -74,6 +75,7 @@ pub fn register(app: &App, req: &Request, later: Later<'_>) -> Deferrable {
             app.store(|s| s.create_user(&user))?;
             Ok::<_, Fail>(((), Change::Added(listing)))
         })?;
+        crate::cluster::fanout::directory_changed(app, &user.id);
         log::debug!("registered a user from {ip}");
         Ok(proto::status(Code::Success))
     })
@@ -116,7 +118,15 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
     })?;
     app.friend_cache.forget(former_friends.iter().map(String::as_str).chain([me]));
     app.history.pages.forget_user(me);
+    let changed: Vec<&str> = former_friends.iter().map(String::as_str).chain([me]).collect();
+    crate::cluster::fanout::friends_changed(app, &changed);
+    crate::cluster::fanout::directory_changed(app, me);
     let push = proto::push_id(Code::FriendRemoved, me);
+    crate::cluster::fanout::push_elsewhere_all(
+        app,
+        changed[..former_friends.len()].iter().copied(),
+        &push,
+    );
     // Every session of the account ends (§11.1); its devices went with it in the store.
     let (conns, ()) = app.sessions.end_user(me, |online| {
         for c in former_friends.iter().flat_map(|f| online.conns(f)) {
@@ -125,8 +135,10 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
         }
     });
     for conn in conns {
+        fanout::ended(app, me, conn);
         remote.close(conn, 1000, "account erased");
     }
+    fanout::end_elsewhere(app, me, None, None);
     log::debug!("erased a user");
     Ok(proto::status(Code::Success))
 }
@@ -240,27 +252,43 @@ pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable 
         // is committed, nothing may keep the other sessions and racing logins from
         // being ended: no read after the commit can fail the revocation.
         let reply = apply_update(app, me, update, remote)?;
-        end_other_sessions(app, remote, me, session, &hash);
+        end_other_sessions(app, remote, me, &session, &hash);
         Ok(reply)
     })
 }
 
 /// After a password change that committed `hash`: every session of `me` but `keep`,
-/// the one that changed it, gets 513 and is closed (§11.1).
-fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId, hash: &str) {
-    // The friends matter only for a 300, when the changing session closed meanwhile:
-    // a failure to read them loses that push, never the revocation.
-    let friends = app.store(|s| s.friend_ids(me)).unwrap_or_else(|f| {
-        f.log();
-        Vec::new()
-    });
-    let (others, ()) = app.sessions.end_others(me, keep, hash, |online, last| {
-        // Only when the changing session itself closed meanwhile.
-        if last {
-            crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
+/// the one that changed it (on this node or another), gets 513 and is closed (§11.1).
+fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: &Holder, hash: &str) {
+    let others = match keep {
+        Holder::Here(keep) => {
+            // The friends matter only for a 300, when the changing session closed
+            // meanwhile: a failure to read them loses that push, never the revocation.
+            let friends = app.store(|s| s.friend_ids(me)).unwrap_or_else(|f| {
+                f.log();
+                Vec::new()
+            });
+            app.sessions
+                .end_others(me, *keep, hash, |online, last| {
+                    // Only when the changing session itself closed meanwhile.
+                    if last {
+                        crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
+                    }
+                })
+                .0
         }
-    });
+        // The changing session lives on on its node: the user stays online.
+        Holder::There(_) => app.sessions.end_user(me, |_| ()).0,
+    };
     crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
+    for conn in others {
+        fanout::ended(app, me, conn);
+    }
+    let keep = match keep {
+        Holder::Here(_) => None,
+        Holder::There(owner) => Some(&owner.place),
+    };
+    fanout::end_elsewhere(app, me, Some(&proto::replaced_push()), keep);
 }
 
 /// Stores a checked update, then pushes 301 to every online friend.
@@ -275,6 +303,7 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
         let change = Change::Updated((&p).into());
         Ok::<_, Fail>((p, change))
     })?;
+    fanout::directory_changed(app, me);
 
     // Each friend sees the change under the alias they gave me. The change is committed:
     // a failure to read them loses the pushes, not the 200.
@@ -298,6 +327,17 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
             }
         }
     });
+    for (friend, alias) in &watchers {
+        let push = proto::profile_push(
+            me,
+            alias,
+            &profile.picture,
+            &profile.sex,
+            &profile.birthday,
+            &profile.sign,
+        );
+        crate::cluster::fanout::push_elsewhere(app, friend, &push);
+    }
     Ok(proto::status(Code::Success))
 }
 
@@ -316,14 +356,38 @@ fn cleared(input: &Input) -> Result<Vec<&str>, Code> {
 
 /// The common checks of docs/protocol.md §5; the caller's user id on success.
 pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
-    Ok(authenticate_session(app, input)?.0)
-}
-
-/// [`authenticate`], with the connection of the session whose token it is (a user
-/// may have several, §11.1).
-pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, ConnId), Fail> {
     let token = input.text("token")?;
     let id = input.text("id")?;
-    let conn = app.sessions.authenticate(id, token)?;
-    Ok((id.to_string(), conn))
+    match app.sessions.authenticate(id, token) {
+        Ok(_) => Ok(id.to_string()),
+        // A session of another node (docs/cluster.md): the token is as good here.
+        Err(Code::AuthIllegal) if fanout::token_elsewhere(app, id, token).is_some() => {
+            Ok(id.to_string())
+        }
+        Err(c) => Err(c.into()),
+    }
+}
+
+/// Where the session a token names lives.
+#[derive(Clone, Debug)]
+pub enum Holder {
+    /// On this node, on this connection.
+    Here(ConnId),
+    /// On another node (docs/cluster.md): what is done to it goes through Redis.
+    There(Owner),
+}
+
+/// [`authenticate`], with where the session whose token it is lives (a user may have
+/// several, §11.1): what the caller acts on (logoff, a password change).
+pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, Holder), Fail> {
+    let token = input.text("token")?;
+    let id = input.text("id")?;
+    match app.sessions.authenticate(id, token) {
+        Ok(conn) => Ok((id.to_string(), Holder::Here(conn))),
+        Err(Code::AuthIllegal) => match fanout::token_elsewhere(app, id, token) {
+            Some(owner) => Ok((id.to_string(), Holder::There(owner))),
+            None => Err(Code::AuthIllegal.into()),
+        },
+        Err(c) => Err(c.into()),
+    }
 }

@@ -5,6 +5,7 @@ use reactor::{Remote, Request};
 use store::{FriendRow, Requested, UserRow};
 
 use crate::app::{App, Outcome};
+use crate::cluster::fanout;
 use crate::live::directory::found_entry;
 use crate::live::sessions::Online;
 use crate::routes::accounts::authenticate;
@@ -56,6 +57,7 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
         Requested::Befriended { requester: mine, target } => {
             // They already asked me: this request is their answer.
             app.friend_cache.forget([me.as_str(), to]);
+            fanout::friends_changed(app, &[me.as_str(), to]);
             app.sessions.with_online(|online| {
                 push_added(app, remote, online, to, &mine, &me);
                 push_added(app, remote, online, &me, &target, to);
@@ -66,7 +68,7 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
             if !targets.is_empty() {
                 let entry = RequestEntry {
                     id: me.clone(),
-                    name: mine.name,
+                    name: mine.name.clone(),
                     to: to.to_string(),
                     note: note.to_string(),
                 };
@@ -75,6 +77,16 @@ pub fn request(app: &App, req: &Request, remote: &Remote) -> Outcome {
                     remote.send_text(conn, push.clone());
                     app.metrics.pushed(Code::ApplyForAFriend);
                 }
+            }
+            let places = fanout::sessions_elsewhere(app, to);
+            if !places.is_empty() {
+                let entry = RequestEntry {
+                    id: me.clone(),
+                    name: mine.name,
+                    to: to.to_string(),
+                    note: note.to_string(),
+                };
+                fanout::publish_to(app, &places, &proto::request_push(&entry));
             }
         }
     }
@@ -102,6 +114,7 @@ pub fn add(app: &App, req: &Request, remote: &Remote) -> Outcome {
     // `request`): a requester erased meanwhile answers 523, not a failed write.
     let mine = app.store(|s| s.accept_request(&me, from, alias))?;
     app.friend_cache.forget([me.as_str(), from]);
+    fanout::friends_changed(app, &[me.as_str(), from]);
     app.sessions.with_online(|online| push_added(app, remote, online, from, &mine, &me));
     Ok(proto::status(Code::Success))
 }
@@ -118,10 +131,12 @@ pub fn decline(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if !app.store(|s| s.delete_request(from, &me))? {
         return Err(Code::RequestNotExists.into());
     }
+    let push = proto::push_id(Code::RequestDeclined, &me);
     for conn in app.sessions.conns_of(from) {
-        remote.send_text(conn, proto::push_id(Code::RequestDeclined, &me));
+        remote.send_text(conn, push.clone());
         app.metrics.pushed(Code::RequestDeclined);
     }
+    fanout::push_elsewhere(app, from, &push);
     Ok(proto::status(Code::Success))
 }
 
@@ -140,10 +155,13 @@ pub fn remove(app: &App, req: &Request, remote: &Remote) -> Outcome {
     app.friend_cache.forget([me.as_str(), to]);
     app.history.conversation_ended(&me, to);
     app.history.pages.forget(&me, to);
+    fanout::friends_changed(app, &[me.as_str(), to]);
+    let push = proto::push_id(Code::FriendRemoved, &me);
     for conn in app.sessions.conns_of(to) {
-        remote.send_text(conn, proto::push_id(Code::FriendRemoved, &me));
+        remote.send_text(conn, push.clone());
         app.metrics.pushed(Code::FriendRemoved);
     }
+    fanout::push_elsewhere(app, to, &push);
     Ok(proto::status(Code::Success))
 }
 
@@ -200,7 +218,9 @@ fn push_added(
     friend: &UserRow,
     friend_id: &str,
 ) {
-    if online.is_online(to) {
+    // With [cluster], Redis is asked under the registry lock: rare (a friendship made).
+    let elsewhere = fanout::sessions_elsewhere(app, to);
+    if online.is_online(to) || !elsewhere.is_empty() {
         let entry = FriendEntry {
             id: friend_id.to_string(),
             name: friend.name.clone(),
@@ -208,7 +228,7 @@ fn push_added(
             sex: friend.sex.clone(),
             birthday: friend.birthday.clone(),
             sign: friend.sign.clone(),
-            online: online.is_online(friend_id),
+            online: online.is_online(friend_id) || fanout::online_elsewhere(app, friend_id),
             ..FriendEntry::default()
         };
         // A new friendship starts an empty conversation (§10.5).
@@ -219,5 +239,6 @@ fn push_added(
             remote.send_text(conn, push.clone());
             app.metrics.pushed(Code::FriendAdded);
         }
+        fanout::publish_to(app, &elsewhere, &push);
     }
 }

@@ -11,9 +11,10 @@ use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 
 use crate::app::{App, Fail, Outcome};
 use crate::auth::devices::{self, Remembered};
+use crate::cluster::fanout;
 use crate::live::sessions::{Ended, NotStarted, Online, Session};
 use crate::live::token::new_token;
-use crate::routes::accounts::authenticate_session;
+use crate::routes::accounts::{authenticate_session, Holder};
 use crate::routes::friends::{friend_entries, request_entries};
 use crate::routes::input::Input;
 
@@ -130,7 +131,8 @@ fn check_send(
     let (id, to, payload) = checked_send(app, conn, me, fields)?;
     let ts = now_ms();
     let friends = app.sessions.conns_of(to);
-    if friends.is_empty() {
+    let places = fanout::sessions_elsewhere(app, to);
+    if friends.is_empty() && places.is_empty() {
         return Err(Code::FriendIsOffline);
     }
     let frame = proto::receive_frame(id, me, payload, ts);
@@ -138,6 +140,7 @@ fn check_send(
     for friend in friends {
         remote.send_text(friend, frame.clone());
     }
+    fanout::publish_to(app, &places, &frame);
     Ok(Code::Success)
 }
 
@@ -151,14 +154,16 @@ pub(crate) fn carbon_copies(
     to: &str,
     frame: &str,
 ) {
-    let mine = app.sessions.conns_of(me);
-    if mine.len() < 2 {
+    let mine: Vec<ConnId> = app.sessions.conns_of(me).into_iter().filter(|c| *c != conn).collect();
+    let places = fanout::sessions_elsewhere(app, me);
+    if mine.is_empty() && places.is_empty() {
         return;
     }
     let copy = proto::with_str(frame.to_string(), "to", to);
-    for c in mine.into_iter().filter(|c| *c != conn) {
+    for c in mine {
         remote.send_text(c, copy.clone());
     }
+    fanout::publish_to(app, &places, &copy);
 }
 
 /// The checks every send frame passes, kept or not, in the order of §6.1: 510, 511,
@@ -381,15 +386,28 @@ fn start(
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    let known: Vec<(String, i64)> =
+        marked.iter().filter_map(|f| Some((f.id.clone(), f.last_seq?))).collect();
     // Kept messages follow the login reply, before anything sent from now on (see history).
     crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
     let session = Session { conn, token: token.clone(), device };
+    // Presence is the cluster's: friends on other nodes count as online, and with a
+    // session elsewhere this login is not the user's first.
+    let friends_elsewhere: std::collections::HashSet<&str> = friend_ids
+        .iter()
+        .filter(|f| fanout::online_elsewhere(app, f))
+        .map(String::as_str)
+        .collect();
+    // With one device every other session is replaced: the login is announced, as on
+    // one node.
+    let me_elsewhere = app.config.session.max_devices > 1 && fanout::online_elsewhere(app, &me);
     let mark = (since, checked.as_deref());
     let started = app.sessions.start(&me, session, mark, |online, first| {
+        let first = first && !me_elsewhere;
         let mut friends = marked;
         for f in &mut friends {
-            f.online = online.is_online(&f.id);
+            f.online = online.is_online(&f.id) || friends_elsewhere.contains(f.id.as_str());
         }
         let mut reply = proto::login_reply(&friends, &profile, &requests, &token);
         if let Some(device_token) = &device_token {
@@ -403,11 +421,12 @@ fn start(
                 app.metrics.pushed(Code::FriendOnline);
             }
         }
+        first
     });
     // A device-token login runs on a reactor worker, which holds its replies until the
     // job ends; the backlog comes from the history thread, which does not wait for it.
     remote.flush();
-    crate::history::after_session(app, remote, conn, &me, started.is_ok());
+    crate::history::after_session(app, remote, conn, &me, known, started.is_ok());
     let started = match started {
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
@@ -416,6 +435,15 @@ fn start(
         }
         Err(NotStarted::Closed) => return,
     };
+    for old in &started.replaced {
+        fanout::ended(app, &me, *old);
+    }
+    fanout::started(app, &me, conn, &token, device);
+    fanout::replace_beyond_max(app, remote, &me);
+    if started.then {
+        let push = proto::push_id(Code::FriendOnline, &me);
+        fanout::push_elsewhere_all(app, friend_ids.iter().map(String::as_str), &push);
+    }
     app.metrics.login(true);
     app.metrics.ws_reply(Code::Success);
     log::debug!("login: session started for a user");
@@ -440,20 +468,63 @@ pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token"])?;
     let forget = input.flag("forget")?;
-    let (me, conn) = authenticate_session(app, &input)?;
+    let (me, holder) = authenticate_session(app, &input)?;
+    let conn = match holder {
+        Holder::Here(conn) => conn,
+        Holder::There(owner) => return logoff_elsewhere(app, remote, &me, &owner, forget),
+    };
     if forget {
         if let Some(device) = app.sessions.device_of(&me, conn) {
             app.store(|s| s.forget_device(&me, device))?;
         }
     }
     let friends = app.store(|s| s.friend_ids(&me))?;
-    let (ended, ()) = app.sessions.end_session(&me, conn, |online, last| {
-        if last {
+    let elsewhere = fanout::online_elsewhere(app, &me);
+    let (ended, last) = app.sessions.end_session(&me, conn, |online, last| {
+        if last && !elsewhere {
             announce_offline(app, remote, online, &me, &friends);
         }
+        last && !elsewhere
     });
     if let Some(ended) = ended {
+        fanout::ended(app, &me, ended.conn);
         remote.close(ended.conn, CLOSE_NORMAL, "logoff");
+    }
+    if last {
+        let push = proto::push_id(Code::FriendOffline, &me);
+        fanout::push_elsewhere_all(app, friends.iter().map(String::as_str), &push);
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// [`logoff`] of a session on another node (docs/cluster.md): its device is revoked
+/// here (the store is shared), the registry forgets the session and its token at once,
+/// and its node is told to close its socket (which then announces nothing); 300 goes
+/// out from here if it was the user's last session anywhere.
+fn logoff_elsewhere(
+    app: &App,
+    remote: &Remote,
+    me: &str,
+    owner: &crate::cluster::Owner,
+    forget: bool,
+) -> Outcome {
+    if let Some(device) = owner.device.filter(|_| forget) {
+        app.store(|s| s.forget_device(me, device))?;
+    }
+    let friends = app.store(|s| s.friend_ids(me))?;
+    fanout::end_at(app, me, &owner.place);
+    if !fanout::online_elsewhere(app, me) {
+        let last = app.sessions.with_online(|online| {
+            let last = !online.is_online(me);
+            if last {
+                announce_offline(app, remote, online, me, &friends);
+            }
+            last
+        });
+        if last {
+            let push = proto::push_id(Code::FriendOffline, me);
+            fanout::push_elsewhere_all(app, friends.iter().map(String::as_str), &push);
+        }
     }
     Ok(proto::status(Code::Success))
 }
@@ -475,24 +546,33 @@ pub(crate) fn announce_offline(
 
 /// The socket closed: forget it, and tell friends if its session just ended.
 pub fn closed(app: &App, conn: ConnId, reason: CloseReason, remote: &Remote) {
-    let friends = match app.sessions.user_of(conn) {
-        Some(me) => app.store(|s| s.friend_ids(&me)).unwrap_or_else(|f| {
+    let user = app.sessions.user_of(conn);
+    let friends = match &user {
+        Some(me) => app.store(|s| s.friend_ids(me)).unwrap_or_else(|f| {
             f.log();
             Vec::new()
         }),
         None => Vec::new(),
     };
+    // A session of the user on another node keeps the user online: no 300.
+    let elsewhere = user.as_deref().is_some_and(|me| fanout::online_elsewhere(app, me));
     app.history.forget(conn);
     let ended = app.sessions.close(conn, |ended, online| {
-        if let Ended::Last(me) = ended {
+        let last = matches!(ended, Ended::Last(_)) && !elsewhere;
+        if let (Ended::Last(me), true) = (ended, last) {
             announce_offline(app, remote, online, me, &friends);
         }
         match ended {
-            Ended::Last(me) | Ended::Other(me) | Ended::Superseded(me) => Some(me.clone()),
+            Ended::Last(me) | Ended::Other(me) | Ended::Superseded(me) => Some((me.clone(), last)),
             Ended::Anonymous => None,
         }
     });
-    if let Some(me) = ended {
+    if let Some((me, last)) = ended {
+        fanout::ended(app, &me, conn);
+        if last {
+            let push = proto::push_id(Code::FriendOffline, &me);
+            fanout::push_elsewhere_all(app, friends.iter().map(String::as_str), &push);
+        }
         if !app.sessions.is_online(&me) {
             app.friend_cache.forget([&*me]);
         }

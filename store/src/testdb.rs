@@ -230,7 +230,100 @@ fn as_owner(root: bool, program: &Path) -> Command {
     }
 }
 
+/// Runs the shared server: it stops, and its directory goes, once the test process
+/// is gone (`$1` bin, `$2` directory, `$3` port, `$4` the test process).
+const SHARED: &str = r#"
+        "$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 \
+            -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            -c max_connections=300 -c deadlock_timeout=50ms >"$2/log" 2>&1 &
+        pg=$!
+        while kill -0 "$pg" 2>/dev/null && [ -d "/proc/$4" ]; do sleep 0.5; done
+        kill -INT "$pg" 2>/dev/null
+        wait "$pg"
+        rm -rf "$2"
+    "#;
+
+/// Runs a server that can be stopped and started: down while the file `down` is in its
+/// directory; gone with its directory once `quit` is there or the test process is gone.
+const STOPPABLE: &str = r#"
+        pg=
+        while [ -d "/proc/$4" ] && [ ! -e "$2/quit" ]; do
+            if [ -e "$2/down" ]; then
+                if [ -n "$pg" ]; then kill -INT "$pg"; wait "$pg"; pg=; fi
+            elif [ -z "$pg" ]; then
+                "$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 \
+                    -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+                    -c max_connections=100 >>"$2/log" 2>&1 &
+                pg=$!
+            fi
+            sleep 0.1
+        done
+        if [ -n "$pg" ]; then kill -INT "$pg"; wait "$pg"; fi
+        rm -rf "$2"
+    "#;
+
+/// A PostgreSQL server of a test's own, which it may stop and start (the shared one
+/// serves every other test of the process). It goes when dropped.
+pub struct PgServer {
+    server: Server,
+    dir: PathBuf,
+}
+
+impl PgServer {
+    /// A new server, answering.
+    pub fn start() -> PgServer {
+        let (server, dir) = launch(STOPPABLE).unwrap_or_else(|e| panic!("PostgreSQL: {e}"));
+        PgServer { server, dir }
+    }
+
+    /// A new database on it; its URL.
+    pub fn create_db(&self) -> String {
+        let name = format!("imd_test_{}", unique());
+        let sql = format!("CREATE DATABASE {name}");
+        self.server.admin().batch_execute(&sql).expect(&sql);
+        self.server.url(&name)
+    }
+
+    /// Stops the server (a fast shutdown: its clients' connections are cut) and
+    /// returns once it refuses connections.
+    pub fn stop(&self) {
+        std::fs::write(self.dir.join("down"), "").expect("down file");
+        self.wait_for(false);
+    }
+
+    /// Starts the stopped server again and returns once it answers.
+    pub fn resume(&self) {
+        std::fs::remove_file(self.dir.join("down")).expect("down file");
+        self.wait_for(true);
+    }
+
+    fn wait_for(&self, up: bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = self.server.url("postgres");
+        while postgres::Client::connect(&url, postgres::NoTls).is_ok() != up {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL never went {}",
+                ["down", "up"][usize::from(up)]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("quit"), "");
+    }
+}
+
 fn start() -> Result<Server, String> {
+    launch(SHARED).map(|(server, _)| server)
+}
+
+/// A new server in a temporary directory, run by the shell `script`; the server and
+/// its directory.
+fn launch(script: &str) -> Result<(Server, PathBuf), String> {
     let bin = install()?;
     let root = is_root();
     // The postgres user must reach the directory: a root's TMPDIR may be private.
@@ -259,16 +352,6 @@ fn start() -> Result<Server, String> {
         .port();
     // The server runs under a shell that stops it and removes the directory once this
     // test process is gone: nothing outlives the tests by more than a second.
-    let script = r#"
-        "$1/postgres" -D "$2/data" -p "$3" -k "$2" -c listen_addresses=127.0.0.1 \
-            -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-            -c max_connections=300 -c deadlock_timeout=50ms >"$2/log" 2>&1 &
-        pg=$!
-        while kill -0 "$pg" 2>/dev/null && [ -d "/proc/$4" ]; do sleep 0.5; done
-        kill -INT "$pg" 2>/dev/null
-        wait "$pg"
-        rm -rf "$2"
-    "#;
     let mut cmd = as_owner(root, Path::new("/bin/sh"));
     cmd.args(["-c", script, "sh"])
         .arg(&bin)
@@ -283,7 +366,7 @@ fn start() -> Result<Server, String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match postgres::Client::connect(&server.url("postgres"), postgres::NoTls) {
-            Ok(_) => return Ok(server),
+            Ok(_) => return Ok((server, dir)),
             Err(e) if Instant::now() > deadline => {
                 let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
                 return Err(format!("did not answer on port {port}: {e}\n{log}"));

@@ -39,13 +39,20 @@ search_per_min = 0
 }
 
 /// `extra` over `base`: a section in both gets `extra`'s keys (a key in both takes
-/// `extra`'s value); a section only in `extra` is added.
+/// `extra`'s value, and a `[store] url` drops the `path`); a section only in `extra`
+/// is added.
 fn merge_toml(base: &str, extra: &str) -> String {
     let mut t: toml::Table = base.parse().expect("base toml");
     let e: toml::Table = extra.parse().expect("extra toml");
     for (section, v) in e {
         match (t.get_mut(&section), v) {
-            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => dst.extend(src),
+            (Some(toml::Value::Table(dst)), toml::Value::Table(src)) => {
+                // A PostgreSQL URL replaces the test's SQLite file: one or the other.
+                if section == "store" && src.contains_key("url") {
+                    dst.remove("path");
+                }
+                dst.extend(src)
+            }
             (_, v) => {
                 t.insert(section, v);
             }
