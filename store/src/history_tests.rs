@@ -356,6 +356,7 @@ on_both_backends!(
     retention_keeps_the_counter,
     racing_appends_keep_seq_dense_and_unique,
     crossing_batches_and_racing_resends_are_never_aborted,
+    an_unfriending_racing_appends_and_marks_leaves_nothing_of_the_conversation,
 );
 
 /// Two connections (two nodes, on PostgreSQL) append to one conversation at once, in
@@ -455,4 +456,39 @@ fn crossing_batches_and_racing_resends_are_never_aborted(kind: Kind) {
         assert_eq!(got, (1..=n).collect::<Vec<_>>(), "{x}-{y}");
     }
     assert!(s.integrity_check().unwrap());
+}
+
+/// A friendship ends while another connection appends to the conversation (a first
+/// message, then more) and moves the receiver's delivered mark: whichever runs first,
+/// nothing of the conversation outlives the friendship (no message, counter or mark;
+/// the ending's triggers see what the appends committed).
+fn an_unfriending_racing_appends_and_marks_leaves_nothing_of_the_conversation(kind: Kind) {
+    let (db, mut s) = friends(kind, &["a", "b"]);
+    let db = std::sync::Arc::new(db);
+    for round in 0..20 {
+        s.make_friends("a", "B", "b", "A").unwrap();
+        if round % 2 == 1 {
+            s.append_messages(&[msg("a", "b", None, "old")]).unwrap();
+        }
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let writer = {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = db.open();
+                barrier.wait();
+                for i in 0..5 {
+                    let mark = Delivered { user: "b".into(), peer: "a".into(), seq: i + 1 };
+                    s.append_and_mark(&[msg("a", "b", None, "p")], &[mark]).unwrap();
+                }
+            })
+        };
+        let mut remover = db.open();
+        barrier.wait();
+        assert!(remover.remove_friendship("a", "b").unwrap());
+        writer.join().unwrap();
+        for table in ["history", "conversations", "marks"] {
+            let n = s.count_for_tests(&format!("SELECT count(*) FROM {table}"));
+            assert_eq!(n, 0, "round {round}: {table}");
+        }
+    }
 }
