@@ -545,3 +545,38 @@ fn with_postgresql_down_sends_answer_500_and_imd_recovers_when_it_is_back() {
         }
     }
 }
+
+/// Alice logs in on node A while Redis holds every write back (`CLIENT PAUSE WRITE`):
+/// her login reply comes only once her session is registered in the cluster, so what
+/// another node sends her from then on (here bob's request from node B, a 520) finds
+/// her. Before, the reply went out first and a push in that gap was lost.
+#[test]
+fn a_session_is_registered_in_the_cluster_before_its_login_reply() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    // No failed-login budget: the login writes nothing to Redis but the session.
+    let extra = "[rate_limit]\nlogin_fail_per_min = 0\n";
+    let (na, nb) = (node_with(&db, &redis, "a", extra), node_with(&db, &redis, "b", extra));
+    let (ua, ub) = (User::new("rga"), User::new("rgb"));
+    ua.register(&na);
+    ub.register(&na);
+    let b = Session::login(&nb, Via::Plain, &ub);
+    let mut r = redis::Client::open(redis.url()).expect("url").get_connection().expect("redis");
+    let pause = |r: &mut redis::Connection, on: bool| {
+        let cmd = if on {
+            redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").clone()
+        } else {
+            redis::cmd("CLIENT").arg("UNPAUSE").clone()
+        };
+        cmd.query::<()>(r).expect("client pause");
+    };
+    pause(&mut r, true);
+    let mut a = Session::login(&na, Via::Plain, &ua);
+    let registered: bool =
+        redis::cmd("EXISTS").arg(format!("imd:token:{}", a.token)).query(&mut r).expect("exists");
+    pause(&mut r, false);
+    assert!(registered, "the login reply went out before the session was registered");
+    let v = get(&nb, Via::Plain, &format!("/im/friends/request?{}&to={}&note=hi", b.auth(), a.id));
+    assert_code(&v, 200, "Success");
+    assert_code(&a.ws.recv(), 520, "Apply For a Friend");
+}

@@ -117,11 +117,14 @@ impl Cluster {
     }
 
     /// Ends the session at `to` on its node: `frame` (if any) is sent, then the socket
-    /// closed. The registry forgets the session at once, whether or not the node hears.
+    /// closed. The registry forgets the session at once, whether or not the node hears,
+    /// and before it can hear: a client that got the frame and the close finds its
+    /// token dead on every node.
     pub fn end(&self, user: &str, to: &Place, frame: Option<&str>) -> RedisResult<()> {
+        let forgotten = self.session_ended_at(user, to);
         let message = format!("end {}\n{}", to.conn.0, frame.unwrap_or(""));
         self.with(|c| c.publish::<_, _, i64>(channel(&to.node), message))?;
-        self.session_ended_at(user, to)
+        forgotten
     }
 
     /// Tells every node (this one too) that user `id`'s search listing changed.
@@ -355,6 +358,35 @@ mod tests {
 
         stop.store(true, Ordering::SeqCst);
         handle.join().unwrap();
+    }
+
+    /// Redis runs an end's commands in this order (as MONITOR shows them): the session
+    /// and its token leave the registry before the end message is published, so the
+    /// 513 and the close never reach a client whose token still works elsewhere.
+    #[test]
+    fn an_end_forgets_the_session_before_its_node_hears() {
+        use std::io::{BufRead, BufReader, Write};
+        let redis = RedisServer::start();
+        let a = Cluster::new(&redis.url(), "a", LIVENESS_TTL).unwrap();
+        let b = Cluster::new(&redis.url(), "b", LIVENESS_TTL).unwrap();
+        b.session_started("u1", ConnId(42), "tok", None, 0).unwrap();
+        let addr = redis.url().trim_start_matches("redis://").to_string();
+        let mut monitor = std::net::TcpStream::connect(addr).unwrap();
+        monitor.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        monitor.write_all(b"MONITOR\r\n").unwrap();
+        let mut lines = BufReader::new(monitor).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "+OK");
+        a.end("u1", &Place { node: "b".into(), conn: ConnId(42) }, Some("{}")).unwrap();
+        let mut order = Vec::new();
+        while order.len() < 2 {
+            let line = lines.next().expect("a monitored command").unwrap();
+            if line.contains("\"DEL\" \"imd:token:tok\"") {
+                order.push("forget the token");
+            } else if line.contains("\"PUBLISH\"") && line.contains("end 42") {
+                order.push("publish the end");
+            }
+        }
+        assert_eq!(order, ["forget the token", "publish the end"]);
     }
 
     #[test]

@@ -60,6 +60,9 @@ pub(crate) fn replace_beyond_max(app: &App, remote: &Remote, user: &str) {
     for (_, place) in aged.into_iter().take(over) {
         if place.node == cluster.node() {
             let (gone, ()) = app.sessions.end_session(user, place.conn, |_, _| ());
+            // Out of the cluster's registry before the 513: its token is dead everywhere
+            // by the time the client hears.
+            ended(app, user, place.conn);
             if gone.is_some() {
                 crate::routes::tunnel::end_replaced(
                     app,
@@ -68,7 +71,6 @@ pub(crate) fn replace_beyond_max(app: &App, remote: &Remote, user: &str) {
                     "login in other place",
                 );
             }
-            ended(app, user, place.conn);
         } else {
             logged("end a session", cluster.end(user, &place, Some(&replaced)));
         }

@@ -137,7 +137,7 @@ struct NodeInbox {
 
 impl crate::cluster::Inbox for NodeInbox {
     fn deliver(&self, conn: reactor::ConnId, frame: String) {
-        self.remote.send_text(conn, frame);
+        self.app.sessions.send_or_hold(conn, frame, |frame| self.remote.send_text(conn, frame));
     }
 
     fn kept(&self, kept: crate::cluster::KeptFrame) {

@@ -50,7 +50,16 @@ struct ConnEntry {
     phase: Phase,
     send: Bucket,
     heartbeat: Bucket,
+    /// Frames from other nodes that arrived before the login reply was queued: a node
+    /// of several registers a session in the cluster before it loads what the reply
+    /// says, so that nothing sent meanwhile is lost, and they must not overtake the
+    /// reply. `None` once the reply is queued.
+    held: Option<Vec<String>>,
 }
+
+/// At most this many frames are held for a connection logging in; beyond, they are
+/// dropped, as a frame published while a node's subscriber reconnects is.
+const HELD_MAX: usize = 256;
 
 /// A user's live sessions, the oldest first; never empty in the registry.
 type UserSessions = Vec<Session>;
@@ -201,6 +210,7 @@ impl Sessions {
             phase: Phase::AwaitingLogin { since: now },
             send: self.send_rate.bucket(now),
             heartbeat: self.heartbeat_rate.bucket(now),
+            held: Some(Vec::new()),
         };
         self.conns().insert(conn, entry);
     }
@@ -270,6 +280,28 @@ impl Sessions {
         mine.push(session);
         let then = then(&Online { users: &users }, first);
         Ok(Started { replaced, then })
+    }
+
+    /// Queues `frame` (from another node) for `conn` through `send`, or holds it while
+    /// `conn`'s login reply is not queued yet (see [`Sessions::release_held`]).
+    pub fn send_or_hold(&self, conn: ConnId, frame: String, send: impl FnOnce(String)) {
+        // `start` queues the reply and releases the held frames under the write lock.
+        let _users = self.users_read();
+        let mut conns = self.conns();
+        if let Some(held) = conns.get_mut(&conn).and_then(|e| e.held.as_mut()) {
+            if held.len() < HELD_MAX {
+                held.push(frame);
+            }
+            return;
+        }
+        drop(conns);
+        send(frame);
+    }
+
+    /// The frames held for `conn`, to queue right after its login reply; from now on
+    /// its frames go out at once. Called by `start`'s `then`, under the registry lock.
+    pub fn release_held(&self, conn: ConnId) -> Vec<String> {
+        self.conns().get_mut(&conn).and_then(|e| e.held.take()).unwrap_or_default()
     }
 
     fn set_phase(&self, conn: ConnId, phase: Phase) -> Result<(), NotStarted> {
@@ -468,6 +500,28 @@ mod tests {
         let started =
             s.start(user, session(conn, token), (s.login_mark(), None), |_, first| first).unwrap();
         (started.replaced, started.then)
+    }
+
+    /// Frames of another node for a connection logging in wait for its login reply and
+    /// follow it in order; after the reply they go out at once.
+    #[test]
+    fn frames_before_the_login_reply_are_held_and_follow_it() {
+        let s = registry(1);
+        s.open(ConnId(1), IP);
+        let out = std::cell::RefCell::new(Vec::new());
+        let send = |f: String| out.borrow_mut().push(f);
+        s.send_or_hold(ConnId(1), "520".into(), send);
+        s.send_or_hold(ConnId(1), "302".into(), send);
+        assert!(out.borrow().is_empty(), "held until the reply");
+        s.start("u1", session(1, 't'), (0, None), |_, _| {
+            out.borrow_mut().push("reply".into());
+            for held in s.release_held(ConnId(1)) {
+                out.borrow_mut().push(held);
+            }
+        })
+        .unwrap();
+        s.send_or_hold(ConnId(1), "later".into(), send);
+        assert_eq!(*out.borrow(), ["reply", "520", "302", "later"]);
     }
 
     #[test]

@@ -280,10 +280,12 @@ fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: &Holder, hash:
         // The changing session lives on on its node: the user stays online.
         Holder::There(_) => app.sessions.end_user(me, |_| ()).0,
     };
-    crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
-    for conn in others {
-        fanout::ended(app, me, conn);
+    // Out of the cluster's registry before the 513s: their tokens are dead everywhere
+    // by the time their clients hear.
+    for conn in &others {
+        fanout::ended(app, me, *conn);
     }
+    crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
     let keep = match keep {
         Holder::Here(_) => None,
         Holder::There(owner) => Some(&owner.place),

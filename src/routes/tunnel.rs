@@ -362,15 +362,24 @@ fn start(
 ) {
     let me = user.id.clone();
     let checked = by_password.then(|| user.password_hash.clone());
+    let token = new_token();
+    // On a node of several, the session is registered in the cluster before the reply
+    // is loaded: what another node sends it from now on (a 520, a message to its
+    // other device) reaches it, held until the reply is queued
+    // (`Sessions::send_or_hold`); what came before is in the reply.
+    fanout::started(app, &me, conn, &token, device.as_ref().map(|d| d.id));
+    let unregister = || fanout::ended(app, &me, conn);
     let loaded = app.store(|s| {
         let newest = app.config.requests.login_requests;
         Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
     });
     let (friends, requests) = match loaded {
         Ok(x) => x,
-        Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
+        Err(f) => {
+            unregister();
+            return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
+        }
     };
-    let token = new_token();
     let profile = Profile {
         id: user.id,
         name: user.name,
@@ -384,6 +393,7 @@ fn start(
     let friend_ids: Vec<String> = friends.iter().map(|f| f.id.clone()).collect();
     let mut marked = friend_entries(friends, &Online::none());
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
+        unregister();
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
     let known: Vec<(String, i64)> =
@@ -414,6 +424,9 @@ fn start(
             reply = proto::with_str(reply, "device_token", device_token);
         }
         remote.send_text(conn, reply);
+        for held in app.sessions.release_held(conn) {
+            remote.send_text(conn, held);
+        }
         if first {
             let push = proto::push_id(Code::FriendOnline, &me);
             for c in friend_ids.iter().flat_map(|f| online.conns(f)) {
@@ -431,14 +444,14 @@ fn start(
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
         Err(NotStarted::Revoked) => {
-            return refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL)
+            unregister();
+            return refuse(app, remote, conn, Code::AccountPasswordWrong, CLOSE_NORMAL);
         }
-        Err(NotStarted::Closed) => return,
+        Err(NotStarted::Closed) => return unregister(),
     };
     for old in &started.replaced {
         fanout::ended(app, &me, *old);
     }
-    fanout::started(app, &me, conn, &token, device);
     fanout::replace_beyond_max(app, remote, &me);
     if started.then {
         let push = proto::push_id(Code::FriendOnline, &me);

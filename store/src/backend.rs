@@ -263,6 +263,15 @@ impl Store {
         }
     }
 
+    /// How many times a write was aborted by the database and run again (always 0 on
+    /// SQLite, whose writers wait for each other).
+    pub(crate) fn retries_for_tests(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(_) => 0,
+            Backend::Postgres(p) => p.retries_for_tests(),
+        }
+    }
+
     /// Writes `version` as the database's schema version.
     pub(crate) fn set_schema_version_for_tests(&mut self, version: i64) {
         match &mut self.backend {

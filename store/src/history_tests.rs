@@ -415,6 +415,8 @@ on_both_backends!(
     remove_and_erase_delete_the_conversation_and_refriending_starts_at_one,
     retention_keeps_the_counter,
     racing_appends_keep_seq_dense_and_unique,
+    crossing_batches_and_racing_resends_are_never_aborted,
+    an_unfriending_racing_appends_and_marks_leaves_nothing_of_the_conversation,
 );
 
 /// Two connections (two nodes, on PostgreSQL) append to one conversation at once, in
@@ -482,4 +484,97 @@ fn commits_checkpoint_at_the_configured_bound_and_checkpoint_copies_the_wal() {
     assert!(after < 20, "the commit after a whole checkpoint starts the WAL over: {after}");
     let (bounded, _, _db) = frames_after(100, 400);
     assert!(bounded < 200, "commits checkpointed at 100 pages: {bounded} frames");
+}
+
+/// Two connections (two nodes) append batches to the same three conversations, one in
+/// the order a-b, a-c, b-c and the other in the reverse order and direction, and both
+/// send each of a's resends (one cid) at once. No write is aborted and run again
+/// (PostgreSQL's serialization failures and deadlocks), every cid is stored once and
+/// both senders of a resend are answered its one `seq`, and each conversation's
+/// numbers are exactly 1..=n.
+fn crossing_batches_and_racing_resends_are_never_aborted(kind: Kind) {
+    let (db, mut s) = friends(kind, &["a", "b", "c"]);
+    for (x, y) in [("a", "b"), ("a", "c"), ("b", "c")] {
+        s.make_friends(x, y, y, x).unwrap();
+    }
+    let db = std::sync::Arc::new(db);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+    let batches = 40;
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = db.open();
+                barrier.wait();
+                let mut resends = Vec::new();
+                for i in 0..batches {
+                    let mut batch: Vec<_> = [("a", "b"), ("a", "c"), ("b", "c")]
+                        .into_iter()
+                        .map(|(x, y)| if t == 0 { (x, y) } else { (y, x) })
+                        .map(|(x, y)| msg(x, y, Some(&format!("{t}-{i}-{x}{y}")), "p"))
+                        .collect();
+                    batch.push(msg("a", "b", Some(&format!("resend-{i}")), "r"));
+                    if t == 1 {
+                        batch.reverse();
+                    }
+                    let got = s.append_messages(&batch).unwrap();
+                    let resend = if t == 1 { &got[0] } else { &got[3] };
+                    resends.push(match resend {
+                        Appended::New { seq } => *seq,
+                        Appended::Existing(m) => m.seq,
+                        other => panic!("resend {i}: {other:?}"),
+                    });
+                    assert!(got.iter().all(|a| !matches!(a, Appended::NotFriends)), "{got:?}");
+                }
+                (resends, s.retries_for_tests())
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results[0].0, results[1].0, "one seq answered to both senders of a resend");
+    assert_eq!((results[0].1, results[1].1), (0, 0), "writes aborted and run again");
+    let stored_cids = s.count_for_tests("SELECT count(DISTINCT cid) FROM history");
+    assert_eq!(s.count_for_tests("SELECT count(*) FROM history"), stored_cids);
+    assert_eq!(stored_cids, 2 * 3 * batches + batches);
+    for (x, y, n) in [("a", "b", 3 * batches), ("a", "c", 2 * batches), ("b", "c", 2 * batches)] {
+        let all = s.messages(x, y, Window::Latest, 1000).unwrap();
+        let got: Vec<_> = all.iter().map(|m| m.seq).collect();
+        assert_eq!(got, (1..=n).collect::<Vec<_>>(), "{x}-{y}");
+    }
+    assert!(s.integrity_check().unwrap());
+}
+
+/// A friendship ends while another connection appends to the conversation (a first
+/// message, then more) and moves the receiver's delivered mark: whichever runs first,
+/// nothing of the conversation outlives the friendship (no message, counter or mark;
+/// the ending's triggers see what the appends committed).
+fn an_unfriending_racing_appends_and_marks_leaves_nothing_of_the_conversation(kind: Kind) {
+    let (db, mut s) = friends(kind, &["a", "b"]);
+    let db = std::sync::Arc::new(db);
+    for round in 0..20 {
+        s.make_friends("a", "B", "b", "A").unwrap();
+        if round % 2 == 1 {
+            s.append_messages(&[msg("a", "b", None, "old")]).unwrap();
+        }
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let writer = {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = db.open();
+                barrier.wait();
+                for i in 0..5 {
+                    let mark = Delivered { user: "b".into(), peer: "a".into(), seq: i + 1 };
+                    s.append_and_mark(&[msg("a", "b", None, "p")], &[mark]).unwrap();
+                }
+            })
+        };
+        let mut remover = db.open();
+        barrier.wait();
+        assert!(remover.remove_friendship("a", "b").unwrap());
+        writer.join().unwrap();
+        for table in ["history", "conversations", "marks"] {
+            let n = s.count_for_tests(&format!("SELECT count(*) FROM {table}"));
+            assert_eq!(n, 0, "round {round}: {table}");
+        }
+    }
 }

@@ -97,13 +97,13 @@ impl Conn {
         self.parts().0
     }
 
-    /// A SERIALIZABLE transaction using this connection's statements.
-    pub(crate) fn serializable(&mut self) -> Result<Tx<'_>, postgres::Error> {
+    /// A transaction at `level` using this connection's statements.
+    pub(crate) fn transaction(
+        &mut self,
+        level: postgres::IsolationLevel,
+    ) -> Result<Tx<'_>, postgres::Error> {
         let (client, cache) = self.parts();
-        let tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::Serializable)
-            .start()?;
+        let tx = client.build_transaction().isolation_level(level).start()?;
         Ok(Tx { tx, cache })
     }
 }

@@ -1,16 +1,21 @@
 //! Kept conversations on PostgreSQL (docs/protocol.md §10), as `crate::history` keeps
 //! them on SQLite.
 //!
-//! `seq` comes from the pair's row in `conversations`, incremented by
-//! `INSERT … ON CONFLICT DO UPDATE … RETURNING` inside the transaction that stores the
-//! message: the row's lock orders writers of one conversation on every node, and a
-//! transaction that rolls back takes its increment with it, so numbers stay dense
-//! (a `SEQUENCE` would leave gaps). The primary key `(a, b, seq)` refuses a duplicate.
+//! `seq` comes from the pair's row in `conversations`, locked and then advanced inside
+//! the transaction that stores the message: the row's lock orders writers of one
+//! conversation on every node, and a transaction that rolls back takes its increment
+//! with it, so numbers stay dense (a `SEQUENCE` would leave gaps). The primary key
+//! `(a, b, seq)` refuses a duplicate. These writes run at READ COMMITTED and take
+//! their row locks in one order (docs/cluster.md, "Isolation"), so that writers on
+//! several nodes wait for each other instead of aborting.
+
+use std::collections::{HashMap, HashSet};
 
 use postgres::Row;
 
 use super::conn::{Queries, Tx};
 use super::{sql_limit, Postgres};
+use crate::error::StoreError;
 use crate::history::{
     pair, Appended, BacklogCursor, ConversationState, Delivered, HistoryMessage, NewHistoryMessage,
     Window,
@@ -38,51 +43,186 @@ fn messages_of(rows: &[Row]) -> Result<Vec<HistoryMessage>> {
     Ok(rows.iter().map(message_row).collect::<Result<_, _>>()?)
 }
 
-fn append_one(tx: &mut Tx<'_>, m: &NewHistoryMessage) -> Result<Appended> {
-    if let Some(cid) = &m.cid {
-        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM history WHERE from_id = $1 AND cid = $2");
-        if let Some(found) = tx.query_opt(&sql, &[&m.from_id, cid])? {
-            return Ok(Appended::Existing(message_row(&found)?));
+/// The last `seq` of each locked conversation, by its pair `(a, b)`.
+type Counters<'m> = HashMap<(&'m str, &'m str), i64>;
+
+/// Locks the friendship row of `from` → `to` by writing it unchanged; whether it is
+/// there. Written, not only locked (`FOR KEY SHARE`), for the SERIALIZABLE writers
+/// that end a friendship (removal, erasure): their triggers delete the pair's rows as
+/// of the snapshot they started with, which does not show what this commit adds, and
+/// only a row *changed* after that snapshot makes their delete abort and run again
+/// with one that does (a lock alone would not).
+fn lock_friendship(tx: &mut Tx<'_>, from: &str, to: &str) -> Result<bool> {
+    let sql = "UPDATE friends SET alias = alias WHERE user_id = $1 AND friend_id = $2";
+    Ok(tx.execute(sql, &[&from, &to])? > 0)
+}
+
+/// Locks the counter row of `a` and `b` by writing it unchanged (see
+/// [`lock_friendship`]); its `last_seq`, `None` when the pair has none.
+fn lock_counter(tx: &mut Tx<'_>, a: &str, b: &str) -> Result<Option<i64>> {
+    let row = tx.query_opt(
+        "UPDATE conversations SET last_seq = last_seq WHERE a = $1 AND b = $2 RETURNING last_seq",
+        &[&a, &b],
+    )?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?)
+}
+
+/// Creates the counter row of `a` and `b` at 0, or locks it when another writer
+/// created it first (its insert is waited for).
+fn create_counter(tx: &mut Tx<'_>, a: &str, b: &str) -> Result<i64> {
+    let row = tx.query_one(
+        "INSERT INTO conversations (a, b, last_seq) VALUES ($1, $2, 0)
+         ON CONFLICT (a, b) DO UPDATE SET last_seq = conversations.last_seq
+         RETURNING last_seq",
+        &[&a, &b],
+    )?;
+    Ok(row.try_get(0)?)
+}
+
+/// Locks the counter rows of `pairs`, in their sorted order; those of `create` are
+/// created when missing. A pair with no row and not to be created is left out.
+fn lock_counters<'m>(
+    tx: &mut Tx<'_>,
+    mut pairs: Vec<(&'m str, &'m str)>,
+    create: &HashSet<(&'m str, &'m str)>,
+) -> Result<Counters<'m>> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut counters = HashMap::with_capacity(pairs.len());
+    for (a, b) in pairs {
+        let last = match lock_counter(tx, a, b)? {
+            Some(last) => last,
+            None if create.contains(&(a, b)) => create_counter(tx, a, b)?,
+            None => continue,
+        };
+        counters.insert((a, b), last);
+    }
+    Ok(counters)
+}
+
+/// The message `from` stored with `cid`, if any.
+fn with_cid(tx: &mut Tx<'_>, from: &str, cid: &str) -> Result<Option<HistoryMessage>> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM history WHERE from_id = $1 AND cid = $2");
+    Ok(tx.query_opt(&sql, &[&from, &cid])?.map(|r| message_row(&r)).transpose()?)
+}
+
+/// Stores `m` with the next `seq` of its conversation, whose counter row is locked
+/// (in `counters`), unless its sender already stored its `cid`: then that message,
+/// also when another node stores it at this moment (the insert waits for that
+/// commit and stands back).
+fn append_one<'m>(
+    tx: &mut Tx<'_>,
+    m: &'m NewHistoryMessage,
+    friends: &HashSet<(&str, &str)>,
+    counters: &mut Counters<'m>,
+) -> Result<Appended> {
+    let last = match counters.get_mut(&pair(&m.from_id, &m.to_id)) {
+        Some(last) if friends.contains(&(m.from_id.as_str(), m.to_id.as_str())) => last,
+        _ => {
+            // The cid is looked up first, as on SQLite.
+            let found = match &m.cid {
+                Some(cid) => with_cid(tx, &m.from_id, cid)?,
+                None => None,
+            };
+            return Ok(found.map_or(Appended::NotFriends, Appended::Existing));
+        }
+    };
+    let (a, b) = pair(&m.from_id, &m.to_id);
+    let seq = *last + 1;
+    let code: i32 = if m.live { 200 } else { 202 };
+    // A cid stored and then deleted (retention, the friendship's end) between the
+    // insert and the look-up is tried again; twice more is beyond any real race.
+    for _ in 0..3 {
+        let inserted = tx.query_opt(
+            "INSERT INTO history
+                 (a, b, seq, from_id, to_id, dialogue_id, cid, payload, ts_ms, code)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (from_id, cid) WHERE cid IS NOT NULL DO NOTHING
+             RETURNING seq",
+            &[
+                &a,
+                &b,
+                &seq,
+                &m.from_id,
+                &m.to_id,
+                &m.dialogue_id,
+                &m.cid,
+                &m.payload,
+                &m.ts_ms,
+                &code,
+            ],
+        )?;
+        if inserted.is_some() {
+            *last = seq;
+            return Ok(Appended::New { seq });
+        }
+        if let Some(found) = with_cid(tx, &m.from_id, m.cid.as_deref().unwrap_or_default())? {
+            return Ok(Appended::Existing(found));
         }
     }
-    let friends = tx.query_opt(
-        "SELECT 1 FROM friends WHERE user_id = $1 AND friend_id = $2",
-        &[&m.from_id, &m.to_id],
-    )?;
-    if friends.is_none() {
-        return Ok(Appended::NotFriends);
+    Err(StoreError::Busy)
+}
+
+/// Stores `messages` and moves the delivered `marks`, taking every row lock in one
+/// order: the senders' friendship rows, then the conversations' counter rows, then
+/// the marks rows, each sorted. Two writers (two nodes) therefore wait for each other
+/// and never deadlock, and `seq` is given out under the counter's lock, so it stays
+/// dense without the aborts of SERIALIZABLE.
+fn append_and_mark_locked(
+    tx: &mut Tx<'_>,
+    messages: &[NewHistoryMessage],
+    marks: &[Delivered],
+) -> Result<(Vec<Appended>, Vec<Delivered>)> {
+    let mut senders: Vec<_> = messages.iter().map(|m| (&*m.from_id, &*m.to_id)).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let mut friends = HashSet::new();
+    for (from, to) in senders {
+        if lock_friendship(tx, from, to)? {
+            friends.insert((from, to));
+        }
     }
-    let (a, b) = pair(&m.from_id, &m.to_id);
-    let seq: i64 = tx
-        .query_one(
-            "INSERT INTO conversations (a, b, last_seq) VALUES ($1, $2, 1)
-             ON CONFLICT (a, b) DO UPDATE SET last_seq = conversations.last_seq + 1
-             RETURNING last_seq",
-            &[&a, &b],
-        )?
-        .try_get(0)?;
-    let code: i32 = if m.live { 200 } else { 202 };
-    tx.execute(
-        "INSERT INTO history (a, b, seq, from_id, to_id, dialogue_id, cid, payload, ts_ms, code)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        &[&a, &b, &seq, &m.from_id, &m.to_id, &m.dialogue_id, &m.cid, &m.payload, &m.ts_ms, &code],
-    )?;
-    Ok(Appended::New { seq })
+    let create: HashSet<_> = friends.iter().map(|(from, to)| pair(from, to)).collect();
+    let pairs = create.iter().copied().chain(marks.iter().map(|d| pair(&d.user, &d.peer)));
+    let mut counters = lock_counters(tx, pairs.collect(), &create)?;
+    let before = counters.clone();
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        out.push(append_one(tx, m, &friends, &mut counters)?);
+    }
+    for (&(a, b), &last) in &counters {
+        if before.get(&(a, b)) != Some(&last) {
+            tx.execute(
+                "UPDATE conversations SET last_seq = $3 WHERE a = $1 AND b = $2",
+                &[&a, &b, &last],
+            )?;
+        }
+    }
+    let moved = move_marks(tx, marks, &counters)?;
+    Ok((out, moved))
 }
 
-/// The last `seq` of the conversation of `x` and `y`; 0 when there is none.
-fn last_seq(tx: &mut Tx<'_>, x: &str, y: &str) -> Result<i64> {
-    let (a, b) = pair(x, y);
-    let row =
-        tx.query_opt("SELECT last_seq FROM conversations WHERE a = $1 AND b = $2", &[&a, &b])?;
-    Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
-}
-
-/// Moves `user`'s delivered mark of the conversation with `peer` up to `seq`, capped at
-/// its last `seq` (see `Sqlite::mark_delivered`); returns the new mark when it moved.
-fn mark_delivered_capped(tx: &mut Tx<'_>, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
-    let seq = seq.min(last_seq(tx, user, peer)?);
-    Ok((seq > 0 && mark_delivered(tx, user, peer, seq)?).then_some(seq))
+/// Moves each delivered mark of `marks` up, capped at its conversation's last `seq`
+/// (a conversation not in `counters`, whose rows are locked, has none); the marks
+/// that moved, in the order given. The rows are written in sorted order.
+fn move_marks(
+    tx: &mut Tx<'_>,
+    marks: &[Delivered],
+    counters: &Counters<'_>,
+) -> Result<Vec<Delivered>> {
+    let mut order: Vec<_> = (0..marks.len()).collect();
+    order.sort_by(|&i, &j| (&marks[i].user, &marks[i].peer).cmp(&(&marks[j].user, &marks[j].peer)));
+    let mut moved = Vec::new();
+    for i in order {
+        let d = &marks[i];
+        let last = counters.get(&pair(&d.user, &d.peer)).copied().unwrap_or(0);
+        let seq = d.seq.min(last);
+        if seq > 0 && mark_delivered(tx, &d.user, &d.peer, seq)? {
+            moved.push((i, Delivered { seq, ..d.clone() }));
+        }
+    }
+    moved.sort_by_key(|(i, _)| *i);
+    Ok(moved.into_iter().map(|(_, d)| d).collect())
 }
 
 fn mark_delivered(tx: &mut Tx<'_>, user: &str, peer: &str, seq: i64) -> Result<bool> {
@@ -108,7 +248,7 @@ impl Postgres {
         messages: &[NewHistoryMessage],
         marks: &[Delivered],
     ) -> Result<(Vec<Appended>, Vec<Delivered>)> {
-        self.write(|tx| {
+        self.write_locked(|tx| {
             if messages.is_empty() {
                 // Marks alone may be lost to a crash (as on SQLite, where they commit at
                 // NORMAL): that only lets a message reach a later session again. SET
@@ -116,17 +256,7 @@ impl Postgres {
                 // unless the store was configured so.
                 tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             }
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                out.push(append_one(tx, m)?);
-            }
-            let mut moved = Vec::new();
-            for d in marks {
-                if let Some(seq) = mark_delivered_capped(tx, &d.user, &d.peer, d.seq)? {
-                    moved.push(Delivered { seq, ..d.clone() });
-                }
-            }
-            Ok((out, moved))
+            append_and_mark_locked(tx, messages, marks)
         })
     }
 
@@ -135,20 +265,22 @@ impl Postgres {
         user: &str,
         marks: &[(String, i64)],
     ) -> Result<Vec<(String, i64)>> {
-        self.write(|tx| {
-            let mut moved = Vec::new();
-            for (peer, seq) in marks {
-                if let Some(seq) = mark_delivered_capped(tx, user, peer, *seq)? {
-                    moved.push((peer.clone(), seq));
-                }
-            }
-            Ok(moved)
+        let marks: Vec<_> = marks
+            .iter()
+            .map(|(peer, seq)| Delivered { user: user.to_owned(), peer: peer.clone(), seq: *seq })
+            .collect();
+        self.write_locked(|tx| {
+            let pairs = marks.iter().map(|d| pair(&d.user, &d.peer)).collect();
+            let counters = lock_counters(tx, pairs, &HashSet::new())?;
+            let moved = move_marks(tx, &marks, &counters)?;
+            Ok(moved.into_iter().map(|d| (d.peer, d.seq)).collect())
         })
     }
 
     pub(crate) fn mark_read(&mut self, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
-        self.write(|tx| {
-            let seq = seq.min(last_seq(tx, user, peer)?);
+        self.write_locked(|tx| {
+            let (a, b) = pair(user, peer);
+            let seq = seq.min(lock_counter(tx, a, b)?.unwrap_or(0));
             let moved = seq > 0
                 && tx.execute(
                     "INSERT INTO marks (user_id, peer_id, read) VALUES ($1, $2, $3)
