@@ -8,6 +8,7 @@
 #                                    stop everything on Ctrl-C (SIGINT/SIGTERM)
 #   cluster.sh down DIR              stop everything a detached run started, remove DIR
 #   cluster.sh kill DIR NODE         kill -9 one node (e.g. n2)
+#   cluster.sh stop-node DIR NODE    stop one node (SIGTERM, then SIGKILL after 10 s)
 #   cluster.sh start-node DIR NODE   start a node again, same name, ports and config
 #   cluster.sh redis-restart DIR     kill -9 Redis and start an empty one on its port
 #   cluster.sh pg-stop DIR           stop PostgreSQL (fast shutdown)
@@ -99,18 +100,26 @@ node_start() {
     port=$(state "$dir" "${node}_tls"); port=${port##*:}
     local tries=300
     until listening "$port"; do
-        kill -0 "$pid" 2>/dev/null || { tail -n 20 "$dir/$node/log" >&2; die "$node exited"; }
+        alive "$pid" || { tail -n 20 "$dir/$node/log" >&2; die "$node exited"; }
         tries=$((tries - 1))
         [ "$tries" -gt 0 ] || { tail -n 20 "$dir/$node/log" >&2; die "$node did not listen"; }
         sleep 0.1
     done
 }
 
+# Whether process $1 runs: a zombie does not (a detached run's processes outlive the
+# shell that started them, and whoever inherits them may reap them late).
+alive() {
+    local stat
+    stat=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ $stat != Z* ]]
+}
+
 stop_pid() {
     local pid=$1 wait=${2:-10}
     kill -TERM "$pid" 2>/dev/null || return 0
     local tries=$((wait * 10))
-    while kill -0 "$pid" 2>/dev/null && [ "$tries" -gt 0 ]; do
+    while alive "$pid" && [ "$tries" -gt 0 ]; do
         sleep 0.1
         tries=$((tries - 1))
     done
@@ -379,6 +388,7 @@ case "$cmd" in
             teardown "$1"
         fi ;;
     kill) kill -KILL "$(cat "${1:?DIR}/${2:?NODE}/pid")" ;;
+    stop-node) stop_pid "$(cat "${1:?DIR}/${2:?NODE}/pid")" 10 ;;
     start-node) node_start "${1:?DIR}" "${2:?NODE}" ;;
     redis-restart) kill -KILL "$(cat "${1:?DIR}/redis/pid")" 2>/dev/null || true
         while listening "$(state "$1" redis_port)"; do sleep 0.05; done
@@ -386,5 +396,5 @@ case "$cmd" in
     pg-stop) pg_ctl_ "${1:?DIR}" -m fast -w -t 30 stop >/dev/null ;;
     pg-start) pg_start "${1:?DIR}" ;;
     _watch) watch "$1" "${2:-}" ;;
-    *) die "unknown command $cmd (up, down, kill, start-node, redis-restart, pg-stop, pg-start)" ;;
+    *) die "unknown command $cmd (up, down, kill, stop-node, start-node, redis-restart, pg-stop, pg-start)" ;;
 esac
