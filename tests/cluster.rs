@@ -258,3 +258,196 @@ fn max_devices_holds_across_nodes_the_oldest_session_is_replaced() {
     assert_code(&v, 200, "Success");
     assert_eq!(b2.ws.recv()["payload"], "x");
 }
+
+/// A kept message written straight into the store, as a node writes one whose publish
+/// never reached the others (pub/sub is at most once).
+fn stored_without_publish(db: &TempDb, from: &str, to: &str, payload: &str) -> i64 {
+    let message = store::NewHistoryMessage {
+        from_id: from.to_string(),
+        to_id: to.to_string(),
+        dialogue_id: "lost".to_string(),
+        cid: None,
+        payload: payload.to_string(),
+        ts_ms: 1,
+        live: true,
+    };
+    match db.open().append_messages(&[message]).expect("stored")[..] {
+        [store::Appended::New { seq }] => seq,
+        ref other => panic!("{other:?}"),
+    }
+}
+
+/// Frames on `ws` up to and including the first that `last` accepts, less the 306s,
+/// which are returned apart.
+#[track_caller]
+fn frames_until(
+    ws: &mut Ws,
+    last: impl Fn(&serde_json::Value) -> bool,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let (mut frames, mut delivered) = (Vec::new(), Vec::new());
+    loop {
+        let v = ws.recv();
+        if v["code"] == 306 {
+            delivered.push(v);
+            continue;
+        }
+        let done = last(&v);
+        frames.push(v);
+        if done {
+            return (frames, delivered);
+        }
+    }
+}
+
+/// 306s on `ws` (some may have come already, in `seen`) until one names `seq`.
+#[track_caller]
+fn delivered_up_to(ws: &mut Ws, seen: &[serde_json::Value], id: &str, seq: i64) {
+    let mut all = seen.to_vec();
+    while !all.iter().any(|d| d["seq"] == seq) {
+        let v = ws.recv();
+        assert_code(&v, 306, "Message Delivered");
+        all.push(v);
+    }
+    for d in &all {
+        assert_eq!(d["id"], id, "{d}");
+        assert!(d["seq"].as_i64().is_some_and(|s| s <= seq), "{d}");
+    }
+}
+
+#[test]
+fn a_gap_left_by_a_lost_publish_is_filled_from_the_store_in_seq_order() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let (mut a, mut b, _) = friends_across(&na, &nb, "gap");
+    exchange(&mut a, &mut b, 1);
+    // 2 (alice's) and 3 (bob's, from a session elsewhere) were committed by a node
+    // whose publishes were lost: neither session has them.
+    assert_eq!(stored_without_publish(&db, &a.id, &b.id, "lost2"), 2);
+    assert_eq!(stored_without_publish(&db, &b.id, &a.id, "lost3"), 3);
+
+    // Alice sends 4 from node A. Her own session is at 1: 2 (a copy of hers) and 3
+    // come from the store before her 200 for 4.
+    a.ws.send_json(&json!({"id": "d4", "toFriend": b.id, "payload": "m4"}));
+    let (got, delivered_a) = frames_until(&mut a.ws, |v| v["code"] == 200);
+    let seqs: Vec<_> = got.iter().map(|v| v["seq"].as_i64()).collect();
+    assert_eq!(seqs, [Some(2), Some(3), Some(4)], "{got:?}");
+    assert_eq!((got[0]["payload"].as_str(), got[0]["to"].as_str()), (Some("lost2"), Some(&*b.id)));
+    assert_eq!(
+        (got[1]["payload"].as_str(), got[1]["from"].as_str()),
+        (Some("lost3"), Some(&*b.id))
+    );
+
+    // Bob, on node B, gets 2 and 3 (his own, with `to`) from the store, then 4 from
+    // the bus: every seq, in order.
+    let (got, delivered_b) = frames_until(&mut b.ws, |v| v["seq"] == 4);
+    let seqs: Vec<_> = got.iter().map(|v| v["seq"].as_i64()).collect();
+    assert_eq!(seqs, [Some(2), Some(3), Some(4)], "{got:?}");
+    assert_eq!(
+        (got[0]["payload"].as_str(), got[0]["from"].as_str()),
+        (Some("lost2"), Some(&*a.id))
+    );
+    assert_eq!((got[1]["payload"].as_str(), got[1]["to"].as_str()), (Some("lost3"), Some(&*a.id)));
+    assert_eq!(got[2]["payload"], "m4");
+
+    // The marks moved for what reached the sockets: bob's to 4, alice's to 3 (filled).
+    delivered_up_to(&mut a.ws, &delivered_a, &b.id, 4);
+    delivered_up_to(&mut b.ws, &delivered_b, &a.id, 3);
+    // And nothing comes twice.
+    exchange(&mut b, &mut a, 5);
+    a.ws.expect_silence(Duration::from_millis(300));
+    b.ws.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_conversation_started_again_after_an_unfriending_is_delivered_from_seq_1() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let (na, nb) = (node(&db, &redis, "a"), node(&db, &redis, "b"));
+    let (mut a, mut b, _) = friends_across(&na, &nb, "again");
+    exchange(&mut a, &mut b, 1);
+    exchange(&mut b, &mut a, 2);
+    // The friendship ends (its conversation with it) and starts again: its numbers
+    // start at 1, and the sessions' places in the old one must not hide them.
+    let r = get(&na, Via::Plain, &format!("/im/friends/remove?{}&to={}", a.auth(), b.id));
+    assert_code(&r, 200, "Success");
+    assert_code(&b.ws.recv(), 304, "Friend Removed");
+    // The nodes forget the old places on the friend-set broadcast.
+    std::thread::sleep(Duration::from_millis(200));
+    befriend(&na, &mut a, &mut b);
+    exchange(&mut a, &mut b, 1);
+    exchange(&mut b, &mut a, 2);
+}
+
+/// A session with a remembered device (`remember`), and its device token.
+fn remembered(s: &impl Listening, u: &User) -> (Session, String) {
+    let mut ws = Ws::open(s, Via::Plain, "/im/login");
+    ws.send_json(&json!({"account": u.account, "password": u.password, "remember": true}));
+    let login = ws.recv();
+    assert_code(&login, 200, "Success");
+    let device = login["device_token"].as_str().expect("device_token").to_string();
+    let id = login["profile"]["id"].as_str().expect("id").to_string();
+    let token = login["token"].as_str().expect("token").to_string();
+    (Session { ws, id, token, login }, device)
+}
+
+#[test]
+fn logoff_and_a_password_change_with_a_token_of_a_session_on_another_node() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let three = "[session]\nmax_devices = 3\n";
+    let (na, nb) = (node_with(&db, &redis, "a", three), node_with(&db, &redis, "b", three));
+    // Alice's session lives on B; her friend bob is on A.
+    let (mut bob, a1, ua) = friends_across(&na, &nb, "off");
+    // Logoff through A with forget: 200, her socket on B closes, bob hears 300 (it was
+    // her last session), the token is dead on both nodes and so is the device token.
+    drop(a1);
+    assert_code(&bob.ws.recv(), 300, "Friend Offline");
+    let (mut a1, device) = remembered(&nb, &ua);
+    assert_code(&bob.ws.recv(), 302, "Friend Online");
+    let r = get(&na, Via::Plain, &format!("/im/logoff?{}&forget=true", a1.auth()));
+    assert_code(&r, 200, "Success");
+    assert_eq!(a1.ws.expect_close(), Some(1000));
+    let off = bob.ws.recv();
+    assert_code(&off, 300, "Friend Offline");
+    assert_eq!(off["id"], a1.id.as_str());
+    bob.ws.expect_silence(Duration::from_millis(300));
+    for n in [&na, &nb] {
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", a1.auth()));
+        assert_code(&v, 515, "Auth Illegal");
+    }
+    let mut ws = Ws::open(&na, Via::Plain, "/im/login");
+    ws.send_json(&json!({"account": ua.account, "device_token": device}));
+    assert_code(&ws.recv(), 505, "Account & Password Wrong");
+
+    // A password change through A with the token of her session on B: that session
+    // lives on, her others (one on A, one on B) get 513 and close.
+    let mut keep = Session::login(&nb, Via::Plain, &ua);
+    assert_code(&bob.ws.recv(), 302, "Friend Online");
+    let mut here = Session::login(&na, Via::Plain, &ua);
+    let mut there = Session::login(&nb, Via::Plain, &ua);
+    let body = json!({"id": keep.id, "token": keep.token, "password": ua.password,
+                      "new_password": "a new one"});
+    assert_code(&post(&na, Via::Plain, "/im/profile/update", &body), 200, "Success");
+    for s in [&mut here, &mut there] {
+        assert_code(&s.ws.recv(), 513, "Login In Other Place");
+        assert_eq!(s.ws.expect_close(), Some(1000));
+    }
+    for n in [&na, &nb] {
+        for s in [&here, &there] {
+            let v = get(n, Via::Plain, &format!("/im/friends/list?{}", s.auth()));
+            assert_code(&v, 515, "Auth Illegal");
+        }
+        let v = get(n, Via::Plain, &format!("/im/friends/list?{}", keep.auth()));
+        assert_code(&v, 200, "Success");
+    }
+    keep.ws.expect_silence(Duration::from_millis(300));
+    // Bob hears the profile update, and nothing else: she stays online.
+    assert_code(&bob.ws.recv(), 301, "Refresh Friend's Profile");
+    bob.ws.expect_silence(Duration::from_millis(100));
+    // The new password logs in; the kept session still talks to bob.
+    let ua = User { password: "a new one".to_string(), ..ua };
+    Session::login(&na, Via::Plain, &ua);
+    let v = ask(&mut keep.ws, json!({"id": "d", "toFriend": bob.id, "payload": "still here"}));
+    assert_code(&v, 200, "Success");
+}

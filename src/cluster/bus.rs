@@ -329,7 +329,7 @@ mod tests {
             other => panic!("{other:?} where a kept frame was expected"),
         }
         // An end: the frame and the close reach the node, the registry forgets at once.
-        b.session_started("u1", ConnId(42), "tok", 0).unwrap();
+        b.session_started("u1", ConnId(42), "tok", None, 0).unwrap();
         a.end("u1", &to, Some("{\"code\":513}")).unwrap();
         match rx.recv_timeout(Duration::from_secs(5)).expect("the end") {
             Got::End(c, f) => assert_eq!((c, f.as_deref()), (ConnId(42), Some("{\"code\":513}"))),

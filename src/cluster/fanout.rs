@@ -5,7 +5,7 @@
 use reactor::{ConnId, Remote};
 
 use crate::app::App;
-use crate::cluster::{KeptFrame, Place};
+use crate::cluster::{KeptFrame, Owner, Place};
 
 /// Logs a failed Redis command once per call site.
 fn logged<T: Default>(what: &str, r: redis::RedisResult<T>) -> T {
@@ -43,11 +43,11 @@ pub(crate) fn online_elsewhere(app: &App, user: &str) -> bool {
     !logged("sessions of a user", cluster.elsewhere(user)).is_empty()
 }
 
-/// A session started on this node.
-pub(crate) fn started(app: &App, user: &str, conn: ConnId, token: &str) {
+/// A session started on this node (with the remembered device it used or was given).
+pub(crate) fn started(app: &App, user: &str, conn: ConnId, token: &str, device: Option<i64>) {
     let Some(cluster) = &app.cluster else { return };
     let now = crate::routes::tunnel::now_ms();
-    logged("session start", cluster.session_started(user, conn, token, now));
+    logged("session start", cluster.session_started(user, conn, token, device, now));
 }
 
 /// `[session] max_devices` across nodes, after a login of `user` on this node: the
@@ -81,19 +81,29 @@ pub(crate) fn ended(app: &App, user: &str, conn: ConnId) {
     logged("session end", cluster.session_ended(user, conn));
 }
 
-/// The user whose session `token` is on another node, when `id` is that user.
-pub(crate) fn token_elsewhere(app: &App, id: &str, token: &str) -> bool {
-    let Some(cluster) = &app.cluster else { return false };
+/// The session `token` names on another node, when it is a session of user `id`.
+pub(crate) fn token_elsewhere(app: &App, id: &str, token: &str) -> Option<Owner> {
+    let cluster = app.cluster.as_ref()?;
     let owner = logged("token owner", cluster.owner_of(token));
-    owner.is_some_and(|o| o.user == id && o.place.node != cluster.node())
+    owner.filter(|o| o.user == id && o.place.node != cluster.node())
 }
 
-/// Ends `user`'s sessions on other nodes: `frame` (if any), then their sockets close.
-pub(crate) fn end_elsewhere(app: &App, user: &str, frame: Option<&str>) {
+/// Ends `user`'s sessions on other nodes but `keep`: `frame` (if any), then their
+/// sockets close.
+pub(crate) fn end_elsewhere(app: &App, user: &str, frame: Option<&str>, keep: Option<&Place>) {
     let Some(cluster) = &app.cluster else { return };
     for place in logged("sessions of a user", cluster.elsewhere(user)) {
-        logged("end a session", cluster.end(user, &place, frame));
+        if Some(&place) != keep {
+            logged("end a session", cluster.end(user, &place, frame));
+        }
     }
+}
+
+/// Ends `user`'s session at `place` on another node (its socket closes, 1000); the
+/// registry and the token forget it at once.
+pub(crate) fn end_at(app: &App, user: &str, place: &Place) {
+    let Some(cluster) = &app.cluster else { return };
+    logged("end a session", cluster.end(user, place, None));
 }
 
 /// Tells every node that user `id`'s search listing changed (each reads it again).
@@ -118,8 +128,8 @@ pub(crate) fn tick(app: &App, remote: &Remote) {
             // Redis lost this node's state (or the node was reaped): register it again.
             let sessions = app.sessions.all();
             log::info!("cluster: registering {} live sessions again", sessions.len());
-            for (user, conn, token) in sessions {
-                started(app, &user, conn, &token);
+            for (user, conn, token, device) in sessions {
+                started(app, &user, conn, &token, device);
             }
         }
         Err(e) => return log::warn!("cluster: liveness: {e}"),

@@ -139,9 +139,9 @@ mod tests {
         let b = Cluster::new(&redis.url(), "b", ttl).unwrap();
         assert!(a.join().unwrap().is_empty());
         assert!(b.join().unwrap().is_empty());
-        a.session_started("u1", ConnId(1), "t1", 0).unwrap();
-        b.session_started("u1", ConnId(2), "t2", 0).unwrap();
-        b.session_started("u2", ConnId(3), "t3", 0).unwrap();
+        a.session_started("u1", ConnId(1), "t1", None, 0).unwrap();
+        b.session_started("u1", ConnId(2), "t2", None, 0).unwrap();
+        b.session_started("u2", ConnId(3), "t3", None, 0).unwrap();
         // Both alive: nothing is reaped however often it is asked.
         assert!(a.reap_dead().unwrap().is_empty());
         assert!(b.reap_dead().unwrap().is_empty());
@@ -161,14 +161,14 @@ mod tests {
         let redis = RedisServer::start();
         let a = Cluster::new(&redis.url(), "a", super::super::LIVENESS_TTL).unwrap();
         a.join().unwrap();
-        a.session_started("u1", ConnId(1), "t1", 0).unwrap();
+        a.session_started("u1", ConnId(1), "t1", None, 0).unwrap();
         let again = Cluster::new(&redis.url(), "a", super::super::LIVENESS_TTL).unwrap();
         assert_eq!(again.join().unwrap(), vec!["u1".to_string()]);
         assert!(again.heartbeat().unwrap(), "the mark was there");
         again.with(|c| redis::cmd("FLUSHALL").query::<()>(c)).unwrap();
         assert!(!again.heartbeat().unwrap(), "a Redis that lost the mark says so");
         assert!(!again.is_online("u1").unwrap());
-        again.session_started("u1", ConnId(1), "t9", 0).unwrap();
+        again.session_started("u1", ConnId(1), "t9", None, 0).unwrap();
         assert_eq!(again.leave().unwrap(), vec!["u1".to_string()]);
     }
 }

@@ -19,6 +19,9 @@ pub struct Place {
 pub struct Owner {
     pub user: String,
     pub place: Place,
+    /// The remembered device it logged in with or was given (§11.2): a logoff with
+    /// `forget` on another node revokes it there.
+    pub device: Option<i64>,
 }
 
 impl Place {
@@ -34,17 +37,19 @@ impl Place {
 }
 
 impl Cluster {
-    /// Records `user`'s session on this node's `conn`, with its token.
+    /// Records `user`'s session on this node's `conn`, with its token and device.
     /// `started_ms` orders a user's sessions across nodes for `max_devices`.
     pub fn session_started(
         &self,
         user: &str,
         conn: ConnId,
         token: &str,
+        device: Option<i64>,
         started_ms: i64,
     ) -> RedisResult<()> {
         let place = Place { node: self.node.clone(), conn };
-        let owner = format!("{user}/{}", place.field());
+        let device = device.map_or("-".to_string(), |d| d.to_string());
+        let owner = format!("{device} {user}/{}", place.field());
         self.with(|c| {
             redis::pipe()
                 .atomic()
@@ -112,8 +117,13 @@ impl Cluster {
     pub fn owner_of(&self, token: &str) -> RedisResult<Option<Owner>> {
         let v: Option<String> = self.with(|c| c.get(token_key(token)))?;
         Ok(v.and_then(|v| {
-            let (user, place) = v.split_once('/')?;
-            Some(Owner { user: user.to_string(), place: Place::parse(place)? })
+            let (device, owner) = v.split_once(' ')?;
+            let device = match device {
+                "-" => None,
+                d => Some(d.parse().ok()?),
+            };
+            let (user, place) = owner.split_once('/')?;
+            Some(Owner { user: user.to_string(), place: Place::parse(place)?, device })
         }))
     }
 }
@@ -133,8 +143,8 @@ mod tests {
         let redis = RedisServer::start();
         let a = Cluster::new(&redis.url(), "a", super::super::LIVENESS_TTL).unwrap();
         let b = Cluster::new(&redis.url(), "b", super::super::LIVENESS_TTL).unwrap();
-        a.session_started("u1", ConnId(7), "tok-a", 20).unwrap();
-        b.session_started("u1", ConnId(9), "tok-b", 10).unwrap();
+        a.session_started("u1", ConnId(7), "tok-a", Some(3), 20).unwrap();
+        b.session_started("u1", ConnId(9), "tok-b", None, 10).unwrap();
         let mut all = a.sessions_of("u1").unwrap();
         all.sort_by_key(|p| p.conn.0);
         let on = |node: &str, conn| Place { node: node.into(), conn: ConnId(conn) };
@@ -143,8 +153,9 @@ mod tests {
         assert_eq!(a.sessions_by_age("u1").unwrap(), vec![(10, on("b", 9)), (20, on("a", 7))]);
         assert_eq!(
             a.owner_of("tok-b").unwrap(),
-            Some(Owner { user: "u1".into(), place: on("b", 9) })
+            Some(Owner { user: "u1".into(), place: on("b", 9), device: None })
         );
+        assert_eq!(a.owner_of("tok-a").unwrap().and_then(|o| o.device), Some(3));
         assert!(b.is_online("u1").unwrap());
         b.session_ended("u1", ConnId(9)).unwrap();
         assert_eq!(b.sessions_of("u1").unwrap(), vec![on("a", 7)]);

@@ -166,6 +166,7 @@ impl crate::cluster::Inbox for NodeInbox {
 
     fn forget(&self, users: Vec<String>) {
         self.app.friend_cache.forget(users.iter().map(String::as_str));
+        self.app.history.unfriended(&self.app, users);
     }
 
     fn stopping(&self) -> bool {

@@ -33,6 +33,9 @@ pub struct Feed {
     /// Frames committed while the feed runs, to go out after it (§11.1: another session
     /// of the user may move the marks past them, so the slices need not bring them).
     following: Vec<Following>,
+    /// Per conversation, the `seq` of the session's own sends acked while the feed ran
+    /// (on a node of several, the session's place once the feed ends).
+    acked: Vec<(String, i64)>,
 }
 
 /// A frame of a conversation that waits for a feed to end.
@@ -58,6 +61,7 @@ impl Feed {
             awaiting: None,
             sent_newest: HashMap::new(),
             following: Vec::new(),
+            acked: Vec::new(),
         }
     }
 
@@ -69,6 +73,21 @@ impl Feed {
     /// Keeps `f` to go out after the backlog.
     pub fn follow(&mut self, f: Following) {
         self.following.push(f);
+    }
+
+    /// The session acked its own message `seq` of the conversation with `peer`.
+    pub fn acked(&mut self, peer: &str, seq: i64) {
+        self.acked.push((peer.to_string(), seq));
+    }
+
+    /// Per conversation, the newest `seq` the backlog sent.
+    pub fn sent_newest(&self) -> impl Iterator<Item = (String, i64)> + '_ {
+        self.sent_newest.iter().map(|(p, s)| (p.clone(), *s))
+    }
+
+    /// The session's own sends acked while the feed ran.
+    pub fn take_acked(&mut self) -> Vec<(String, i64)> {
+        std::mem::take(&mut self.acked)
     }
 
     /// The frames that follow the backlog, in their commit order, less those of a

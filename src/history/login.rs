@@ -18,7 +18,17 @@ pub fn before_session(app: &App, conn: ConnId) {
 /// (`started`), or failed to start: the history thread feeds it its backlog. The login
 /// runs on the password pool, whose commands reach the loop at once (a reactor worker
 /// would hold them), so the reply is ahead of the backlog in the loop's channel.
-pub fn after_session(app: &App, remote: &Remote, conn: ConnId, me: &str, started: bool) {
+///
+/// `known`: per conversation, the `last_seq` the login reply gave (where a node of
+/// several starts looking for gaps).
+pub fn after_session(
+    app: &App,
+    remote: &Remote,
+    conn: ConnId,
+    me: &str,
+    known: Vec<(String, i64)>,
+    started: bool,
+) {
     if !app.config.history.enabled {
         return;
     }
@@ -28,6 +38,7 @@ pub fn after_session(app: &App, remote: &Remote, conn: ConnId, me: &str, started
             remote: remote.clone(),
             conn,
             user: me.to_string(),
+            known,
         }),
         None => app.history.caught_up(conn),
     }

@@ -8,6 +8,8 @@
 //!   each slice once the one before is in the socket.
 //! - `frames`   — the tunnel frames: send with `cid` (handed to the writer), `read`, and
 //!   `typing` with its own per-session limit.
+//! - `order`    — on a node of several, each session's newest `seq` per conversation,
+//!   so that a frame from another node never jumps a gap nor comes twice.
 //! - `login`    — what a login adds: marks on friend entries, and its backlog's start.
 //! - `messages` — `GET /im/messages`, and retention for housekeeping.
 //!
@@ -21,6 +23,7 @@ mod backlog;
 mod frames;
 mod login;
 mod messages;
+mod order;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -88,6 +91,14 @@ impl History {
     pub fn arrived(&self, app: &App, kept: crate::cluster::KeptFrame, remote: &Remote) {
         if let Some(app) = app.me.upgrade() {
             self.writer.submit(Work::Arrived { app, remote: remote.clone(), kept });
+        }
+    }
+
+    /// Friendships among `users` were made or ended (a conversation's numbers start
+    /// again with a new friendship): the writer forgets their sessions' places in them.
+    pub fn unfriended(&self, app: &App, users: Vec<String>) {
+        if let Some(app) = app.me.upgrade().filter(|a| a.cluster.is_some()) {
+            self.writer.submit(Work::Unfriended { app, users });
         }
     }
 

@@ -31,6 +31,7 @@ use reactor::{ConnId, Remote};
 use store::{Appended, Delivered, NewHistoryMessage};
 
 use super::backlog::{Feed, Following};
+use super::order::{Order, Verdict};
 use crate::app::App;
 use crate::cluster::{fanout, KeptFrame, Place};
 
@@ -76,13 +77,16 @@ pub enum Work {
     Send(Job),
     /// Tagged frames reached their sockets, per connection.
     Written { app: Arc<App>, remote: Remote, reports: Vec<(ConnId, Vec<u64>)> },
-    /// A session of `user` started on `conn`: feed it its backlog.
-    Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String },
+    /// A session of `user` started on `conn`: feed it its backlog. `known`: per
+    /// conversation, the `last_seq` its login reply gave.
+    Backlog { app: Arc<App>, remote: Remote, conn: ConnId, user: String, known: Vec<(String, i64)> },
     /// `conn` closed.
     Closed(ConnId),
     /// A kept message's frame another node committed, for a session of this node
     /// (docs/cluster.md).
     Arrived { app: Arc<App>, remote: Remote, kept: KeptFrame },
+    /// Friendships among `users` were made or ended on some node.
+    Unfriended { app: Arc<App>, users: Vec<String> },
 }
 
 /// The writer: a channel to its thread, which ends when this is dropped.
@@ -124,6 +128,7 @@ fn run(rx: &Receiver<Work>) {
             Some(remote) => remote.batch(|| deliveries.batch(batch)),
             None => deliveries.batch(batch),
         }
+        deliveries.publish();
     }
 }
 
@@ -134,7 +139,7 @@ impl Work {
             Work::Written { remote, .. }
             | Work::Backlog { remote, .. }
             | Work::Arrived { remote, .. } => Some(remote.clone()),
-            Work::Closed(_) => None,
+            Work::Closed(_) | Work::Unfriended { .. } => None,
         }
     }
 }
@@ -168,6 +173,11 @@ struct Deliveries {
     feeds: HashMap<ConnId, Feed>,
     /// Closed connections, oldest first, whose tags go after [`LATE_REPORTS`].
     closed: VecDeque<(Instant, ConnId)>,
+    /// Each session's place in its conversations (on a node of several).
+    order: Order,
+    /// Frames for sessions on other nodes, published once the batch's own frames are
+    /// with the loop: an answer from there (a 306) must not overtake the sender's 200.
+    outbox: Vec<(Arc<App>, Vec<Place>, KeptFrame)>,
 }
 
 impl Deliveries {
@@ -187,14 +197,25 @@ impl Deliveries {
                     context = Some((app, remote));
                     written.extend(reports);
                 }
-                Work::Backlog { app, remote, conn, user } => {
+                Work::Backlog { app, remote, conn, user, known } => {
+                    if app.cluster.is_some() {
+                        self.order.has(conn, known);
+                    }
                     context = Some((app, remote));
                     self.feeds.insert(conn, Feed::new(user));
                     fed.push(conn);
                 }
                 Work::Closed(conn) => {
                     self.feeds.remove(&conn);
+                    self.order.forget(conn);
                     self.closed.push_back((Instant::now(), conn));
+                }
+                Work::Unfriended { app, users } => {
+                    let conns: Vec<(String, ConnId)> = users
+                        .iter()
+                        .flat_map(|u| app.sessions.conns_of(u).into_iter().map(|c| (u.clone(), c)))
+                        .collect();
+                    self.order.forget_pairs(&conns, &users);
                 }
                 Work::Arrived { app, remote, kept } => {
                     context = Some((app, remote));
@@ -221,6 +242,13 @@ impl Deliveries {
         }
         for conn in fed {
             self.feed(&app, &remote, conn);
+        }
+    }
+
+    /// Publishes what the last batch had for other nodes.
+    fn publish(&mut self) {
+        for (app, places, kept) in self.outbox.drain(..) {
+            fanout::publish_kept(&app, &places, &kept);
         }
     }
 
@@ -339,17 +367,28 @@ impl Deliveries {
             let marks = Marks { user: m.to_id.clone(), seqs: vec![(m.from_id.clone(), seq)] };
             match target {
                 Target::Push(friend) => {
-                    let tag = self.track(friend, marks);
-                    remote.send_text_tracked(friend, frame.clone(), tag);
+                    if self.in_order(app, remote, friend, &m.to_id, &m.from_id, seq) {
+                        let tag = self.track(friend, marks);
+                        remote.send_text_tracked(friend, frame.clone(), tag);
+                    }
                 }
                 Target::Backlog(friend) => {
                     self.follow_backlog(friend, &m.from_id, seq, &frame, Some(marks))
                 }
             }
         }
-        let kept = KeptFrame::to_receiver(&m.to_id, &m.from_id, seq, &frame);
-        fanout::publish_kept(app, places, &kept);
+        if !places.is_empty() {
+            let kept = KeptFrame::to_receiver(&m.to_id, &m.from_id, seq, &frame);
+            self.outbox.push((job.app.clone(), places.to_vec(), kept));
+        }
         self.carbon_copies(app, remote, job, seq, &frame);
+        // The ack shows the sender `seq`: whatever came before it goes first.
+        match self.feeds.get_mut(&job.conn) {
+            Some(feed) if app.cluster.is_some() => feed.acked(&m.to_id, seq),
+            _ => {
+                self.in_order(app, remote, job.conn, &m.from_id, &m.to_id, seq);
+            }
+        }
         reply(app, job, code, Some((seq, m.ts_ms)), m.cid.as_deref());
     }
 
@@ -364,14 +403,17 @@ impl Deliveries {
             return;
         }
         let copy = proto::with_str(frame.to_string(), "to", &m.to_id);
-        fanout::publish_kept(app, &places, &KeptFrame::copy(&m.from_id, &m.to_id, seq, &copy));
+        if !places.is_empty() {
+            let kept = KeptFrame::copy(&m.from_id, &m.to_id, seq, &copy);
+            self.outbox.push((job.app.clone(), places, kept));
+        }
         for c in mine {
             if !remote.takes_frames(c) {
                 continue;
             }
             if app.history.is_catching_up(c) {
                 self.follow_backlog(c, &m.to_id, seq, &copy, None);
-            } else {
+            } else if self.in_order(app, remote, c, &m.from_id, &m.to_id, seq) {
                 remote.send_text(c, copy.clone());
             }
         }
@@ -400,16 +442,80 @@ impl Deliveries {
         if !remote.takes_frames(conn) || !app.sessions.conns_of(&user).contains(&conn) {
             return;
         }
-        let marks = moves_marks.then(|| Marks { user, seqs: vec![(peer.clone(), seq)] });
         if self.feeds.contains_key(&conn) {
+            let marks = moves_marks.then(|| Marks { user, seqs: vec![(peer.clone(), seq)] });
             return self.follow_backlog(conn, &peer, seq, &frame, marks);
         }
+        if !self.in_order(app, remote, conn, &user, &peer, seq) {
+            return;
+        }
+        let marks = moves_marks.then(|| Marks { user, seqs: vec![(peer.clone(), seq)] });
         match marks {
             Some(marks) => {
                 let tag = self.track(conn, marks);
                 remote.send_text_tracked(conn, frame, tag);
             }
             None => remote.send_text(conn, frame),
+        }
+    }
+
+    /// On a node of several, before a frame of the conversation of `user` (on `conn`)
+    /// and `peer` numbered `seq` goes out: false when `conn` has it already; a gap
+    /// below it is sent first, read from the store (docs/cluster.md, "Gaps").
+    fn in_order(
+        &mut self,
+        app: &App,
+        remote: &Remote,
+        conn: ConnId,
+        user: &str,
+        peer: &str,
+        seq: i64,
+    ) -> bool {
+        if app.cluster.is_none() {
+            return true;
+        }
+        match self.order.next(conn, peer, seq) {
+            Verdict::Had => false,
+            Verdict::Next => true,
+            Verdict::After(newest) => {
+                self.fill(app, remote, conn, user, peer, newest, seq);
+                true
+            }
+        }
+    }
+
+    /// Sends `conn` the messages of the conversation of `user` and `peer` numbered
+    /// above `after` and below `before`, from the store: the peer's tagged to move the
+    /// marks, `user`'s own as the copies its other sessions get (§11.1). At most a
+    /// login backlog; a failed read leaves the gap to the next login.
+    #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename them
+    fn fill(
+        &mut self,
+        app: &App,
+        remote: &Remote,
+        conn: ConnId,
+        user: &str,
+        peer: &str,
+        after: i64,
+        before: i64,
+    ) {
+        let want =
+            usize::try_from(before - after - 1).unwrap_or(0).min(app.config.history.login_backlog);
+        let window = store::Window::After(after);
+        let missing = match app.store(|s| s.messages(user, peer, window, want)) {
+            Ok(m) => m,
+            Err(f) => return f.log(),
+        };
+        log::debug!("cluster: {} missing messages sent from the store", missing.len());
+        for m in missing.into_iter().filter(|m| m.seq < before) {
+            let frame = super::stored_frame(&m);
+            if m.from_id == peer {
+                let marks = Marks { user: user.to_string(), seqs: vec![(m.from_id, m.seq)] };
+                let tag = self.track(conn, marks);
+                remote.send_text_tracked(conn, frame, tag);
+            } else {
+                remote.send_text(conn, proto::with_str(frame, "to", peer));
+            }
         }
     }
 
@@ -451,8 +557,16 @@ impl Deliveries {
         }
         if last {
             // Sent after the last slice by this same thread, so in order behind it.
-            if let Some(feed) = self.feeds.remove(&conn) {
+            if let Some(mut feed) = self.feeds.remove(&conn) {
+                let ordered = app.cluster.is_some();
+                if ordered {
+                    self.order.has(conn, feed.sent_newest());
+                }
+                let (user, acked) = (feed.user().to_string(), feed.take_acked());
                 for f in feed.into_following() {
+                    if ordered && !self.in_order(app, remote, conn, &user, &f.peer, f.seq) {
+                        continue;
+                    }
                     match f.marks {
                         Some(marks) => {
                             let tag = self.track(conn, marks);
@@ -460,6 +574,9 @@ impl Deliveries {
                         }
                         None => remote.send_text(conn, f.frame),
                     }
+                }
+                if ordered {
+                    self.order.has(conn, acked);
                 }
             }
             app.history.caught_up(conn);

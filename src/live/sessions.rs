@@ -387,13 +387,13 @@ impl Sessions {
                 .is_some_and(|e| rate.take(&mut e.heartbeat, Instant::now()))
     }
 
-    /// Every live session as (user, connection, token): what a cluster node registers
-    /// again in a Redis that lost it (docs/cluster.md).
-    pub fn all(&self) -> Vec<(Arc<str>, ConnId, String)> {
+    /// Every live session as (user, connection, token, device): what a cluster node
+    /// registers again in a Redis that lost it (docs/cluster.md).
+    pub fn all(&self) -> Vec<(Arc<str>, ConnId, String, Option<i64>)> {
         let users = self.users_read();
         users
             .iter()
-            .flat_map(|(u, ss)| ss.iter().map(|s| (u.clone(), s.conn, s.token.clone())))
+            .flat_map(|(u, ss)| ss.iter().map(|s| (u.clone(), s.conn, s.token.clone(), s.device)))
             .collect()
     }
 

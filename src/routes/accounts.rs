@@ -7,6 +7,7 @@ use reactor::{ConnId, Remote, Request};
 use store::{NewUser, ProfileUpdate, StoreError};
 
 use crate::app::{App, Deferrable, Fail, Later, Outcome};
+use crate::cluster::{fanout, Owner};
 use crate::live::directory::{Change, Listing};
 use crate::live::token::new_user_id;
 use crate::routes::input::Input;
@@ -133,9 +134,10 @@ fn erase_user(app: &App, me: &str, remote: &Remote) -> Outcome {
         }
     });
     for conn in conns {
+        fanout::ended(app, me, conn);
         remote.close(conn, 1000, "account erased");
     }
-    crate::cluster::fanout::end_elsewhere(app, me, None);
+    fanout::end_elsewhere(app, me, None, None);
     log::debug!("erased a user");
     Ok(proto::status(Code::Success))
 }
@@ -246,23 +248,38 @@ pub fn update_profile(app: &App, req: &Request, later: Later<'_>) -> Deferrable 
         update.password_hash = Some(app.passwords.hash(&new).map_err(|_| Fail::Hash)?);
         // The store revokes every device token with the new password (§11.2).
         let reply = apply_update(app, me, update, remote)?;
-        end_other_sessions(app, remote, me, session)?;
+        end_other_sessions(app, remote, me, &session)?;
         Ok(reply)
     })
 }
 
 /// After a password change: every session of `me` but `keep`, the one that changed
-/// it, gets 513 and is closed (§11.1).
-fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: ConnId) -> Result<(), Fail> {
-    let friends = app.store(|s| s.friend_ids(me))?;
-    let (others, ()) = app.sessions.end_others(me, keep, |online, last| {
-        // Only when the changing session itself closed meanwhile.
-        if last {
-            crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
+/// it (on this node or another), gets 513 and is closed (§11.1).
+fn end_other_sessions(app: &App, remote: &Remote, me: &str, keep: &Holder) -> Result<(), Fail> {
+    let others = match keep {
+        Holder::Here(keep) => {
+            let friends = app.store(|s| s.friend_ids(me))?;
+            app.sessions
+                .end_others(me, *keep, |online, last| {
+                    // Only when the changing session itself closed meanwhile.
+                    if last {
+                        crate::routes::tunnel::announce_offline(app, remote, online, me, &friends);
+                    }
+                })
+                .0
         }
-    });
+        // The changing session lives on on its node: the user stays online.
+        Holder::There(_) => app.sessions.end_user(me, |_| ()).0,
+    };
     crate::routes::tunnel::end_replaced(app, remote, &others, "password changed");
-    crate::cluster::fanout::end_elsewhere(app, me, Some(&proto::replaced_push()));
+    for conn in others {
+        fanout::ended(app, me, conn);
+    }
+    let keep = match keep {
+        Holder::Here(_) => None,
+        Holder::There(owner) => Some(&owner.place),
+    };
+    fanout::end_elsewhere(app, me, Some(&proto::replaced_push()), keep);
     Ok(())
 }
 
@@ -278,7 +295,7 @@ fn apply_update(app: &App, me: &str, mut update: ProfileUpdate, remote: &Remote)
         let change = Change::Updated((&p).into());
         Ok::<_, Fail>((p, change))
     })?;
-    crate::cluster::fanout::directory_changed(app, me);
+    fanout::directory_changed(app, me);
 
     // Each friend sees the change under the alias they gave me.
     let watchers = app.store(|s| s.aliases_for(me))?;
@@ -332,20 +349,33 @@ pub fn authenticate(app: &App, input: &Input) -> Result<String, Fail> {
     match app.sessions.authenticate(id, token) {
         Ok(_) => Ok(id.to_string()),
         // A session of another node (docs/cluster.md): the token is as good here.
-        Err(Code::AuthIllegal) if crate::cluster::fanout::token_elsewhere(app, id, token) => {
+        Err(Code::AuthIllegal) if fanout::token_elsewhere(app, id, token).is_some() => {
             Ok(id.to_string())
         }
         Err(c) => Err(c.into()),
     }
 }
 
-/// [`authenticate`], with the connection of the session whose token it is (a user
-/// may have several, §11.1).
-pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, ConnId), Fail> {
+/// Where the session a token names lives.
+#[derive(Clone, Debug)]
+pub enum Holder {
+    /// On this node, on this connection.
+    Here(ConnId),
+    /// On another node (docs/cluster.md): what is done to it goes through Redis.
+    There(Owner),
+}
+
+/// [`authenticate`], with where the session whose token it is lives (a user may have
+/// several, §11.1): what the caller acts on (logoff, a password change).
+pub fn authenticate_session(app: &App, input: &Input) -> Result<(String, Holder), Fail> {
     let token = input.text("token")?;
     let id = input.text("id")?;
-    // Local only: the connection is what the caller acts on (logoff, a password
-    // change); a session of another node answers 515 here (docs/cluster.md).
-    let conn = app.sessions.authenticate(id, token)?;
-    Ok((id.to_string(), conn))
+    match app.sessions.authenticate(id, token) {
+        Ok(conn) => Ok((id.to_string(), Holder::Here(conn))),
+        Err(Code::AuthIllegal) => match fanout::token_elsewhere(app, id, token) {
+            Some(owner) => Ok((id.to_string(), Holder::There(owner))),
+            None => Err(Code::AuthIllegal.into()),
+        },
+        Err(c) => Err(c.into()),
+    }
 }

@@ -14,7 +14,7 @@ use crate::auth::devices::{self, Remembered};
 use crate::cluster::fanout;
 use crate::live::sessions::{Ended, NotStarted, Online, Session};
 use crate::live::token::new_token;
-use crate::routes::accounts::authenticate_session;
+use crate::routes::accounts::{authenticate_session, Holder};
 use crate::routes::friends::{friend_entries, request_entries};
 use crate::routes::input::Input;
 
@@ -383,6 +383,8 @@ fn start(
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    let known: Vec<(String, i64)> =
+        marked.iter().filter_map(|f| Some((f.id.clone(), f.last_seq?))).collect();
     // Kept messages follow the login reply, before anything sent from now on (see history).
     crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
@@ -417,7 +419,7 @@ fn start(
         }
         first
     });
-    crate::history::after_session(app, remote, conn, &me, started.is_ok());
+    crate::history::after_session(app, remote, conn, &me, known, started.is_ok());
     let started = match started {
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
@@ -426,7 +428,10 @@ fn start(
         }
         Err(NotStarted::Closed) => return,
     };
-    fanout::started(app, &me, conn, &token);
+    for old in &started.replaced {
+        fanout::ended(app, &me, *old);
+    }
+    fanout::started(app, &me, conn, &token, device);
     fanout::replace_beyond_max(app, remote, &me);
     if started.then {
         let push = proto::push_id(Code::FriendOnline, &me);
@@ -456,7 +461,11 @@ pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     let input = Input::of(req)?;
     input.known(&["id", "token"])?;
     let forget = input.flag("forget")?;
-    let (me, conn) = authenticate_session(app, &input)?;
+    let (me, holder) = authenticate_session(app, &input)?;
+    let conn = match holder {
+        Holder::Here(conn) => conn,
+        Holder::There(owner) => return logoff_elsewhere(app, remote, &me, &owner, forget),
+    };
     if forget {
         if let Some(device) = app.sessions.device_of(&me, conn) {
             app.store(|s| s.forget_device(&me, device))?;
@@ -477,6 +486,38 @@ pub fn logoff(app: &App, req: &Request, remote: &Remote) -> Outcome {
     if last {
         let push = proto::push_id(Code::FriendOffline, &me);
         fanout::push_elsewhere_all(app, friends.iter().map(String::as_str), &push);
+    }
+    Ok(proto::status(Code::Success))
+}
+
+/// [`logoff`] of a session on another node (docs/cluster.md): its device is revoked
+/// here (the store is shared), the registry forgets the session and its token at once,
+/// and its node is told to close its socket (which then announces nothing); 300 goes
+/// out from here if it was the user's last session anywhere.
+fn logoff_elsewhere(
+    app: &App,
+    remote: &Remote,
+    me: &str,
+    owner: &crate::cluster::Owner,
+    forget: bool,
+) -> Outcome {
+    if let Some(device) = owner.device.filter(|_| forget) {
+        app.store(|s| s.forget_device(me, device))?;
+    }
+    let friends = app.store(|s| s.friend_ids(me))?;
+    fanout::end_at(app, me, &owner.place);
+    if !fanout::online_elsewhere(app, me) {
+        let last = app.sessions.with_online(|online| {
+            let last = !online.is_online(me);
+            if last {
+                announce_offline(app, remote, online, me, &friends);
+            }
+            last
+        });
+        if last {
+            let push = proto::push_id(Code::FriendOffline, me);
+            fanout::push_elsewhere_all(app, friends.iter().map(String::as_str), &push);
+        }
     }
     Ok(proto::status(Code::Success))
 }
