@@ -585,9 +585,10 @@ fn every_route_and_push_crosses_nodes() {
         .collect();
     assert_eq!(online, HashMap::from([(&*b.id, true), (&*cs.id, true)]), "{list}");
 
-    // §4.2, §6.3: bob logs off on his node: alice hears 300 on n1; back on n3, 302, and
-    // his login reply sees alice online.
-    let r = get(&n2, Via::Plain, &format!("/im/logoff?{}", b.auth()));
+    // §4.2, §6.3: bob logs off, asked on n3 with the token of his session on n2: it
+    // closes, alice hears 300 on n1; back on n3, 302, and his login reply sees alice
+    // online.
+    let r = get(&n3, Via::Plain, &format!("/im/logoff?{}", b.auth()));
     assert_code(&r, 200, "Success");
     assert_eq!(b.ws.expect_close(), Some(1000));
     assert_eq!(a.ws.recv(), json!({"code":300,"message":"Friend Offline","ok":true,"id":b.id}));
@@ -697,11 +698,10 @@ fn every_route_and_push_crosses_nodes() {
     assert_eq!(a2.ws.recv()["seq"], 5);
     assert_eq!(a3.ws.recv()["seq"], 5);
 
-    // §3.4: carol's profile update on n3: 301 to alice's sessions on n2 and n3. (On
-    // the node of the session whose token it carries: elsewhere it answers 515 for
-    // now, docs/cluster.md "Not yet".)
+    // §3.4: carol's profile update on n1 with her n3 session's token: 301 to alice's
+    // sessions on n2 and n3.
     let body = json!({"id": cs.id, "token": cs.token, "sign": "back soon"});
-    assert_code(&post(&n3, Via::Plain, "/im/profile/update", &body), 200, "Success");
+    assert_code(&post(&n1, Via::Plain, "/im/profile/update", &body), 200, "Success");
     for s in [&mut a2, &mut a3] {
         let (p, _) = wait_code(&mut s.ws, 301, Duration::from_secs(10));
         assert_eq!((p["id"].as_str(), p["sign"].as_str()), (Some(&*cs.id), Some("back soon")));
