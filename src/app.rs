@@ -2,6 +2,7 @@
 //! HTTP requests to the account and friend operations and WebSocket frames to the
 //! tunnel. Failures become protocol codes here, in [`Fail::code`], and nowhere else.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 
 use proto::Code;
@@ -12,7 +13,7 @@ use store::{Store, StoreError};
 
 use crate::auth::hasher::Hasher;
 use crate::auth::password::Passwords;
-use crate::cluster::{Cluster, LIVENESS_TTL};
+use crate::cluster::{Budget, Cluster, LIVENESS_TTL};
 use crate::daemon::config::Config;
 use crate::daemon::db::Db;
 use crate::daemon::metrics::Metrics;
@@ -20,7 +21,7 @@ use crate::history;
 use crate::history::History;
 use crate::live::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
 use crate::live::friend_cache::FriendCache;
-use crate::live::rate_limit::{PerIp, PerUser, Rate};
+use crate::live::rate_limit::Rate;
 use crate::live::sessions::Sessions;
 use crate::routes::Route;
 use crate::routes::{accounts, friends, tunnel};
@@ -40,11 +41,12 @@ pub struct App {
     pub(crate) sessions: Sessions,
     pub(crate) passwords: Passwords,
     pub(crate) db: Db,
-    pub(crate) register_limit: PerIp,
-    pub(crate) query_limit: PerIp,
-    pub(crate) login_fail_limit: PerIp,
+    /// The budgets of §8 per client IP, counted by every node together (docs/cluster.md).
+    pub(crate) register_limit: Budget<IpAddr>,
+    pub(crate) query_limit: Budget<IpAddr>,
+    pub(crate) login_fail_limit: Budget<IpAddr>,
     /// Searches per user: exact account matches confirm accounts.
-    pub(crate) search_limit: PerUser,
+    pub(crate) search_limit: Budget<String>,
     pub(crate) metrics: Metrics,
     /// Friend sets of live senders.
     pub(crate) friend_cache: FriendCache,
@@ -59,7 +61,7 @@ pub struct App {
     /// Shared with the event loop, which answers hot files itself.
     pub(crate) static_files: Arc<StaticFiles>,
     /// The other nodes' live state, with `[cluster]` (docs/cluster.md).
-    pub(crate) cluster: Option<Cluster>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
 }
 
 /// Why an operation did not succeed: a protocol answer, or an internal failure that
@@ -161,7 +163,7 @@ impl App {
         let hasher = Hasher::new(threads, threads * HASHER_QUEUE_PER_THREAD)
             .map_err(|e| crate::Error::Config(format!("cannot start a thread: {e}")))?;
         let cluster = match &config.cluster {
-            Some(c) => Some(open_cluster(&c.redis, &c.node)?),
+            Some(c) => Some(Arc::new(open_cluster(&c.redis, &c.node)?)),
             None => None,
         };
         let r = config.rate_limit;
@@ -175,10 +177,10 @@ impl App {
             ),
             passwords,
             db,
-            register_limit: PerIp::new(Rate::per_min(r.register_per_min)),
-            query_limit: PerIp::new(Rate::per_min(r.query_per_min)),
-            login_fail_limit: PerIp::new(Rate::per_min(r.login_fail_per_min)),
-            search_limit: PerUser::new(Rate::per_min(r.search_per_min)),
+            register_limit: Budget::new("register", r.register_per_min, cluster.clone()),
+            query_limit: Budget::new("query", r.query_per_min, cluster.clone()),
+            login_fail_limit: Budget::new("login_fail", r.login_fail_per_min, cluster.clone()),
+            search_limit: Budget::new("search", r.search_per_min, cluster.clone()),
             metrics: Metrics::default(),
             friend_cache: FriendCache::default(),
             directory,

@@ -451,3 +451,45 @@ fn logoff_and_a_password_change_with_a_token_of_a_session_on_another_node() {
     let v = ask(&mut keep.ws, json!({"id": "d", "toFriend": bob.id, "payload": "still here"}));
     assert_code(&v, 200, "Success");
 }
+
+/// The code of a login over a fresh socket with `password`.
+fn login_code(n: &impl Listening, account: &str, password: &str) -> serde_json::Value {
+    let mut ws = Ws::open(n, Via::Plain, "/im/login");
+    ws.send_json(&json!({"account": account, "password": password}));
+    ws.recv()["code"].clone()
+}
+
+#[test]
+fn per_ip_budgets_hold_across_nodes() {
+    let db = TempDb::new(Kind::Postgres);
+    let redis = RedisServer::start();
+    let four = "[rate_limit]\nregister_per_min = 4\nquery_per_min = 4\nlogin_fail_per_min = 4\n";
+    let (na, nb) = (node_with(&db, &redis, "a", four), node_with(&db, &redis, "b", four));
+    // Registrations: two on each node spend the client's four; the fifth is refused
+    // on either.
+    let users: Vec<User> = (0..5).map(|i| User::new(&format!("ipb{i}"))).collect();
+    for (u, n) in users[..4].iter().zip([&na, &nb, &na, &nb]) {
+        u.register(n);
+    }
+    let body = json!({"account": users[4].account, "password": users[4].password});
+    for n in [&na, &nb] {
+        assert_code(&post(n, Via::Plain, "/im/register", &body), 524, "Too Many Requests");
+    }
+    // Queries the same way.
+    for n in [&na, &nb, &na, &nb] {
+        let v = get(n, Via::Plain, &format!("/im/query?account={}", users[0].account));
+        assert_code(&v, 200, "Success");
+    }
+    let v = get(&na, Via::Plain, &format!("/im/query?account={}", users[0].account));
+    assert_code(&v, 524, "Too Many Requests");
+    // Failed logins: two wrong passwords on each node; then even the right one is
+    // refused without a check, on either node. A right one before that costs nothing.
+    let u = &users[0];
+    assert_eq!(login_code(&na, &u.account, &u.password), 200);
+    for n in [&na, &nb, &na, &nb] {
+        assert_eq!(login_code(n, &u.account, "wrong"), 505);
+    }
+    for n in [&na, &nb] {
+        assert_eq!(login_code(n, &u.account, &u.password), 524);
+    }
+}

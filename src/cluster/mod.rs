@@ -9,6 +9,7 @@
 //! - `registry` — live sessions of every node: user → (node, connection), by token.
 //! - `bus`      — one subscriber thread per node: frames other nodes address to this
 //!   node's connections, handed to the reactor; and publishing them.
+//! - `budgets`  — the per-IP and per-user budgets of §8, counted in Redis.
 //! - `fanout`   — the daemon's calls: pushes to other nodes, presence, tokens, the
 //!   housekeeping tick. No-ops without `[cluster]`.
 //!
@@ -24,7 +25,9 @@
 //! | `imd:token:{token}` | string `{device} {user}/{node}/{conn}` (device `-` when none) | a session token on every node |
 //! | channel `imd:to:{node}` | pub/sub | `{conn}\n{frame}` for a connection of the node; `kept …` a kept message's frame with its `seq` |
 //! | channel `imd:all` | pub/sub | `forget\n{user} {user}…`: friend sets changed |
+//! | `imd:budget:{name}:{key}:{minute}` | string, TTL 2 min | attempts of a §8 budget |
 
+mod budgets;
 mod bus;
 pub(crate) mod fanout;
 mod nodes;
@@ -39,6 +42,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
+pub use budgets::Budget;
 pub use bus::{Inbox, KeptFrame};
 pub use registry::{Owner, Place};
 

@@ -76,12 +76,6 @@ impl Rate {
     }
 }
 
-/// Buckets keyed by client ([`reactor::client`]: an IPv4 address or an IPv6 /64).
-pub type PerIp = PerKey<IpAddr>;
-
-/// Buckets keyed by user id: a budget that a new login does not refill.
-pub type PerUser = PerKey<String>;
-
 /// What a table is keyed by, as the table keeps it.
 pub trait Key: Hash + Eq {
     /// The key whose bucket this one spends: one host may hold many IPv6 addresses, so
@@ -101,7 +95,8 @@ impl Key for String {
     }
 }
 
-/// Buckets keyed by `K`.
+/// Buckets keyed by `K`: a client ([`reactor::client`]: an IPv4 address or an IPv6
+/// /64), or a user id (a budget that a new login does not refill).
 pub struct PerKey<K> {
     rate: Rate,
     buckets: Mutex<HashMap<K, Bucket>>,
@@ -178,7 +173,7 @@ mod tests {
 
     #[test]
     fn a_refund_puts_one_token_back_and_never_overfills() {
-        let t = PerIp::new(Rate::per_min(2));
+        let t = PerKey::<IpAddr>::new(Rate::per_min(2));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         assert!(t.take(a) && t.take(a) && !t.take(a));
         t.refund(a);
@@ -192,7 +187,7 @@ mod tests {
 
     #[test]
     fn per_ip_is_per_ip_and_prunes() {
-        let t = PerIp::new(Rate::per_min(2));
+        let t = PerKey::<IpAddr>::new(Rate::per_min(2));
         let a: IpAddr = "127.0.0.1".parse().unwrap();
         let b: IpAddr = "127.0.0.2".parse().unwrap();
         assert!(t.take(a) && t.take(a));
@@ -204,7 +199,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_host_has_one_budget_across_its_64() {
-        let t = PerIp::new(Rate::per_min(2));
+        let t = PerKey::<IpAddr>::new(Rate::per_min(2));
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(t.take(ip("2001:db8:0:1::1")) && t.take(ip("2001:db8:0:1::2")));
         assert!(!t.take(ip("2001:db8:0:1:ffff::3")), "another address of the same /64");
