@@ -28,6 +28,10 @@ pub struct Summary {
     pub duplicated: u64,
     pub misordered: u64,
     pub latency_us: Histogram<u64>,
+    /// With several nodes: the latencies of messages between users on one node, and
+    /// between users on two (`--placement`), beside the run's whole.
+    pub same_us: Histogram<u64>,
+    pub cross_us: Histogram<u64>,
     /// How late each message left the generator, after its intended send time: the
     /// part of the latency that is the generator's (or the machine's) and not the
     /// server's.
@@ -123,6 +127,8 @@ pub struct Part {
     pub baseline_rate: Option<f64>,
     pub latency_v2: String,
     pub send_lag_v2: String,
+    pub same_v2: String,
+    pub cross_v2: String,
 }
 
 impl Summary {
@@ -144,6 +150,8 @@ impl Summary {
             misordered: 0,
             // 1 µs .. 100 s at 3 significant digits; the bounds are constants.
             latency_us: histogram(),
+            same_us: histogram(),
+            cross_us: histogram(),
             send_lag_us: histogram(),
             server_rss_kb: None,
             logins: 0,
@@ -174,6 +182,8 @@ impl Summary {
             baseline_rate: self.baseline_rate,
             latency_v2: encode(&self.latency_us)?,
             send_lag_v2: encode(&self.send_lag_us)?,
+            same_v2: encode(&self.same_us)?,
+            cross_v2: encode(&self.cross_us)?,
         })
     }
 
@@ -188,6 +198,8 @@ impl Summary {
             };
             add(&mut s.latency_us, &p.latency_v2).map_err(|e| format!("part {k}: {e}"))?;
             add(&mut s.send_lag_us, &p.send_lag_v2).map_err(|e| format!("part {k}: {e}"))?;
+            add(&mut s.same_us, &p.same_v2).map_err(|e| format!("part {k}: {e}"))?;
+            add(&mut s.cross_us, &p.cross_v2).map_err(|e| format!("part {k}: {e}"))?;
             s.sessions += p.sessions;
             s.failed_sessions += p.failed_sessions;
             s.seconds = s.seconds.max(p.seconds);
@@ -265,6 +277,18 @@ impl Summary {
                 lag.value_at_quantile(0.99),
                 lag.max()
             );
+            for (kind, h) in [("on one node", &self.same_us), ("across nodes", &self.cross_us)] {
+                if !h.is_empty() {
+                    println!(
+                        "{} messages {kind}: p50 {} p99 {} p99.9 {} max {} µs",
+                        h.len(),
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99),
+                        h.value_at_quantile(0.999),
+                        h.max()
+                    );
+                }
+            }
             println!("acks by code: {:?}; pushes by code: {:?}", self.acks, self.pushes);
         }
         if self.reconnects > 0 {
@@ -318,7 +342,8 @@ impl Summary {
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
              \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
-             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{}}}",
+             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{},\
+             \"same\":{},\"cross\":{}}}",
             self.mode,
             self.sessions,
             self.failed_sessions,
@@ -343,8 +368,26 @@ impl Summary {
             self.logins,
             self.baseline_rate.map_or("null".to_string(), |b| format!("{b:.1}")),
             self.restart.as_ref().map_or("null".to_string(), |r| r.json(self.sessions)),
+            kind_json(&self.same_us),
+            kind_json(&self.cross_us),
         );
     }
+}
+
+/// One kind of message's latencies (`same`, `cross`) in the summary line; `null` when
+/// the run had none of that kind (one node, or a placement without it).
+fn kind_json(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "null".into();
+    }
+    format!(
+        "{{\"received\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
+    )
 }
 
 /// 1 µs .. 100 s at 3 significant digits.
@@ -385,6 +428,9 @@ mod tests {
         let mut s = Summary::new(mode, 10);
         for l in latencies {
             s.latency_us.record(*l).expect("in range");
+            // The slow ones stand for messages across nodes.
+            let kind = if *l >= 10_000 { &mut s.cross_us } else { &mut s.same_us };
+            kind.record(*l).expect("in range");
             s.send_lag_us.record(l / 10 + 1).expect("in range");
         }
         s.sent = latencies.len() as u64;
@@ -422,7 +468,10 @@ mod tests {
         assert!(m.latency_us.value_at_quantile(0.95) >= 9_990);
         assert_eq!(m.latency_us.max(), m.latency_us.highest_equivalent(10_000));
         assert_eq!(m.latency_us.min(), 100);
-        // The generator's own lateness merges the same way.
+        // The generator's own lateness merges the same way, and each kind's latencies.
+        assert_eq!(m.same_us.len(), 900);
+        assert_eq!(m.cross_us.len(), 100);
+        assert_eq!(m.cross_us.min(), m.cross_us.lowest_equivalent(10_000));
         assert_eq!(m.send_lag_us.len(), 1000);
         assert_eq!(m.send_lag_us.max(), m.send_lag_us.highest_equivalent(1_001));
     }

@@ -312,7 +312,8 @@ impl Run<'_> {
     fn open(&mut self, i: usize, stormer: bool) -> io::Result<()> {
         let last = self.o.source_first + (i % usize::from(self.o.sources)) as u8;
         let source = SocketAddr::from(([127, 0, 0, last], 0));
-        let mut link = Link::connect(source, self.o.ws, self.tls.as_ref())?;
+        let node = self.o.placement.node_of(i, self.o.ws.len());
+        let mut link = Link::connect(source, self.o.ws[node], self.tls.as_ref())?;
         link.output.extend_from_slice(&link::upgrade_request("/im/login"));
         self.poll.registry().register(
             &mut link.sock,

@@ -30,6 +30,22 @@ impl TestServer {
 
     /// Both listeners on port 0, cheap argon2, no rate limits, history as asked.
     pub fn start_with(history: bool) -> TestServer {
+        TestServer::start_in_store(history, |dir| {
+            format!("path = \"{}\"", dir.join("imd.sqlite3").display())
+        })
+    }
+
+    /// Node `name` of a cluster (docs/cluster.md): history on, the store on the
+    /// PostgreSQL database `url`, the live state through the Redis `redis`.
+    pub fn start_node(url: &str, redis: &str, name: &str) -> TestServer {
+        TestServer::start_in_store(true, |_| {
+            format!("url = \"{url}\"\n[cluster]\nredis = \"{redis}\"\nnode = \"{name}\"")
+        })
+    }
+
+    /// A server whose `[store]` section (and what follows it) is `store`'s, given the
+    /// server's own directory.
+    fn start_in_store(history: bool, store: impl FnOnce(&std::path::Path) -> String) -> TestServer {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("imd-load-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -46,8 +62,8 @@ connections_per_ip = 0
 listen = "127.0.0.1:0"
 self_signed = true
 [store]
-path = "{db}"
 synchronous = "normal"
+{store}
 [password]
 argon2_m_kib = 64
 argon2_t = 1
@@ -63,7 +79,7 @@ search_per_min = 0
 enabled = {history}
 "#,
             web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www"),
-            db = dir.join("imd.sqlite3").display(),
+            store = store(&dir),
         );
         let config =
             Config::parse(&text, &mut |w| panic!("config warning: {w}")).expect("test config");
