@@ -25,6 +25,10 @@ pub struct Summary {
     pub resent: u64,
     pub fetched: u64,
     pub lost: u64,
+    /// Chat and storm: messages with no reply by the end of the wait for what was in
+    /// flight. The server may still hold them, or have lost them: not confirmed either
+    /// way, so not a clean run (`lost` counts only what is known missing).
+    pub unanswered: u64,
     pub duplicated: u64,
     pub misordered: u64,
     pub latency_us: Histogram<u64>,
@@ -120,6 +124,7 @@ pub struct Part {
     pub resent: u64,
     pub fetched: u64,
     pub lost: u64,
+    pub unanswered: u64,
     pub dup: u64,
     pub misordered: u64,
     pub logins: u64,
@@ -146,6 +151,7 @@ impl Summary {
             resent: 0,
             fetched: 0,
             lost: 0,
+            unanswered: 0,
             duplicated: 0,
             misordered: 0,
             // 1 µs .. 100 s at 3 significant digits; the bounds are constants.
@@ -175,6 +181,7 @@ impl Summary {
             resent: self.resent,
             fetched: self.fetched,
             lost: self.lost,
+            unanswered: self.unanswered,
             dup: self.duplicated,
             misordered: self.misordered,
             logins: self.logins,
@@ -215,6 +222,7 @@ impl Summary {
             s.resent += p.resent;
             s.fetched += p.fetched;
             s.lost += p.lost;
+            s.unanswered += p.unanswered;
             s.duplicated += p.dup;
             s.misordered += p.misordered;
             s.logins += p.logins;
@@ -229,7 +237,11 @@ impl Summary {
 
     /// No session failed and nothing was lost, duplicated or misordered.
     pub fn clean(&self) -> bool {
-        self.failed_sessions == 0 && self.lost == 0 && self.duplicated == 0 && self.misordered == 0
+        self.failed_sessions == 0
+            && self.lost == 0
+            && self.unanswered == 0
+            && self.duplicated == 0
+            && self.misordered == 0
     }
 
     fn rate(&self) -> f64 {
@@ -254,12 +266,13 @@ impl Summary {
         }
         if self.sent > 0 {
             println!(
-                "sent {} received {} in {:.1} s: {:.0} msgs/s; lost {} duplicated {} misordered {}",
+                "sent {} received {} in {:.1} s: {:.0} msgs/s; lost {} unanswered {} duplicated {} misordered {}",
                 self.sent,
                 self.received,
                 self.seconds,
                 self.rate(),
                 self.lost,
+                self.unanswered,
                 self.duplicated,
                 self.misordered
             );
@@ -341,7 +354,7 @@ impl Summary {
         });
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
-             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
+             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"unanswered\":{},\"dup\":{},\"misordered\":{},\
              \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{},\
              \"same\":{},\"cross\":{}}}",
             self.mode,
@@ -357,6 +370,7 @@ impl Summary {
             h.max(),
             self.send_lag_us.value_at_quantile(0.99),
             self.lost,
+            self.unanswered,
             self.duplicated,
             self.misordered,
             by_code(&self.acks),
@@ -439,6 +453,7 @@ mod tests {
         s.seconds = seconds;
         s.failed_sessions = 1;
         s.lost = 2;
+        s.unanswered = 1;
         s.duplicated = 3;
         s.misordered = 4;
         s.logins = 5;
@@ -487,6 +502,7 @@ mod tests {
         assert_eq!(m.failed_sessions, 2);
         assert_eq!((m.sent, m.received), (100, 100));
         assert_eq!((m.lost, m.duplicated, m.misordered, m.logins), (4, 6, 8, 10));
+        assert_eq!(m.unanswered, 2);
         assert_eq!(m.acks, BTreeMap::from([(200, 98), (508, 2)]));
         assert_eq!(m.seconds, 3.0);
         // 40/2 + 60/3, not 100/3.

@@ -283,6 +283,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.baseline_rate = Some(baseline);
             r.summary.logins = r.logins;
             r.summary.lost += before.lost;
+            r.summary.unanswered += before.unanswered;
             r.summary.duplicated += before.duplicated;
             r.summary.misordered += before.misordered;
         }
@@ -565,6 +566,11 @@ impl Run<'_> {
         if self.o.mode.keeps_outbox() {
             self.fetch_all_missed(self.t0.elapsed().as_micros() as u64);
             self.summary.failed_sessions = self.o.sessions - self.count(Phase::Ready);
+        } else if self.o.mode != Mode::Echo {
+            // Reconnect and restart count theirs as lost (still in the outbox); echo
+            // has no replies, and counts what never came back as lost.
+            let replied: u64 = self.summary.acks.values().sum();
+            self.summary.unanswered = sent.saturating_sub(replied);
         }
         self.summary.lost = self.lost();
         self.counting = false;
