@@ -5,7 +5,7 @@ CARGO    ?= cargo
 CONFIG   ?= conf/imd.conf
 RELEASE  := target/release
 
-.PHONY: run build test test-rust test-autobahn test-browser test-fuzz bench fmt lint check clean install help soak fuzz fuzz-smoke fuzz-tool
+.PHONY: run build cluster test test-rust test-autobahn test-browser test-fuzz bench fmt lint check clean install help soak fuzz fuzz-smoke fuzz-tool
 
 ## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
 run: build
@@ -14,6 +14,10 @@ run: build
 ## build: release build of the daemon alone (target/release/imd)
 build:
 	$(CARGO) build --release --bin imd
+
+## cluster: PostgreSQL, Redis, 3 imd nodes and HAProxy on loopback (Debian packages, installed if missing); prints the web client's URL through the balancer, Ctrl-C stops it all; CLUSTER_CONF=file adds its sections to every node's config
+cluster: build
+	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/cluster/cluster.sh up
 
 # Every suite runs even when one before it fails; the slow, network-bound ones last.
 SUITES := lint test-rust test-browser test-fuzz test-autobahn
