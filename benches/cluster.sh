@@ -6,7 +6,7 @@
 # [cluster]. Then, with the load average beside each figure:
 #   - latency: imd-load chat over both nodes, half the pairs on one node and half across
 #     the two (--placement mixed), so the p99 of messages across nodes and on one node
-#     come from one run at one rate (two turns);
+#     come from one run at one rate (three turns);
 #   - cost: CPU per routed message of the single node, of the cluster with every pair
 #     across nodes, and with every pair on one node, at one rate (benches/cluster_cpu.py:
 #     nodes, Redis and PostgreSQL apart; WAL bytes, commits and Redis commands per
@@ -100,7 +100,7 @@ both=(--tls --ws 127.0.0.1:${NODE_A[1]} --ws 127.0.0.1:${NODE_B[1]} --http 127.0
 
 echo "== cluster: p99 across nodes beside on one node, $RATE_LATENCY msgs/s, 200 WSS sessions, pairs mixed"
 latency=""
-for turn in 1 2; do
+for turn in 1 2 3; do
   before=$(loadavg); a0=$(aborts)
   line=$(load chat --sessions 200 --size 64 --rate "$RATE_LATENCY" --duration 10 --placement mixed \
     "${both[@]}" --prefix "lat$turn" | summary || true)
