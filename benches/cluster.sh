@@ -6,7 +6,8 @@
 # [cluster]. Then, with the load average beside each figure:
 #   - latency: imd-load chat over both nodes, half the pairs on one node and half across
 #     the two (--placement mixed), so the p99 of messages across nodes and on one node
-#     come from one run at one rate (three turns);
+#     come from one run at one rate (three turns, after a warm-up), and one run through
+#     HAProxy (the balancer places the sessions);
 #   - cost: CPU per routed message of the single node, of the cluster with every pair
 #     across nodes, and with every pair on one node, at one rate (benches/cluster_cpu.py:
 #     nodes, Redis and PostgreSQL apart; WAL bytes, commits and Redis commands per
@@ -98,6 +99,17 @@ load() { "$target/release/imd-load" "$@" 2>>"$out/load.log"; }
 summary() { grep '^SUMMARY ' | sed 's/^SUMMARY //'; }
 both=(--tls --ws 127.0.0.1:${NODE_A[1]} --ws 127.0.0.1:${NODE_B[1]} --http 127.0.0.1:${NODE_A[0]})
 
+# A fresh database: the first minute of messages grows every table from empty (the
+# first run on a new cluster had p99 3.7 s where the next had 16 ms). Not measured.
+echo "== cluster: warm-up, $RATE_LATENCY msgs/s for 10 s (not measured)"
+load chat --sessions 200 --size 64 --rate "$RATE_LATENCY" --duration 10 --placement mixed \
+  "${both[@]}" --prefix warm >/dev/null || true
+
+# measured LINE BEFORE_LOADAVG BEFORE_ABORTS: LINE with the load average at its start and
+# end and the serialization failures PostgreSQL logged meanwhile.
+measured() {
+  with_aborts "$(python3 -c "import json,sys; s=json.loads(sys.argv[1]); s['loadavg_start']=float(sys.argv[2]); print(json.dumps(s))" "$1" "$2")" "$3"
+}
 echo "== cluster: p99 across nodes beside on one node, $RATE_LATENCY msgs/s, 200 WSS sessions, pairs mixed"
 latency=""
 for turn in 1 2 3; do
@@ -105,10 +117,15 @@ for turn in 1 2 3; do
   line=$(load chat --sessions 200 --size 64 --rate "$RATE_LATENCY" --duration 10 --placement mixed \
     "${both[@]}" --prefix "lat$turn" | summary || true)
   echo "turn $turn (load average $before → $(loadavg)): $line"
-  if [ -n "$line" ]; then
-    latency+=$(with_aborts "$(python3 -c "import json,sys; s=json.loads(sys.argv[1]); s['loadavg_start']=float(sys.argv[2]); print(json.dumps(s))" "$line" "$before")" "$a0")$'\n'
-  fi
+  if [ -n "$line" ]; then latency+=$(measured "$line" "$before" "$a0")$'\n'; fi
 done
+echo "== cluster: the same through HAProxy (leastconn: the balancer places the sessions)"
+before=$(loadavg); a0=$(aborts)
+line=$(load chat --sessions 200 --size 64 --rate "$RATE_LATENCY" --duration 10 --tls \
+  --ws "$(get haproxy_tls)" --http "$(get haproxy_plain)" --prefix balanced | summary || true)
+balanced=""
+if [ -n "$line" ]; then balanced=$(measured "$line" "$before" "$a0"); fi
+echo "through HAProxy: $balanced"
 
 echo "== cluster: CPU per routed message at $RATE_CPU msgs/s, 200 WSS sessions, history on, PostgreSQL"
 cost() { # LABEL NODES REDIS imd-load args…
@@ -132,7 +149,7 @@ python3 - "$out/cluster.json" <<PY
 import json, sys
 turns = [json.loads(l) for l in '''$latency'''.splitlines() if l.strip()]
 parse = lambda text: json.loads(text) if text.strip() else None
-result = {"rate_latency": $RATE_LATENCY, "rate_cpu": $RATE_CPU, "latency_turns": turns,
+result = {"rate_latency": $RATE_LATENCY, "rate_cpu": $RATE_CPU, "latency_turns": turns, "balanced": parse('''$balanced'''),
           "cpu_single": parse('''$cpu_single'''), "cpu_cross": parse('''$cpu_cross'''), "cpu_same": parse('''$cpu_same''')}
 json.dump(result, open(sys.argv[1], "w"), indent=1)
 PY

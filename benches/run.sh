@@ -336,6 +336,9 @@ def cluster_rows():
     ms = lambda k: f"p99 {t[k]['p99_us']/1000:.2f} ms (p50 {t[k]['p50_us']/1000:.2f} ms)"
     la = f"load average {t['loadavg_start']:.1f}–{t['loadavg_end']:.1f}"
     rows = [f"| p99 send→receive across nodes beside on one node, one run: {cluster['rate_latency']} msgs/s, 200 WSS sessions, half the pairs across the 2 nodes (median of {len(cluster_turns)} turns; {la}; {t['serialization_failures']} serialization failures retried) | across nodes {ms('cross')} | on one node {ms('same')} | {t['cross']['p99_us']/t['same']['p99_us']:.2f} | (measured here) | |"]
+    b = cluster.get("balanced")
+    if b:
+        rows.append(f"| the same rate through HAProxy (leastconn places the sessions; load average {b['loadavg_start']:.1f}–{b['loadavg_end']:.1f}; {b['serialization_failures']} serialization failures retried) | p99 {b['p99_us']/1000:.2f} ms (p50 {b['p50_us']/1000:.2f} ms), {b['received']} of {b['sent']} delivered, {b['acks'].get('500', 0)} refused with 500, {b['unanswered']} unanswered | - | - | (measured here) | |")
     single, cross, same = cluster.get("cpu_single"), cluster.get("cpu_cross"), cluster.get("cpu_same")
     if single and cross and same and single.get("us_per_msg") and cross.get("us_per_msg"):
         node = lambda c: f"{c['us_per_msg']:.0f} µs (nodes {' + '.join(f'{u:.0f}' for u in c['node_us_per_msg'])}) + Redis {c['redis_us_per_msg']:.0f} µs ({c['redis_cmds_per_msg']:.1f} commands)"
