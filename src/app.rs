@@ -165,7 +165,8 @@ impl App {
             None => None,
         };
         let r = config.rate_limit;
-        let history = History::new(Rate::per_sec(r.typing_per_s, r.typing_burst))?;
+        let history =
+            History::new(config.history.enabled, Rate::per_sec(r.typing_per_s, r.typing_burst))?;
         let app = App {
             sessions: Sessions::new(
                 Rate::per_sec(r.send_per_s, r.send_burst),
@@ -357,6 +358,11 @@ impl Handler for App {
 
     fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {
         tunnel::closed(self, conn, reason, remote);
+    }
+
+    /// Pushed messages are in the socket: their delivered marks move (docs/protocol.md §10.3).
+    fn written(&self, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
+        self.history.written(self, reports, remote);
     }
 }
 

@@ -1,13 +1,13 @@
-//! The imd daemon: `imd [--config PATH] [--check-config] [--version]`.
+//! The imd daemon: `imd [--config PATH] [--check-config] [--version] [--help]`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: imd [--config PATH] [--check-config] [--version]
+const USAGE: &str = "usage: imd [--config PATH] [--check-config] [--version] [--help]
   --config PATH    configuration file (default conf/imd.conf)
   --check-config   check the configuration and exit (0 = valid)
   --version        print `imd <version>` and exit
-  --help           this text";
+  --help, -h       this text";
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))

@@ -19,6 +19,23 @@ fn version_prints_the_package_version_and_exits_zero() {
 }
 
 #[test]
+fn help_prints_every_option_and_exits_zero() {
+    for flag in ["--help", "-h"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_imd")).arg(flag).output().expect("imd runs");
+        assert!(out.status.success(), "{flag}: {:?}", out.status);
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        assert!(
+            stdout
+                .starts_with("usage: imd [--config PATH] [--check-config] [--version] [--help]\n"),
+            "{flag}: {stdout}"
+        );
+        for option in ["--config PATH", "--check-config", "--version", "--help"] {
+            assert!(stdout.lines().skip(1).any(|l| l.trim_start().starts_with(option)), "{option}");
+        }
+    }
+}
+
+#[test]
 fn an_unknown_argument_is_a_usage_error_that_lists_version() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_imd")).arg("--frobnicate").output().expect("imd runs");

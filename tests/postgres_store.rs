@@ -1,9 +1,12 @@
 //! The daemon on PostgreSQL (`[store] url`): registration, friendship, kept messages
-//! and their delivery at login go through the PostgreSQL store, and a second node
-//! started on the same database serves the same accounts and conversations. The server
-//! is the store crate's throwaway one (`store::testdb`).
+//! and their delivery at login (marks moved once the backlog is written) go through
+//! the PostgreSQL store, and a second node started on the same database serves the
+//! same accounts and conversations. The server is the store crate's throwaway one
+//! (`store::testdb`).
 
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
@@ -55,6 +58,13 @@ fn a_node_on_postgres_keeps_what_a_second_node_then_serves() {
     let page = get(&two, Via::Plain, &format!("/im/messages?{}&with={}", b.auth(), a.id));
     assert_code(&page, 200, "Success");
     assert_eq!(page["messages"].as_array().map(Vec::len), Some(2));
+    // The backlog's frames were written: their reports move b's delivered marks on
+    // PostgreSQL (append_and_mark), so no later login gets them again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !db.open().undelivered(&b_id, 10).expect("read").is_empty() {
+        assert!(Instant::now() < deadline, "the written backlog's marks never moved");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(b);
     drop(one);
     drop(two);

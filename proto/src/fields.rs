@@ -65,22 +65,22 @@ impl Fields {
         keys.iter().try_for_each(|k| self.string(k).map(drop))
     }
 
-    /// The `type` member when it is a string (`"read"`, `"typing"`, …).
+    /// The `type` member when it is a string (`"read"`, `"typing"`, …), trimmed like
+    /// every input field (§1).
     pub fn frame_type(&self) -> Option<&str> {
         match self.map.get("type") {
-            Some(Value::String(t)) => Some(t),
+            Some(Value::String(t)) => Some(t.trim()),
             _ => None,
         }
     }
 
     /// The field `key` as a non-negative integer: `None` when absent or `null`; 403
-    /// for anything else that is not a JSON integer ≥ 0 (strings, fractions, negatives).
+    /// for anything else that is not a JSON number with a whole value ≥ 0 (strings,
+    /// fractions, negatives). See [`whole`] for the numbers it takes.
     pub fn non_negative(&self, key: &str) -> Result<Option<i64>, Code> {
         match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => {
-                n.as_u64().and_then(|n| i64::try_from(n).ok()).map(Some).ok_or(Code::ProtocolError)
-            }
+            Some(Value::Number(n)) => whole(n).map(Some).ok_or(Code::ProtocolError),
             Some(_) => Err(Code::ProtocolError),
         }
     }
@@ -97,8 +97,22 @@ impl Fields {
 
     /// Whether this is the JSON heartbeat `{"type":"heartbeat"}` (§4.3).
     pub fn is_heartbeat(&self) -> bool {
-        matches!(self.map.get("type"), Some(Value::String(t)) if t == "heartbeat")
+        self.frame_type() == Some("heartbeat")
     }
+}
+
+/// A JSON number whose value is a whole number ≥ 0, however it is written (`3`, `3.0`,
+/// `3e0`, `-0`: JSON has one number type), as an `i64`. One above `i64::MAX` counts as
+/// `i64::MAX`: it is still a non-negative integer (§10.3, §10.4), and every bound a
+/// client gives (a read `seq`, `after`, `before`) means the same once past the newest
+/// `seq`; a `limit` that large is still out of its range.
+fn whole(n: &serde_json::Number) -> Option<i64> {
+    if let Some(u) = n.as_u64() {
+        return Some(i64::try_from(u).unwrap_or(i64::MAX));
+    }
+    let f = n.as_f64()?;
+    // `as` saturates: a whole f64 beyond i64 becomes i64::MAX.
+    (f.is_finite() && f >= 0.0 && f.fract() == 0.0).then_some(f as i64)
 }
 
 /// A send frame `{"id","toFriend","payload"}` (§6.1), type-checked.
@@ -290,6 +304,8 @@ mod tests {
         assert!(Fields::parse(br#"{"type":"heartbeat"}"#).unwrap().is_heartbeat());
         assert!(!Fields::parse(br#"{"type":"other"}"#).unwrap().is_heartbeat());
         assert!(!Fields::parse(br#"{"type":1}"#).unwrap().is_heartbeat());
+        assert!(Fields::parse(b"{\"type\":\" heartbeat\\n\"}").unwrap().is_heartbeat());
+        assert_eq!(Fields::parse(br#"{"type":"\tread "}"#).unwrap().frame_type(), Some("read"));
         let f = Fields::parse(br#"{"account":" al ","password":" pw "}"#).unwrap();
         assert_eq!(
             LoginFrame::from_fields(&f),
@@ -362,6 +378,21 @@ mod tests {
             assert_eq!(f.non_negative(k), Err(Code::ProtocolError), "{k}");
         }
         assert_eq!(f.non_negative("e"), Ok(None));
+        let f = Fields::parse(
+            br#"{"max":9223372036854775807,"u64":18446744073709551615,"big":1e30,
+                "f":2.0,"exp":2e1,"z":-0,"zf":-0.0,"neg":-1e30,"frac":1e-3}"#,
+        )
+        .unwrap();
+        let max = Ok(Some(i64::MAX));
+        assert_eq!(
+            (f.non_negative("max"), f.non_negative("u64"), f.non_negative("big")),
+            (max, max, max)
+        );
+        assert_eq!((f.non_negative("f"), f.non_negative("exp")), (Ok(Some(2)), Ok(Some(20))));
+        assert_eq!((f.non_negative("z"), f.non_negative("zf")), (Ok(Some(0)), Ok(Some(0))));
+        for k in ["neg", "frac"] {
+            assert_eq!(f.non_negative(k), Err(Code::ProtocolError), "{k}");
+        }
         let f = Fields::parse(br#"{"cid":" k ","x":1}"#).unwrap();
         assert_eq!(SendFrame::cid(&f), Ok(Some("k")));
         let f = Fields::parse(br#"{"cid":7}"#).unwrap();

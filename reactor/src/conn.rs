@@ -20,6 +20,7 @@ use tungstenite::Message;
 
 use crate::buffer::Buffer;
 use crate::http::{error_response, parse_head, write_response, HeadLimits, HSTS};
+use crate::receipts::{OpenSockets, Receipts};
 use crate::remote::{Command, Stats};
 use crate::stream::{Pipe, Stream};
 use crate::worker::Job;
@@ -45,6 +46,11 @@ pub(crate) struct Cx<'a> {
     pub ws_config: WebSocketConfig,
     pub jobs: &'a Sender<Job>,
     pub stats: &'a Stats,
+    /// The WebSockets that take frames ([`crate::Remote::takes_frames`]).
+    pub open: &'a OpenSockets,
+    /// Tagged frames written during this pass, per connection: one report for all
+    /// ([`Cx::report_written`]).
+    pub written: Vec<(ConnId, Vec<u64>)>,
     pub scratch: &'a mut [u8],
     pub shutting_down: bool,
     /// Files the loop may answer from memory without a worker.
@@ -55,6 +61,14 @@ pub(crate) struct Cx<'a> {
 }
 
 impl Cx<'_> {
+    /// Hands the tags written so far to a worker, all connections' in one job.
+    pub fn report_written(&mut self) {
+        if !self.written.is_empty() {
+            let reports = std::mem::take(&mut self.written);
+            self.dispatch(Job::Written(reports));
+        }
+    }
+
     fn dispatch(&self, job: Job) {
         self.stats.queue_depth.fetch_add(1, Relaxed);
         if self.jobs.send(job).is_err() {
@@ -159,6 +173,10 @@ pub(crate) struct Conn {
     owed: usize,
     /// Output length last added to the `output_bytes` gauge.
     accounted: usize,
+    /// Tagged frames not yet reported written; `None` while there are none.
+    receipts: Option<Box<Receipts>>,
+    /// This WebSocket is in [`Cx::open`].
+    takes_frames: bool,
 }
 
 impl Conn {
@@ -207,6 +225,8 @@ impl Conn {
             flushed_len: 0,
             owed: 0,
             accounted: 0,
+            receipts: None,
+            takes_frames: false,
         }
     }
 
@@ -632,6 +652,8 @@ impl Conn {
                     failing: None,
                 }));
                 self.opened = true;
+                self.takes_frames = true;
+                cx.open.insert(self.id);
                 self.deadline = Some(cx.now + ping.min(cx.config.ws_idle_timeout));
                 cx.stats.open_websockets.fetch_add(1, Relaxed);
                 self.in_flight = true;
@@ -686,6 +708,14 @@ impl Conn {
         let next = match cmd {
             Command::Text(_, t) => {
                 self.queue(Message::text(t));
+                return None;
+            }
+            Command::Tracked(_, t, tag) => {
+                self.queue(Message::text(t));
+                if self.is_websocket() {
+                    let pending = self.output.len();
+                    self.receipts.get_or_insert_default().track(pending, tag);
+                }
                 return None;
             }
             Command::Binary(_, b) => {
@@ -810,6 +840,10 @@ impl Conn {
         }
         let blocked = self.write_out()?;
         let written = before - self.output.len();
+        if let Some(receipts) = self.receipts.as_deref_mut() {
+            let tls = self.io.as_ref().and_then(|io| io.tls.as_ref());
+            receipts.took(written, tls.is_none_or(|t| !t.wants_write()));
+        }
         self.owed = self.owed.saturating_sub(written);
         self.blocked = blocked && !self.output.is_empty();
         if self.output.is_empty() {
@@ -877,6 +911,34 @@ impl Conn {
         self.phase = Phase::Dead;
         self.eof = true;
         self.output.clear();
+        if let Some(receipts) = self.receipts.as_deref_mut() {
+            receipts.discard();
+        }
+    }
+
+    /// Reports the tagged frames written, and leaves [`Cx::open`] once the WebSocket
+    /// takes no more frames: at once when its close begins, whichever side begins it.
+    fn report(&mut self, cx: &mut Cx<'_>) {
+        if let Some(receipts) = self.receipts.as_deref_mut() {
+            let written = receipts.take_written();
+            if !written.is_empty() {
+                cx.written.push((self.id, written));
+            }
+            if receipts.is_idle() {
+                self.receipts = None;
+            }
+        }
+        if self.takes_frames && !self.open_to_frames() {
+            self.takes_frames = false;
+            cx.open.remove(self.id);
+        }
+    }
+
+    /// An open WebSocket with no close begun: none queued, none due after a protocol
+    /// failure, and the peer has not ended its side (it is gone, or going).
+    fn open_to_frames(&self) -> bool {
+        let failing = matches!(&self.phase, Phase::WebSocket(ws) if ws.failing.is_some());
+        self.is_websocket() && !failing && !self.peer_eof && !self.peer_closing
     }
 
     /// What the loop should do now.
@@ -887,6 +949,7 @@ impl Conn {
         if matches!(self.phase, Phase::Closing { ws: None }) && !self.pending_output() {
             self.linger(cx);
         }
+        self.report(cx);
         self.account(cx.stats);
         if matches!(self.phase, Phase::Dead) {
             if self.io.is_some() {
@@ -981,6 +1044,9 @@ impl Conn {
         self.phase = Phase::Dead;
         self.input = Buffer::default();
         self.output = Buffer::default();
+        if let Some(receipts) = self.receipts.as_deref_mut() {
+            receipts.discard();
+        }
         self.account(stats);
         self.deadline = None;
         self.in_flight || !self.inbox.is_empty() || self.opened
@@ -988,6 +1054,7 @@ impl Conn {
 
     /// After `drop_socket`: dispatch what is owed; true when the slot can be freed.
     pub fn settle(&mut self, cx: &mut Cx<'_>) -> bool {
+        self.report(cx);
         self.dispatch_next(cx);
         !self.in_flight && self.inbox.is_empty() && !self.opened
     }
@@ -1298,6 +1365,90 @@ mod tests {
         assert_eq!(c.take_output(), echoes(&["b", "c", "d"]));
         c.send(&frames(&["e", "defer-done", "f"]));
         assert_eq!(c.take_output(), echoes(&["e", "f"]));
+    }
+
+    /// Sends each text message back tracked, its number as the tag (`close` closes
+    /// with 1000), and records the tags reported written.
+    #[derive(Default)]
+    struct Tracking {
+        conn: std::sync::Mutex<Option<crate::ConnId>>,
+        written: std::sync::Mutex<Vec<u64>>,
+    }
+
+    impl crate::Handler for Tracking {
+        fn request(&self, _: crate::Request, _: &crate::Remote) -> crate::Response {
+            crate::Response::empty(404)
+        }
+
+        fn message(
+            &self,
+            conn: crate::ConnId,
+            msg: crate::WsMessage,
+            remote: &crate::Remote,
+        ) -> crate::Flow {
+            *self.conn.lock().unwrap() = Some(conn);
+            match msg {
+                crate::WsMessage::Text(t) if t == "close" => remote.close(conn, 1000, ""),
+                crate::WsMessage::Text(t) => {
+                    let tag = t.parse().unwrap();
+                    remote.send_text_tracked(conn, t.repeat(1000), tag);
+                }
+                crate::WsMessage::Binary(_) => {}
+            }
+            crate::Flow::Done
+        }
+
+        fn written(&self, reports: Vec<(crate::ConnId, Vec<u64>)>, _: &crate::Remote) {
+            self.written.lock().unwrap().extend(reports.into_iter().flat_map(|(_, tags)| tags));
+        }
+    }
+
+    /// A tagged frame is reported once its last byte is written, not when queued; the
+    /// tags of frames a connection drops unwritten never are; and a WebSocket takes no
+    /// frames from the moment its close begins.
+    #[test]
+    fn tagged_frames_are_reported_when_written_and_never_when_dropped() {
+        let handler = Arc::new(Tracking::default());
+        let mut c = MemoryConn::new(Config::default(), handler.clone()).expect("conn");
+        c.send(UPGRADE);
+        let _ = c.take_output();
+        c.set_room(1500);
+        c.send(&frames(&["1", "2"]));
+        let conn = handler.conn.lock().unwrap().expect("a message was handled");
+        assert!(c.remote().takes_frames(conn));
+        // 1004 bytes a frame: the first is out, 496 bytes of the second.
+        assert_eq!(*handler.written.lock().unwrap(), vec![1]);
+        c.set_room(500);
+        assert_eq!(*handler.written.lock().unwrap(), vec![1], "4 bytes are not out");
+        c.set_room(usize::MAX);
+        assert_eq!(*handler.written.lock().unwrap(), vec![1, 2]);
+        let _ = c.take_output();
+
+        c.set_room(0);
+        c.send(&frames(&["3", "close"]));
+        assert!(!c.remote().takes_frames(conn), "closing: no delivery target any more");
+        // The peer never reads: the close grace ends it with the frame unwritten.
+        c.advance(super::CLOSE_GRACE);
+        assert!(c.is_freed());
+        assert_eq!(*handler.written.lock().unwrap(), vec![1, 2], "3 was never written");
+    }
+
+    /// A peer that vanishes while a job of its connection is still with the application:
+    /// the slot waits for that job, but the WebSocket takes no frames from that moment.
+    #[test]
+    fn a_peer_gone_takes_no_frames_before_its_connection_is_reaped() {
+        let handler = Arc::new(Deferring::default());
+        let mut c = MemoryConn::new(Config::default(), handler.clone()).expect("conn");
+        c.send(UPGRADE);
+        c.send(&frames(&["defer"]));
+        let conn = handler.0.lock().unwrap().expect("a message was handled");
+        assert!(c.remote().takes_frames(conn));
+        c.close_input();
+        assert!(!c.is_freed(), "the deferred job still holds the slot");
+        assert!(!c.remote().takes_frames(conn), "no delivery target once the peer is gone");
+        c.remote().done(conn);
+        c.send(b"");
+        assert!(c.is_freed());
     }
 
     /// A burst of frames several times the inbox arrives at once: reading and parsing

@@ -12,7 +12,7 @@ use crate::{ConnId, Remote, Response, Upgrade};
 /// A command a handler sent through a [`DetachedRemote`].
 #[derive(Debug)]
 pub enum Sent {
-    /// [`Remote::send_text`].
+    /// [`Remote::send_text`], and [`Remote::send_text_tracked`] without its tag.
     Text(ConnId, String),
     /// [`Remote::send_binary`].
     Binary(ConnId, Vec<u8>),
@@ -31,7 +31,7 @@ pub enum Sent {
 impl From<Command> for Sent {
     fn from(cmd: Command) -> Sent {
         match cmd {
-            Command::Text(c, t) => Sent::Text(c, t),
+            Command::Text(c, t) | Command::Tracked(c, t, _) => Sent::Text(c, t),
             Command::Binary(c, b) => Sent::Binary(c, b),
             Command::Close(c, code, reason) => Sent::Close(c, code, reason),
             Command::Done(c) | Command::Handled(c, _, false) => Sent::Done(c),
@@ -51,12 +51,25 @@ pub struct DetachedRemote {
 }
 
 impl DetachedRemote {
-    /// A remote and its command channel.
+    /// A remote and its command channel. Nothing closes a connection behind it, so
+    /// every connection takes frames ([`Remote::takes_frames`]).
     pub fn new() -> io::Result<DetachedRemote> {
+        DetachedRemote::make(Remote::detached)
+    }
+
+    /// The remote of [`crate::internals::MemoryConn`], whose connection code reports
+    /// which WebSockets take frames as the event loop's does.
+    pub(crate) fn driven() -> io::Result<DetachedRemote> {
+        DetachedRemote::make(Remote::new)
+    }
+
+    fn make(
+        remote: fn(crossbeam_channel::Sender<Command>, mio::Waker) -> Remote,
+    ) -> io::Result<DetachedRemote> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), mio::Token(0))?;
         let (tx, commands) = crossbeam_channel::unbounded();
-        Ok(DetachedRemote { remote: Remote::new(tx, waker), commands, _poll: poll })
+        Ok(DetachedRemote { remote: remote(tx, waker), commands, _poll: poll })
     }
 
     /// The handle to give to handlers.

@@ -88,6 +88,16 @@ pub trait Handler: Send + Sync + 'static {
     /// connection; replies to `conn` made here are written before those of its next message.
     fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow;
 
+    /// Every byte of the frames sent with these tags ([`Remote::send_text_tracked`])
+    /// left for its connection's socket (with TLS: out of rustls too): per connection,
+    /// its tags in the order they were queued; the reports of one pass of the event loop
+    /// come together. Runs apart from the connections' other calls, so a report may
+    /// come after `closed`; the tags of frames a connection closed before writing
+    /// never come.
+    fn written(&self, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
+        let _ = (reports, remote);
+    }
+
     /// `conn` has closed; called once per opened WebSocket, after its last `message`.
     fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {
         let _ = (conn, reason, remote);

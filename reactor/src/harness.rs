@@ -57,7 +57,7 @@ impl MemoryConn {
             ws_config,
             jobs_tx,
             jobs,
-            remote: DetachedRemote::new()?,
+            remote: DetachedRemote::driven()?,
             handler,
             scratch: vec![0; 16 * 1024],
             now: Instant::now(),
@@ -148,6 +148,8 @@ impl MemoryConn {
             ws_config: self.ws_config,
             jobs: &self.jobs_tx,
             stats: self.remote.remote().stats(),
+            open: &self.remote.remote().shared.open,
+            written: Vec::new(),
             scratch: &mut self.scratch,
             shutting_down: self.shutting_down,
             static_files: None,
@@ -192,6 +194,7 @@ impl MemoryConn {
         let Some(mut conn) = self.conn.take() else { return };
         let mut cx = self.cx();
         let next = call(&mut conn, &mut cx);
+        cx.report_written();
         if let Some(pipe) = conn.pipe() {
             self.output.append(&mut pipe.outgoing);
         }
@@ -200,7 +203,9 @@ impl MemoryConn {
             Next::Keep(_) => false,
             Next::DropSocket => {
                 conn.drop_socket(cx.stats);
-                conn.settle(&mut cx)
+                let freed = conn.settle(&mut cx);
+                cx.report_written();
+                freed
             }
             Next::Free => true,
         };
@@ -223,6 +228,10 @@ impl MemoryConn {
             Job::Messages(c, msgs) => Some(deliver(c, msgs, |m| h.message(c, m, remote))),
             Job::Closed(c, reason) => {
                 h.closed(c, reason, remote);
+                None
+            }
+            Job::Written(reports) => {
+                h.written(reports, remote);
                 None
             }
         };

@@ -16,6 +16,8 @@
 //! - `http`         — resumable request framing (httparse) and response writing.
 //! - `buffer`       — byte buffers that give their memory back when empty.
 //! - `remote`       — [`Remote`] and [`Stats`]: commands into the loop from any thread.
+//! - `receipts`     — tagged frames reported once written to the socket, and which
+//!   WebSockets still take frames.
 //! - `worker`       — the fixed worker pool.
 //! - `tls`          — rustls configuration from PEM files or a self-signed certificate.
 //! - `static_files` — [`StaticFiles`]: the web root, with no way out of it.
@@ -33,6 +35,7 @@ mod error;
 mod handler;
 mod harness;
 mod http;
+mod receipts;
 mod remote;
 mod request;
 mod response;

@@ -12,11 +12,14 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use rustls::ServerConfig;
 
+use crate::receipts::OpenSockets;
 use crate::{tls, ConnId, Error, Response, TlsSource, Upgrade, WsMessage};
 
 /// What the event loop is asked to do.
 pub(crate) enum Command {
     Text(ConnId, String),
+    /// A text frame whose write is reported with its tag ([`crate::Handler::written`]).
+    Tracked(ConnId, String, u64),
     Binary(ConnId, Vec<u8>),
     Close(ConnId, u16, String),
     /// The application finished a job of this connection it had deferred.
@@ -36,6 +39,7 @@ impl Command {
     pub(crate) fn conn(&self) -> Option<ConnId> {
         match self {
             Command::Text(id, _)
+            | Command::Tracked(id, _, _)
             | Command::Binary(id, _)
             | Command::Close(id, _, _)
             | Command::Done(id)
@@ -118,6 +122,10 @@ pub(crate) struct Shared {
     wakes: AtomicU64,
     shutting_down: AtomicBool,
     pub(crate) stats: Stats,
+    pub(crate) open: OpenSockets,
+    /// No event loop behind this remote (tests, fuzz targets): nothing ever closes, so
+    /// every connection takes frames.
+    detached: bool,
 }
 
 /// A handle to the running reactor, usable from any thread.
@@ -128,6 +136,15 @@ pub struct Remote {
 
 impl Remote {
     pub(crate) fn new(tx: Sender<Command>, waker: mio::Waker) -> Remote {
+        Remote::with_loop(tx, waker, true)
+    }
+
+    /// A remote whose commands no event loop carries out ([`crate::internals::DetachedRemote`]).
+    pub(crate) fn detached(tx: Sender<Command>, waker: mio::Waker) -> Remote {
+        Remote::with_loop(tx, waker, false)
+    }
+
+    fn with_loop(tx: Sender<Command>, waker: mio::Waker, event_loop: bool) -> Remote {
         Remote {
             shared: Arc::new(Shared {
                 tx,
@@ -136,6 +153,8 @@ impl Remote {
                 wakes: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 stats: Stats::default(),
+                open: OpenSockets::default(),
+                detached: !event_loop,
             }),
         }
     }
@@ -241,6 +260,20 @@ impl Remote {
     /// Queues a text frame to `conn`; dropped if `conn` is gone.
     pub fn send_text(&self, conn: ConnId, text: String) {
         self.command(Command::Text(conn, text));
+    }
+
+    /// Queues a text frame to `conn` like [`send_text`](Self::send_text), and reports
+    /// `tag` through [`Handler::written`](crate::Handler::written) once the frame is in
+    /// the socket; never if `conn` closes first (or is gone, or no WebSocket).
+    pub fn send_text_tracked(&self, conn: ConnId, text: String, tag: u64) {
+        self.command(Command::Tracked(conn, text, tag));
+    }
+
+    /// Whether `conn` is a WebSocket that takes frames: false from the moment its close
+    /// begins (ours or the peer's, a timeout, a failure, a peer gone) and for a
+    /// connection that is gone. A frame sent to it now is written unless it closes first.
+    pub fn takes_frames(&self, conn: ConnId) -> bool {
+        self.shared.detached || self.shared.open.contains(conn)
     }
 
     /// Queues a binary frame to `conn`; dropped if `conn` is gone.

@@ -152,6 +152,8 @@ impl Server {
                 ws_config,
                 jobs: &jobs_tx,
                 stats: &remote.shared.stats,
+                open: &remote.shared.open,
+                written: Vec::new(),
                 scratch: &mut scratch,
                 shutting_down: shutdown_at.is_some(),
                 static_files: static_files.as_deref(),
@@ -213,6 +215,7 @@ impl Server {
             if over_budget(cx.stats, cx.config) {
                 state.shed(registry, &mut cx);
             }
+            cx.report_written();
             idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {

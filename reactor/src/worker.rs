@@ -28,6 +28,8 @@ pub(crate) enum Job {
     /// Messages of one connection, in the order they came.
     Messages(ConnId, Vec<WsMessage>),
     Closed(ConnId, CloseReason),
+    /// Tagged frames reached their sockets, per connection; apart from other jobs.
+    Written(Vec<(ConnId, Vec<u64>)>),
 }
 
 /// A worker hands its replies to the loop after at most this many jobs, so a long run
@@ -162,6 +164,11 @@ fn run(jobs: &Receiver<Job>, idle: &Idle, handler: &dyn Handler, remote: &Remote
             Job::Closed(conn, reason) => {
                 let _ = catch_unwind(AssertUnwindSafe(|| handler.closed(conn, reason, remote)))
                     .map_err(|_| log::error!("handler panicked in closed"));
+                continue;
+            }
+            Job::Written(reports) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| handler.written(reports, remote)))
+                    .map_err(|_| log::error!("handler panicked in written"));
                 continue;
             }
         };

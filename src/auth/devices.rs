@@ -2,7 +2,8 @@
 //! `"remember":true`, checked without any password hash, and kept in the store only as
 //! its SHA-256. It stays valid `[session] remember_days` after its last use.
 
-use proto::Field;
+use proto::{Code, Field};
+use store::StoreError;
 
 use crate::app::{App, Fail};
 use crate::live::token::{device_token_sha256, is_device_token, new_device_token};
@@ -25,14 +26,18 @@ pub struct Remembered {
 }
 
 /// A new device token for `user` (`"remember":true`); `None` when remembered logins
-/// are off (`remember_days = 0`).
+/// are off (`remember_days = 0`). A user erased while its password was being checked
+/// is a refused login, 505 (docs/protocol.md §11.1), not a dead session's 515.
 pub fn remember(app: &App, user: &str) -> Result<Option<Remembered>, Fail> {
     if app.config.session.remember_days == 0 {
         return Ok(None);
     }
     let token = new_device_token();
     let sha = device_token_sha256(&token);
-    let id = app.store(|s| s.add_device(user, &sha, now_ms(), REMEMBERED_PER_USER))?;
+    let id = match app.store(|s| s.add_device(user, &sha, now_ms(), REMEMBERED_PER_USER)) {
+        Err(Fail::Store(StoreError::UserGone)) => return Err(Code::AccountPasswordWrong.into()),
+        added => added?,
+    };
     Ok(Some(Remembered { id, token: Some(token) }))
 }
 
@@ -63,5 +68,28 @@ pub fn expire(app: &App) {
         Ok(0) => {}
         Ok(n) => log::info!("{n} remembered logins past remember_days deleted"),
         Err(f) => f.log(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::config::Config;
+
+    #[test]
+    fn remembering_a_user_erased_meanwhile_is_a_refused_login() {
+        let dir = std::env::temp_dir().join(format!("imd-remember-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nweb_root = \"{www}\"\n[tls]\nlisten = \"\"\n\
+             [store]\npath = \"{db}\"\n",
+            www = concat!(env!("CARGO_MANIFEST_DIR"), "/www"),
+            db = dir.join("imd.sqlite3").display()
+        );
+        let app = App::new(Config::parse(&text, &mut |w| panic!("{w}")).unwrap()).unwrap();
+        let refused = remember(&app, "0123456789abcdef0123456789abcdef").err().map(|f| f.code());
+        assert_eq!(refused, Some(Code::AccountPasswordWrong));
+        drop(app);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,11 +11,76 @@ use redis::{Commands, RedisResult};
 
 use super::{channel, Cluster, Place, BROADCAST};
 
+/// A kept message's receive frame for a session of another node, with what that
+/// node's history thread needs to keep the conversation in order and move the marks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptFrame {
+    /// The session's connection on its node.
+    pub conn: ConnId,
+    /// The session's user.
+    pub user: String,
+    /// The other user of the conversation.
+    pub peer: String,
+    /// The message's `seq` in the conversation.
+    pub seq: i64,
+    /// The frame as it goes out.
+    pub frame: String,
+    /// Whether it moves `user`'s delivered mark once written: a message to `user`, not
+    /// a copy of one `user` sent from another session.
+    pub moves_marks: bool,
+}
+
+impl KeptFrame {
+    /// A message from `peer` to `user` (the connection is set per place).
+    pub fn to_receiver(user: &str, peer: &str, seq: i64, frame: &str) -> KeptFrame {
+        KeptFrame {
+            conn: ConnId(0),
+            user: user.to_string(),
+            peer: peer.to_string(),
+            seq,
+            frame: frame.to_string(),
+            moves_marks: true,
+        }
+    }
+
+    /// A copy of a message `user` sent to `peer`, for `user`'s other sessions.
+    pub fn copy(user: &str, peer: &str, seq: i64, frame: &str) -> KeptFrame {
+        KeptFrame { moves_marks: false, ..KeptFrame::to_receiver(user, peer, seq, frame) }
+    }
+
+    /// `kept {conn} {seq} {m|c} {user} {peer}\n{frame}` (user ids hold no spaces: the
+    /// server makes them).
+    fn encode(&self, conn: ConnId) -> String {
+        let kind = if self.moves_marks { 'm' } else { 'c' };
+        format!("kept {} {} {kind} {} {}\n{}", conn.0, self.seq, self.user, self.peer, self.frame)
+    }
+
+    fn decode(payload: &[u8]) -> Option<KeptFrame> {
+        let text = std::str::from_utf8(payload).ok()?.strip_prefix("kept ")?;
+        let (head, frame) = text.split_once('\n')?;
+        let mut f = head.split(' ');
+        let conn = ConnId(f.next()?.parse().ok()?);
+        let seq = f.next()?.parse().ok()?;
+        let moves_marks = match f.next()? {
+            "m" => true,
+            "c" => false,
+            _ => return None,
+        };
+        let (user, peer) = (f.next()?.to_string(), f.next()?.to_string());
+        if f.next().is_some() {
+            return None;
+        }
+        Some(KeptFrame { conn, user, peer, seq, frame: frame.to_string(), moves_marks })
+    }
+}
+
 /// What the subscriber hands on: frames for this node's connections, and friend sets
 /// another node changed.
 pub trait Inbox: Send + 'static {
     /// `frame` for this node's connection `conn`.
     fn deliver(&self, conn: ConnId, frame: String);
+    /// A kept message's frame for this node's connection `kept.conn`.
+    fn kept(&self, kept: KeptFrame);
     /// The session on this node's `conn` is ended by another node (an erase, a
     /// password change): send it `frame` if there is one, then close it.
     fn end(&self, conn: ConnId, frame: Option<String>);
@@ -41,6 +106,13 @@ impl Cluster {
     pub fn publish(&self, to: &Place, frame: &str) -> RedisResult<bool> {
         let message = format!("{}\n{frame}", to.conn.0);
         let receivers: i64 = self.with(|c| c.publish(channel(&to.node), message))?;
+        Ok(receivers > 0)
+    }
+
+    /// Publishes a kept message's frame for the session at `to`; whether a subscriber
+    /// received it.
+    pub fn publish_kept(&self, to: &Place, kept: &KeptFrame) -> RedisResult<bool> {
+        let receivers: i64 = self.with(|c| c.publish(channel(&to.node), kept.encode(to.conn)))?;
         Ok(receivers > 0)
     }
 
@@ -137,6 +209,13 @@ fn listen(
             }
             continue;
         }
+        if payload.starts_with(b"kept ") {
+            match KeptFrame::decode(payload) {
+                Some(kept) => inbox.kept(kept),
+                None => log::warn!("cluster: a malformed message on {channel} dropped"),
+            }
+            continue;
+        }
         if let Some(rest) = payload.strip_prefix(b"end ") {
             match parse(rest) {
                 Some((conn, frame)) => inbox.end(conn, Some(frame).filter(|f| !f.is_empty())),
@@ -186,6 +265,7 @@ mod tests {
     #[derive(Debug)]
     enum Got {
         Frame(ConnId, String),
+        Kept(KeptFrame),
         End(ConnId, Option<String>),
         Forget(Vec<String>),
         Directory(String),
@@ -196,6 +276,9 @@ mod tests {
     impl Inbox for TestInbox {
         fn deliver(&self, conn: ConnId, frame: String) {
             let _ = self.0.send(Got::Frame(conn, frame));
+        }
+        fn kept(&self, kept: KeptFrame) {
+            let _ = self.0.send(Got::Kept(kept));
         }
         fn end(&self, conn: ConnId, frame: Option<String>) {
             let _ = self.0.send(Got::End(conn, frame));
@@ -239,6 +322,12 @@ mod tests {
         wait_listening(&a, "b");
         assert!(a.publish(&to, "after").unwrap());
         assert_eq!(frame(&rx), (ConnId(42), "after".into()));
+        let kept = KeptFrame::to_receiver("u1", "u2", 7, "{\"seq\":7}");
+        assert!(a.publish_kept(&to, &kept).unwrap());
+        match rx.recv_timeout(Duration::from_secs(5)).expect("a kept frame") {
+            Got::Kept(k) => assert_eq!(k, KeptFrame { conn: ConnId(42), ..kept }),
+            other => panic!("{other:?} where a kept frame was expected"),
+        }
         // An end: the frame and the close reach the node, the registry forgets at once.
         b.session_started("u1", ConnId(42), "tok", 0).unwrap();
         a.end("u1", &to, Some("{\"code\":513}")).unwrap();
@@ -276,5 +365,12 @@ mod tests {
         assert_eq!(parse(&[0xff, b'\n']), None);
         assert_eq!(parse_forget(b"forget\na b"), Some(vec!["a".into(), "b".into()]));
         assert_eq!(parse_forget(b"other\na"), None);
+        let copy = KeptFrame::copy("u1", "u2", 3, "{}");
+        let got = KeptFrame::decode(copy.encode(ConnId(9)).as_bytes());
+        assert_eq!(got, Some(KeptFrame { conn: ConnId(9), ..copy }));
+        assert_eq!(KeptFrame::decode(b"kept 9 3 x u1 u2\n{}"), None);
+        assert_eq!(KeptFrame::decode(b"kept 9 3 m u1\n{}"), None);
+        assert_eq!(KeptFrame::decode(b"kept 9 3 m u1 u2 u3\n{}"), None);
+        assert_eq!(KeptFrame::decode(b"kept x 3 m u1 u2\n{}"), None);
     }
 }

@@ -5,7 +5,7 @@
 use reactor::{ConnId, Remote};
 
 use crate::app::App;
-use crate::cluster::Place;
+use crate::cluster::{KeptFrame, Place};
 
 /// Logs a failed Redis command once per call site.
 fn logged<T: Default>(what: &str, r: redis::RedisResult<T>) -> T {
@@ -163,5 +163,14 @@ pub(crate) fn publish_to(app: &App, places: &[Place], frame: &str) {
     let Some(cluster) = &app.cluster else { return };
     for place in places {
         logged("publish", cluster.publish(place, frame));
+    }
+}
+
+/// Sends a kept message's frame to each of `places` (sessions on other nodes), whose
+/// history threads deliver it in order and move the marks.
+pub(crate) fn publish_kept(app: &App, places: &[Place], kept: &KeptFrame) {
+    let Some(cluster) = &app.cluster else { return };
+    for place in places {
+        logged("publish", cluster.publish_kept(place, kept));
     }
 }

@@ -22,7 +22,7 @@
 //! | `imd:node:{node}:reaping` | string, TTL | one live node reaps a dead one |
 //! | `imd:user:{user}:sessions` | hash `{node}/{conn}` → token | the user's sessions |
 //! | `imd:token:{token}` | string `{user}/{node}/{conn}` | a session token on every node |
-//! | channel `imd:to:{node}` | pub/sub | `{conn}\n{frame}` for a connection of the node |
+//! | channel `imd:to:{node}` | pub/sub | `{conn}\n{frame}` for a connection of the node; `kept …` a kept message's frame with its `seq` |
 //! | channel `imd:all` | pub/sub | `forget\n{user} {user}…`: friend sets changed |
 
 mod bus;
@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use redis::{Connection, RedisResult};
 
-pub use bus::Inbox;
+pub use bus::{Inbox, KeptFrame};
 pub use registry::Place;
 
 /// How long a node counts as alive after its last refresh. Housekeeping refreshes it

@@ -204,7 +204,7 @@ impl Config {
         let table: toml::Table =
             text.parse().map_err(|e: toml::de::Error| ConfigError(one_line(&e.to_string())))?;
         let mut c = Config::default();
-        let mut doc = Doc { table, warn };
+        let mut doc = Doc { table, warn, asked: Vec::new() };
         doc.read(&mut c)?;
         doc.finish();
         c.check()?;
@@ -246,6 +246,9 @@ fn one_line(s: &str) -> String {
 struct Doc<'w> {
     table: toml::Table,
     warn: &'w mut dyn FnMut(String),
+    /// Every `(section, key)` a reader asked for: the keys imd knows, so a test can hold
+    /// conf/imd.conf and README.md to the full list.
+    asked: Vec<(String, String)>,
 }
 
 impl Doc<'_> {
@@ -379,6 +382,7 @@ impl Doc<'_> {
 
     /// Takes `[section] key` out of the document, if present.
     fn take(&mut self, section: &str, key: &str) -> Result<Option<toml::Value>, ConfigError> {
+        self.asked.push((section.to_string(), key.to_string()));
         match self.table.get_mut(section) {
             None => Ok(None),
             Some(toml::Value::Table(t)) => Ok(t.remove(key)),
@@ -575,6 +579,87 @@ mod tests {
         assert_eq!((c.history.retention_days, c.history.login_backlog), (0, 1000));
         assert_eq!((c.rate_limit.typing_per_s, c.rate_limit.typing_burst), (2, 5));
         assert_eq!((c.session.max_devices, c.session.remember_days), (5, 30));
+    }
+
+    /// Every `(section, key)` imd reads.
+    fn known_keys() -> Vec<(String, String)> {
+        let mut doc = Doc { table: toml::Table::new(), warn: &mut |_| {}, asked: Vec::new() };
+        doc.read(&mut Config::default()).expect("an empty document reads");
+        doc.asked
+    }
+
+    /// A value as README.md's Configuration table writes a default.
+    fn as_readme(v: &toml::Value) -> String {
+        match v {
+            toml::Value::String(s) if s.is_empty() => "\"\"".to_string(),
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The shipped file is where an operator looks first: a key missing there, shipped
+    /// with another value than the default, or left without a comment misleads them.
+    #[test]
+    fn the_shipped_config_lists_every_key_with_its_default_and_a_comment() {
+        let text = include_str!("../../conf/imd.conf");
+        let table: toml::Table = text.parse().expect("TOML");
+        for (s, k) in known_keys() {
+            // A key with no default (`[store] url`) is shown commented out.
+            let shown = table.get(&s).and_then(|t| t.get(&k)).is_some()
+                || text.lines().any(|l| l.starts_with(&format!("#{k} = ")));
+            assert!(shown, "conf/imd.conf lacks [{s}] {k}");
+        }
+        let (c, _) = parse(text);
+        assert_eq!(format!("{:?}", c.expect("valid")), format!("{:?}", Config::default()));
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.contains(" = ") || line.starts_with('#') {
+                continue;
+            }
+            // A group of keys may share the comment above its first line.
+            let above = lines[..i].iter().rev().find(|l| !l.contains(" = ") || l.starts_with('#'));
+            assert!(
+                above.is_some_and(|l| l.starts_with('#')),
+                "conf/imd.conf line {}: `{line}` has no comment above it",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn the_readme_lists_every_key_with_its_default() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("\n## Configuration").nth(1).expect("a Configuration section");
+        let section = section.split("\n## ").next().unwrap_or_default();
+        let ticked = |cell: &str| -> Vec<String> {
+            cell.split('`').skip(1).step_by(2).map(str::to_string).collect()
+        };
+        let mut documented = std::collections::BTreeMap::new();
+        for row in section.lines().filter(|l| l.starts_with("| `[")) {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let (names, mut defaults) = (ticked(cells[0]), ticked(cells[1]));
+            if cells[1] == "none" {
+                defaults.push("none".to_string());
+            }
+            let (s, first) = names[0].split_once("] ").expect("`[section] key`");
+            let s = s.trim_start_matches('[');
+            let keys: Vec<&str> =
+                std::iter::once(first).chain(names[1..].iter().map(|k| k.as_str())).collect();
+            assert!(defaults.len() == 1 || defaults.len() == keys.len(), "README row: {row}");
+            for (i, k) in keys.iter().enumerate() {
+                let d = &defaults[if defaults.len() == 1 { 0 } else { i }];
+                documented.insert((s.to_string(), k.to_string()), d.clone());
+            }
+        }
+        let conf: toml::Table = include_str!("../../conf/imd.conf").parse().expect("TOML");
+        for (s, k) in known_keys() {
+            let shipped = conf.get(&s).and_then(|t| t.get(&k)).map_or("none".into(), as_readme);
+            let Some(d) = documented.remove(&(s.clone(), k.clone())) else {
+                panic!("README's Configuration table lacks [{s}] {k}");
+            };
+            assert_eq!(d, shipped, "README's default of [{s}] {k}");
+        }
+        assert!(documented.is_empty(), "README documents keys imd does not read: {documented:?}");
     }
 
     #[test]

@@ -137,6 +137,10 @@ impl crate::cluster::Inbox for NodeInbox {
         self.remote.send_text(conn, frame);
     }
 
+    fn kept(&self, kept: crate::cluster::KeptFrame) {
+        self.app.history.arrived(&self.app, kept, &self.remote);
+    }
+
     fn end(&self, conn: reactor::ConnId, frame: Option<String>) {
         // Out of the local registry first, as a local logoff does: its close then
         // announces nothing (the ending node did what was due).

@@ -5,7 +5,7 @@ use proto::{Code, Fields, Reply, SendFrame};
 use reactor::{ConnId, Flow, Remote};
 use store::NewHistoryMessage;
 
-use super::writer::{Done, Job};
+use super::writer::{Done, Job, Work};
 use crate::app::App;
 use crate::routes::tunnel::{checked_send, now_ms};
 
@@ -43,7 +43,7 @@ fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> 
             let Some(owner) = app.me.upgrade() else { return Flow::Done };
             let done = Done { remote: remote.clone(), conn };
             let job = Job { app: owner, conn, reply_id: reply_id.map(String::from), message, done };
-            app.history.writer.submit(job);
+            app.history.writer.submit(Work::Send(job));
             Flow::Deferred
         }
         Err(code) => {

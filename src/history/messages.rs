@@ -54,6 +54,8 @@ pub fn messages(app: &App, req: &Request) -> Outcome {
 
 /// A non-negative integer parameter: from a query string or a JSON string, its
 /// decimal digits; from JSON, also a number. Absent or empty → `None`; else 403.
+/// Digits beyond `i64::MAX` count as `i64::MAX`, as a JSON number does (see
+/// `proto::Fields::non_negative`).
 fn number(input: &Input, key: &str) -> Result<Option<i64>, Fail> {
     let text = match input {
         Input::Json(fields) if fields.string(key).is_err() => {
@@ -67,7 +69,8 @@ fn number(input: &Input, key: &str) -> Result<Option<i64>, Fail> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Code::ProtocolError.into());
     }
-    text.parse().map(Some).map_err(|_| Code::ProtocolError.into())
+    // Only digits: the parse fails only on overflow.
+    Ok(Some(text.parse().unwrap_or(i64::MAX)))
 }
 
 /// Housekeeping: deletes messages older than `[history] retention_days` (0 keeps all).

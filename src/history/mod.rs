@@ -1,59 +1,94 @@
 //! Conversations that are kept (docs/protocol.md §10), on when `[history] enabled`.
 //!
 //! - `writer`   — [`Writer`]: the one thread that commits sends, many per commit (group
-//!   commit), on its own connection, with the 200/202 each send gets and the delivered
-//!   marks it moves; only then acks and pushes.
+//!   commit), on its own connection, with the 200/202 each send gets; only then acks
+//!   and pushes. It moves delivered marks (306) when the reactor reports a pushed
+//!   frame written to the socket, and feeds new sessions their backlogs.
+//! - `backlog`  — a new session's undelivered messages, read and sent a slice at a time,
+//!   each slice once the one before is in the socket.
 //! - `frames`   — the tunnel frames: send with `cid` (handed to the writer), `read`, and
 //!   `typing` with its own per-session limit.
-//! - `login`    — what a login adds: marks on friend entries, and the undelivered
-//!   backlog sent right after the login reply.
+//! - `login`    — what a login adds: marks on friend entries, and its backlog's start.
 //! - `messages` — `GET /im/messages`, and retention for housekeeping.
 //!
-//! A message is pushed to its receiver's session by the writer, or sent in a login's
-//! backlog, never both: both happen under [`History::delivery`], so a login reads its
-//! backlog either before a commit (and the writer then finds the new session) or after
-//! it (and the message is in the backlog, the session not yet findable).
+//! A message reaches a session once, in `seq` order, pushed or in the backlog, never
+//! both: a session is marked catching up ([`History::is_catching_up`]) before it is
+//! registered, and until its feed has read everything above its marks the writer
+//! leaves messages to it for the feed. Feed and writer are one thread, so no commit
+//! falls between the feed's last read and the session taking pushes.
 
+mod backlog;
 mod frames;
 mod login;
 mod messages;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
-use reactor::ConnId;
+use reactor::{ConnId, Remote};
+
+use crate::app::App;
 
 use crate::live::rate_limit::{Bucket, Rate};
 
 pub use frames::frame;
-pub use login::{backlog, delivered_at_login, mark_entries};
+pub use login::{after_session, before_session, mark_entries};
 pub use messages::{expire, messages};
 pub use writer::Writer;
 
+use writer::Work;
+
 /// The history state shared by every worker.
 pub struct History {
+    enabled: bool,
     writer: Writer,
-    delivery: Mutex<()>,
+    /// Sessions whose backlog is still being fed: messages to them wait for the feed.
+    catching_up: Mutex<HashSet<ConnId>>,
     typing_rate: Rate,
     typing: Mutex<HashMap<ConnId, Bucket>>,
 }
 
 impl History {
     /// Starts the writer thread (it keeps a connection of its own).
-    pub fn new(typing_rate: Rate) -> Result<History, crate::Error> {
+    pub fn new(enabled: bool, typing_rate: Rate) -> Result<History, crate::Error> {
         Ok(History {
+            enabled,
             writer: Writer::start()?,
-            delivery: Mutex::new(()),
+            catching_up: Mutex::new(HashSet::new()),
             typing_rate,
             typing: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Held while messages are handed to sessions, by the writer and by a login.
-    pub(crate) fn delivery(&self) -> MutexGuard<'_, ()> {
-        self.delivery.lock().unwrap_or_else(|p| p.into_inner())
+    fn catching_up(&self) -> MutexGuard<'_, HashSet<ConnId>> {
+        self.catching_up.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `conn`'s session is still being fed its backlog.
+    pub(crate) fn is_catching_up(&self, conn: ConnId) -> bool {
+        self.catching_up().contains(&conn)
+    }
+
+    /// `conn`'s backlog is all sent (or will never be): it takes pushes.
+    pub(crate) fn caught_up(&self, conn: ConnId) {
+        self.catching_up().remove(&conn);
+    }
+
+    /// Tagged frames are in their sockets: the writer moves their marks.
+    pub fn written(&self, app: &App, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
+        if let Some(app) = app.me.upgrade() {
+            self.writer.submit(Work::Written { app, remote: remote.clone(), reports });
+        }
+    }
+
+    /// A kept message's frame from another node for a session here: the writer
+    /// delivers it in the conversation's order and moves its marks once written.
+    pub fn arrived(&self, app: &App, kept: crate::cluster::KeptFrame, remote: &Remote) {
+        if let Some(app) = app.me.upgrade() {
+            self.writer.submit(Work::Arrived { app, remote: remote.clone(), kept });
+        }
     }
 
     /// Spends a typing token of `conn`; false when over the limit.
@@ -68,9 +103,13 @@ impl History {
         rate.take(bucket, now)
     }
 
-    /// `conn` closed: its typing bucket goes.
+    /// `conn` closed: its typing bucket, backlog and tags go.
     pub fn forget(&self, conn: ConnId) {
         self.typing.lock().unwrap_or_else(|p| p.into_inner()).remove(&conn);
+        if self.enabled {
+            self.caught_up(conn);
+            self.writer.submit(Work::Closed(conn));
+        }
     }
 }
 

@@ -254,12 +254,17 @@ impl Sessions {
         Ok(())
     }
 
-    /// The user logged in on `conn`.
+    /// The user whose live session is on `conn`. None once that session ended (logoff,
+    /// replacement, password change, erase) while its socket is still closing: a frame
+    /// read meanwhile is not the user's any more (its token is dead, its credentials
+    /// may be revoked), so nothing is sent or marked in the user's name.
     pub fn user_of(&self, conn: ConnId) -> Option<Arc<str>> {
-        match &self.conns().get(&conn)?.phase {
-            Phase::Live { user } => Some(user.clone()),
-            Phase::AwaitingLogin { .. } | Phase::LoggingIn => None,
-        }
+        let user = match &self.conns().get(&conn)?.phase {
+            Phase::Live { user } => user.clone(),
+            Phase::AwaitingLogin { .. } | Phase::LoggingIn => return None,
+        };
+        let live = self.users_read().get(&user)?.iter().any(|s| s.conn == conn);
+        live.then_some(user)
     }
 
     /// The connections of `user`'s live sessions, the oldest first.
@@ -454,6 +459,24 @@ mod tests {
         assert_eq!(s.authenticate("", ""), Err(Code::AuthInfoEmpty));
         assert_eq!(s.authenticate("", "t"), Err(Code::AccountIdEmpty));
         assert_eq!(s.user_of(ConnId(1)).as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn an_ended_session_s_socket_is_no_longer_the_user_s() {
+        let s = registry(2);
+        login(&s, "u", 1, 'a');
+        login(&s, "u", 2, 'b');
+        login(&s, "u", 3, 'c');
+        assert_eq!(s.user_of(ConnId(1)), None, "replaced beyond max_devices");
+        s.end_session("u", ConnId(2), |_, _| ());
+        assert_eq!(s.user_of(ConnId(2)), None, "logged off");
+        assert_eq!(s.user_of(ConnId(3)).as_deref(), Some("u"));
+        login(&s, "u", 4, 'd');
+        s.end_others("u", ConnId(4), |_, _| ());
+        assert_eq!(s.user_of(ConnId(3)), None, "a password change from another session");
+        assert_eq!(s.user_of(ConnId(4)).as_deref(), Some("u"));
+        s.end_user("u", |_| ());
+        assert_eq!(s.user_of(ConnId(4)), None, "erased");
     }
 
     #[test]

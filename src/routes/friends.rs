@@ -170,6 +170,11 @@ pub fn list(app: &App, req: &Request) -> Outcome {
     let me = authenticate(app, &input)?;
     let rows = app.store(|s| s.friends_of(&me))?;
     let mut friends = app.sessions.with_online(|online| friend_entries(rows, online));
+    // Presence is the cluster's, as in the login reply: a friend whose sessions are all
+    // on other nodes is online too.
+    for f in friends.iter_mut().filter(|f| !f.online) {
+        f.online = fanout::online_elsewhere(app, &f.id);
+    }
     crate::history::mark_entries(app, &me, &mut friends)?;
     Ok(proto::list_reply(&friends))
 }

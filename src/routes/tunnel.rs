@@ -50,8 +50,9 @@ enum Credentials {
 }
 
 impl Credentials {
-    /// The credentials of a first frame: a device token counts only without a password.
-    /// A frame that is not a login frame offers an empty password (505).
+    /// The credentials of a first frame: a device token counts only without a password
+    /// (absent, or empty: only white space, docs/protocol.md §1). A frame that is not a
+    /// login frame offers an empty password (505).
     fn of(frame: Option<LoginFrame<'_>>) -> Credentials {
         let f = frame.unwrap_or(LoginFrame {
             account: "",
@@ -59,7 +60,7 @@ impl Credentials {
             device_token: "",
             remember: false,
         });
-        if f.password.is_empty() && !f.device_token.is_empty() {
+        if proto::is_blank(f.password) && !f.device_token.is_empty() {
             return Credentials::Device {
                 account: f.account.to_string(),
                 token: f.device_token.to_string(),
@@ -358,15 +359,11 @@ fn start(
     remote: &Remote,
 ) {
     let me = user.id.clone();
-    // No message can be pushed to this session and also be in its backlog (see history).
-    let delivery = app.config.history.enabled.then(|| app.history.delivery());
-    let loaded = app
-        .store(|s| {
-            let newest = app.config.requests.login_requests;
-            Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
-        })
-        .and_then(|(f, r)| Ok((f, r, crate::history::backlog(app, &me)?)));
-    let (friends, requests, stored) = match loaded {
+    let loaded = app.store(|s| {
+        let newest = app.config.requests.login_requests;
+        Ok((s.friends_of(&me)?, s.requests_to(&me, newest)?))
+    });
+    let (friends, requests) = match loaded {
         Ok(x) => x,
         Err(f) => return refuse(app, remote, conn, f.code(), CLOSE_NORMAL),
     };
@@ -386,6 +383,8 @@ fn start(
     if let Err(f) = crate::history::mark_entries(app, &me, &mut marked) {
         return refuse(app, remote, conn, f.code(), CLOSE_NORMAL);
     }
+    // Kept messages follow the login reply, before anything sent from now on (see history).
+    crate::history::before_session(app, conn);
     let (device, device_token) = device.map_or((None, None), |d| (Some(d.id), d.token));
     let session = Session { conn, token: token.clone(), device };
     // Presence is the cluster's: friends on other nodes count as online, and with a
@@ -416,11 +415,9 @@ fn start(
                 app.metrics.pushed(Code::FriendOnline);
             }
         }
-        // Kept messages follow the login reply, before anything sent from now on.
-        stored.send(remote, conn);
         first
     });
-    drop(delivery);
+    crate::history::after_session(app, remote, conn, &me, started.is_ok());
     let started = match started {
         Ok(started) => started,
         // Its password or device token was revoked while it was being checked.
@@ -439,7 +436,6 @@ fn start(
     app.metrics.ws_reply(Code::Success);
     log::debug!("login: session started for a user");
     end_replaced(app, remote, &started.replaced, "login in other place");
-    crate::history::delivered_at_login(app, remote, &me, &stored);
 }
 
 /// Sends 513 to each session in `replaced` and closes it (1000): a login beyond

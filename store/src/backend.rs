@@ -10,7 +10,9 @@
 use std::path::Path;
 
 use crate::error::StoreError;
-use crate::history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
+use crate::history::{
+    Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+};
 use crate::pg::Postgres;
 use crate::rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,
@@ -143,6 +145,10 @@ delegate! { read;
     /// The messages to `user` above its delivered marks, conversation by conversation,
     /// each in `seq` order; at most `limit` in all.
     fn undelivered(user: &str, limit: usize) -> Result<Vec<HistoryMessage>>;
+    /// The first of [`undelivered`](Self::undelivered), as many as fit in `bytes` of
+    /// payload (at least one) and at most `limit`; and whether any are left after them.
+    fn undelivered_slice(user: &str, limit: usize, bytes: usize)
+        -> Result<(Vec<HistoryMessage>, bool)>;
     /// `user`'s view of the conversation with `peer`.
     fn conversation(user: &str, peer: &str) -> Result<ConversationState>;
     /// Up to `limit` messages of the conversation of `user` and `peer`, in `seq` order.
@@ -196,8 +202,17 @@ delegate! { write;
     /// Appends `messages` in one transaction, each to its conversation with the next
     /// `seq` of that conversation (see [`Appended`]).
     fn append_messages(messages: &[NewHistoryMessage]) -> Result<Vec<Appended>>;
-    /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns those that
-    /// moved.
+    /// [`append_messages`](Self::append_messages) and the delivered `marks` of frames
+    /// written meanwhile (each capped at its conversation's last `seq`), in one
+    /// transaction; returns what became of each message and the marks that moved.
+    /// Marks alone commit without waiting for the disk (SQLite: `synchronous = NORMAL`;
+    /// PostgreSQL: `SET LOCAL synchronous_commit = off`): a crash may lose them, which
+    /// only lets a message reach a later session again.
+    fn append_and_mark(messages: &[NewHistoryMessage], marks: &[Delivered])
+        -> Result<(Vec<Appended>, Vec<Delivered>)>;
+    /// Moves `user`'s delivered marks up to the given `(peer, seq)`, each capped at its
+    /// conversation's last `seq` (none outlives its conversation); returns those that
+    /// moved, with their new value.
     fn mark_delivered(user: &str, marks: &[(String, i64)]) -> Result<Vec<(String, i64)>>;
     /// Sets `user`'s read mark of the conversation with `peer` to `seq` (capped at its
     /// last `seq`) if above it; returns the new mark when it moved.

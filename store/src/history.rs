@@ -25,9 +25,21 @@ pub struct NewHistoryMessage {
     pub payload: String,
     /// When the server accepted it, unix milliseconds.
     pub ts_ms: i64,
-    /// It is being queued on a live session of the receiver: its send is answered 200
-    /// and the receiver's delivered mark moves to it, in the same commit; else 202.
+    /// It goes to a live session of the receiver: its send is answered 200, else 202.
+    /// The receiver's delivered mark moves later, once the frame is written
+    /// ([`crate::Store::append_and_mark`]).
     pub live: bool,
+}
+
+/// A delivered mark to move up: `user`'s mark of the conversation with `peer`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivered {
+    /// The receiver whose mark it is.
+    pub user: String,
+    /// The sender: the other side of the conversation.
+    pub peer: String,
+    /// The `seq` to move it to.
+    pub seq: i64,
 }
 
 /// A message of a conversation, as stored.
@@ -153,9 +165,6 @@ fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<A
         m.ts_ms,
         code
     ])?;
-    if m.live {
-        mark_delivered(tx, &m.to_id, &m.from_id, seq)?;
-    }
     Ok(Appended::New { seq })
 }
 
@@ -164,17 +173,68 @@ impl Sqlite {
     /// in order; a message whose `(sender, cid)` is already stored, or whose sender
     /// and receiver are not friends, is not stored (see [`Appended`]).
     pub fn append_messages(&mut self, messages: &[NewHistoryMessage]) -> Result<Vec<Appended>> {
+        Ok(self.append_and_mark(messages, &[])?.0)
+    }
+
+    /// [`append_messages`](Self::append_messages) and the delivered `marks` of messages
+    /// written meanwhile, in one transaction (one fsync for both); returns what became
+    /// of each message and the marks that moved.
+    ///
+    /// Marks alone are committed without waiting for the disk (`synchronous = NORMAL`
+    /// for that commit, under WAL): a power cut may lose them, which only lets a message
+    /// reach a later session again, never one session twice; the next commit of a
+    /// message syncs them with it. A message and its acknowledgement never go lazily.
+    pub fn append_and_mark(
+        &mut self,
+        messages: &[NewHistoryMessage],
+        marks: &[Delivered],
+    ) -> Result<(Vec<Appended>, Vec<Delivered>)> {
+        if !messages.is_empty() {
+            return self.append_and_mark_now(messages, marks);
+        }
+        let level: i64 = self.conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+        // 2 is FULL and 3 EXTRA; a transaction cannot change it, so it is set around one.
+        let lower = level > 1;
+        if lower {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let r = self.append_and_mark_now(messages, marks);
+        if lower {
+            self.conn.pragma_update(None, "synchronous", level)?;
+        }
+        r
+    }
+
+    fn append_and_mark_now(
+        &mut self,
+        messages: &[NewHistoryMessage],
+        marks: &[Delivered],
+    ) -> Result<(Vec<Appended>, Vec<Delivered>)> {
         let tx = self.write_tx()?;
         let mut out = Vec::with_capacity(messages.len());
         for m in messages {
             out.push(append_one(&tx, m)?);
         }
+        let mut moved = Vec::new();
+        for d in marks {
+            // Capped as in `mark_delivered`: a frame written after its friendship ended
+            // must leave no mark over the pair's next conversation.
+            let seq = d.seq.min(last_seq(&tx, &d.user, &d.peer)?);
+            if seq > 0 && mark_delivered(&tx, &d.user, &d.peer, seq)? {
+                moved.push(Delivered { seq, ..d.clone() });
+            }
+        }
         tx.commit()?;
-        Ok(out)
+        Ok((out, moved))
     }
 
-    /// Moves `user`'s delivered marks up to the given `(peer, seq)`; returns the marks
-    /// that moved, with their new value.
+    /// Moves `user`'s delivered marks up to the given `(peer, seq)`, each capped at its
+    /// conversation's last `seq`; returns the marks that moved, with their new value.
+    ///
+    /// The cap matters when the friendship ended after the marks were read (a login's
+    /// backlog racing a removal or an erase): the conversation is gone, so no mark is
+    /// written, and none is left to hide the first messages of the pair's next
+    /// conversation, which starts again at `seq` 1.
     pub fn mark_delivered(
         &mut self,
         user: &str,
@@ -183,8 +243,9 @@ impl Sqlite {
         let tx = self.write_tx()?;
         let mut moved = Vec::new();
         for (peer, seq) in marks {
-            if mark_delivered(&tx, user, peer, *seq)? {
-                moved.push((peer.clone(), *seq));
+            let seq = (*seq).min(last_seq(&tx, user, peer)?);
+            if seq > 0 && mark_delivered(&tx, user, peer, seq)? {
+                moved.push((peer.clone(), seq));
             }
         }
         tx.commit()?;
@@ -195,13 +256,7 @@ impl Sqlite {
     /// last `seq`) if that is above it; returns the new mark when it moved.
     pub fn mark_read(&mut self, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
         let tx = self.write_tx()?;
-        let (a, b) = pair(user, peer);
-        let last: i64 = tx
-            .prepare_cached("SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2")?
-            .query_row([a, b], |r| r.get(0))
-            .optional()?
-            .unwrap_or(0);
-        let seq = seq.min(last);
+        let seq = seq.min(last_seq(&tx, user, peer)?);
         let moved = seq > 0
             && tx
                 .prepare_cached(
@@ -229,6 +284,36 @@ impl Sqlite {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = st.query_map(params![user, limit], message_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The first of [`undelivered`](Self::undelivered), as many as fit in `bytes` of
+    /// payload (at least one) and at most `limit`; and whether any are left after them.
+    /// Rows are read one at a time, so no more than one row past the slice is read.
+    pub fn undelivered_slice(
+        &self,
+        user: &str,
+        limit: usize,
+        bytes: usize,
+    ) -> Result<(Vec<HistoryMessage>, bool)> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM history h
+             WHERE h.to_id = ?1
+               AND h.seq > COALESCE((SELECT delivered FROM marks
+                                     WHERE user_id = ?1 AND peer_id = h.from_id), 0)
+             ORDER BY h.a, h.b, h.seq"
+        );
+        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut rows = st.query_map(params![user], message_row)?;
+        let (mut slice, mut total) = (Vec::new(), 0);
+        for row in rows.by_ref() {
+            let m = row?;
+            if slice.len() == limit || (!slice.is_empty() && total + m.payload.len() > bytes) {
+                return Ok((slice, true));
+            }
+            total += m.payload.len();
+            slice.push(m);
+        }
+        Ok((slice, false))
     }
 
     /// `user`'s view of the conversation with `peer`.
@@ -296,6 +381,16 @@ impl Sqlite {
     fn write_tx(&mut self) -> Result<Transaction<'_>> {
         Ok(self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?)
     }
+}
+
+/// The last `seq` of the conversation of `x` and `y`; 0 when there is none.
+fn last_seq(tx: &Transaction<'_>, x: &str, y: &str) -> rusqlite::Result<i64> {
+    let (a, b) = pair(x, y);
+    Ok(tx
+        .prepare_cached("SELECT last_seq FROM conversations WHERE a = ?1 AND b = ?2")?
+        .query_row([a, b], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
 }
 
 fn mark_delivered(

@@ -88,16 +88,73 @@ fn a_cid_is_stored_once_per_sender(kind: Kind) {
     assert_eq!(r[1], Appended::New { seq: 2 }, "cids are per sender");
 }
 
-fn a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit(kind: Kind) {
+fn a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit(kind: Kind) {
     let (_db, mut s) = friends(kind, &["a", "b"]);
     s.make_friends("a", "B", "b", "A").unwrap();
     let live = NewHistoryMessage { live: true, ..msg("a", "b", Some("k"), "1") };
     s.append_messages(&[live.clone(), msg("a", "b", None, "2")]).unwrap();
-    let r = s.append_messages(&[live]).unwrap();
+    let seqs =
+        |s: &Store| s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(&s), vec![1, 2], "queued is not delivered: the frame is not written yet");
+    let written = Delivered { user: "b".into(), peer: "a".into(), seq: 1 };
+    let (r, moved) = s.append_and_mark(&[live], &[written.clone(), written.clone()]).unwrap();
     let Appended::Existing(m) = &r[0] else { panic!("{r:?}") };
     assert_eq!(m.code, 200);
-    let undelivered = s.undelivered("b", 10).unwrap();
-    assert_eq!(undelivered.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(moved, vec![written], "a mark moves once, and only up");
+    assert_eq!(seqs(&s), vec![2]);
+}
+
+fn an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b", "c"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.make_friends("c", "B", "b", "C").unwrap();
+    s.append_messages(&[
+        msg("c", "b", None, "12345"),
+        msg("a", "b", None, "1234"),
+        msg("a", "b", None, "12"),
+        msg("c", "b", None, "1"),
+    ])
+    .unwrap();
+    let got = |(v, more): (Vec<HistoryMessage>, bool)| {
+        (v.iter().map(|m| (m.from_id.clone(), m.seq)).collect::<Vec<_>>(), more)
+    };
+    let ab = |n| ("a".to_string(), n);
+    let cb = |n| ("c".to_string(), n);
+    // Conversation by conversation (a-b before b-c), each in seq order.
+    assert_eq!(
+        got(s.undelivered_slice("b", 10, 100).unwrap()),
+        (vec![ab(1), ab(2), cb(1), cb(2)], false)
+    );
+    assert_eq!(got(s.undelivered_slice("b", 10, 6).unwrap()), (vec![ab(1), ab(2)], true));
+    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![ab(1)], true), "at least one");
+    assert_eq!(got(s.undelivered_slice("b", 3, 100).unwrap()), (vec![ab(1), ab(2), cb(1)], true));
+    assert_eq!(
+        got(s.undelivered_slice("b", 4, 100).unwrap()),
+        (vec![ab(1), ab(2), cb(1), cb(2)], false)
+    );
+    s.mark_delivered("b", &[("a".into(), 2), ("c".into(), 1)]).unwrap();
+    assert_eq!(got(s.undelivered_slice("b", 10, 1).unwrap()), (vec![cb(2)], false));
+}
+
+fn marks_alone_commit_lazily_and_the_configured_level_comes_back(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1")]).unwrap();
+    // 2 is SQLite's FULL; on PostgreSQL, `synchronous_commit = on` (SET LOCAL lowers it
+    // for the marks' transaction alone, so the session's own setting must be unchanged).
+    let level = |s: &Store| match kind {
+        Kind::Sqlite => s.count_for_tests("PRAGMA synchronous"),
+        Kind::Postgres => s.count_for_tests(
+            "SELECT CASE current_setting('synchronous_commit') WHEN 'on' THEN 2 ELSE 1 END::bigint",
+        ),
+    };
+    let full = level(&s);
+    assert_eq!(full, 2, "the store opens FULL by default");
+    let mark = Delivered { user: "b".into(), peer: "a".into(), seq: 1 };
+    let (_, moved) = s.append_and_mark(&[], std::slice::from_ref(&mark)).unwrap();
+    assert_eq!(moved, vec![mark]);
+    assert_eq!(level(&s), full);
+    assert!(s.undelivered("b", 10).unwrap().is_empty());
 }
 
 fn not_friends_stores_nothing(kind: Kind) {
@@ -129,6 +186,42 @@ fn marks_move_up_only_and_read_is_capped(kind: Kind) {
     let st = s.conversation("a", "b").unwrap();
     assert_eq!((st.first_seq, st.last_seq, st.read_seq, st.peer_read_seq), (1, 3, 0, 3));
     assert_eq!(st.unread, 1);
+}
+
+fn a_delivered_mark_is_capped_and_never_outlives_its_conversation(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1"), msg("a", "b", None, "2")]).unwrap();
+    assert_eq!(s.mark_delivered("b", &[("a".into(), 1)]).unwrap(), vec![("a".into(), 1)]);
+    assert_eq!(s.mark_delivered("b", &[("a".into(), 99)]).unwrap(), vec![("a".into(), 2)]);
+    s.append_messages(&[msg("a", "b", None, "3")]).unwrap();
+    // A login read this backlog; the friendship ended before its marks were written.
+    let backlog = s.undelivered("b", 10).unwrap();
+    assert_eq!(backlog.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![3]);
+    assert!(s.remove_friendship("a", "b").unwrap());
+    assert!(s.mark_delivered("b", &[("a".into(), 3)]).unwrap().is_empty());
+    // Friends again: the new conversation's first message is undelivered.
+    s.make_friends("a", "B", "b", "A").unwrap();
+    assert_eq!(
+        s.append_messages(&[msg("a", "b", None, "new")]).unwrap(),
+        vec![Appended::New { seq: 1 }]
+    );
+    assert_eq!(s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
+}
+
+fn a_written_report_s_mark_is_capped_and_never_outlives_its_conversation(kind: Kind) {
+    let (_db, mut s) = friends(kind, &["a", "b"]);
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "1"), msg("a", "b", None, "2")]).unwrap();
+    let mark = |seq| Delivered { user: "b".into(), peer: "a".into(), seq };
+    let (_, moved) = s.append_and_mark(&[], &[mark(99)]).unwrap();
+    assert_eq!(moved, vec![mark(2)]);
+    // A frame was written; the friendship ended before its report reached the store.
+    assert!(s.remove_friendship("a", "b").unwrap());
+    assert!(s.append_and_mark(&[], &[mark(2)]).unwrap().1.is_empty());
+    s.make_friends("a", "B", "b", "A").unwrap();
+    s.append_messages(&[msg("a", "b", None, "new")]).unwrap();
+    assert_eq!(s.undelivered("b", 10).unwrap().iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1]);
 }
 
 fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one(kind: Kind) {
@@ -252,9 +345,13 @@ fn offline_messages_moved(s: &mut Store) {
 on_both_backends!(
     seq_is_dense_per_conversation_in_both_directions,
     a_cid_is_stored_once_per_sender,
-    a_live_message_is_answered_200_and_moves_the_delivered_mark_in_its_commit,
+    a_live_message_is_answered_200_and_its_mark_moves_with_a_later_commit,
+    an_undelivered_slice_is_bounded_by_bytes_and_count_and_says_what_is_left,
+    marks_alone_commit_lazily_and_the_configured_level_comes_back,
     not_friends_stores_nothing,
     marks_move_up_only_and_read_is_capped,
+    a_delivered_mark_is_capped_and_never_outlives_its_conversation,
+    a_written_report_s_mark_is_capped_and_never_outlives_its_conversation,
     remove_and_erase_delete_the_conversation_and_refriending_starts_at_one,
     retention_keeps_the_counter,
     racing_appends_keep_seq_dense_and_unique,

@@ -39,7 +39,9 @@ mod store;
 
 pub use backend::Store;
 pub use error::StoreError;
-pub use history::{Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window};
+pub use history::{
+    Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
+};
 pub use pg::PostgresUrl;
 pub use rows::{
     DirectoryRow, FriendRow, NewMessage, NewUser, ProfileUpdate, RequestRow, Requested,

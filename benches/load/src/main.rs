@@ -162,6 +162,7 @@ modes: idle | chat | storm | echo | reconnect | restart
   --password-relogin restart mode: log back in with passwords, not device tokens
   --back-within S    restart mode: longest wait for every session to be back,
                      from the new process listening (default 60)
+  --help, -h         this text
 Only loopback addresses are accepted.";
 
 /// Sessions per process by default: the open-file limit is 20,000, and a process also
@@ -298,6 +299,11 @@ fn is_loopback(ip: IpAddr) -> bool {
 }
 
 fn main() -> ExitCode {
+    // Asking for help is not a mistake: usage on stdout, exit 0, whatever else was given.
+    if std::env::args().skip(1).any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {

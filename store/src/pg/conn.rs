@@ -143,6 +143,11 @@ impl<'a> Tx<'a> {
     pub(crate) fn commit(self) -> Result<(), postgres::Error> {
         self.tx.commit()
     }
+
+    /// Runs `sql` as it is, unprepared: for settings of this transaction (`SET LOCAL`).
+    pub(crate) fn batch_execute(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.tx.batch_execute(sql)
+    }
 }
 
 queries_through_cache!(Tx<'_>);

@@ -12,7 +12,7 @@ use postgres::Row;
 use super::conn::{Queries, Tx};
 use super::{sql_limit, Postgres};
 use crate::history::{
-    pair, Appended, ConversationState, HistoryMessage, NewHistoryMessage, Window,
+    pair, Appended, ConversationState, Delivered, HistoryMessage, NewHistoryMessage, Window,
 };
 use crate::store::Result;
 
@@ -66,10 +66,22 @@ fn append_one(tx: &mut Tx<'_>, m: &NewHistoryMessage) -> Result<Appended> {
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[&a, &b, &seq, &m.from_id, &m.to_id, &m.dialogue_id, &m.cid, &m.payload, &m.ts_ms, &code],
     )?;
-    if m.live {
-        mark_delivered(tx, &m.to_id, &m.from_id, seq)?;
-    }
     Ok(Appended::New { seq })
+}
+
+/// The last `seq` of the conversation of `x` and `y`; 0 when there is none.
+fn last_seq(tx: &mut Tx<'_>, x: &str, y: &str) -> Result<i64> {
+    let (a, b) = pair(x, y);
+    let row =
+        tx.query_opt("SELECT last_seq FROM conversations WHERE a = $1 AND b = $2", &[&a, &b])?;
+    Ok(row.map(|r| r.try_get(0)).transpose()?.unwrap_or(0))
+}
+
+/// Moves `user`'s delivered mark of the conversation with `peer` up to `seq`, capped at
+/// its last `seq` (see `Sqlite::mark_delivered`); returns the new mark when it moved.
+fn mark_delivered_capped(tx: &mut Tx<'_>, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
+    let seq = seq.min(last_seq(tx, user, peer)?);
+    Ok((seq > 0 && mark_delivered(tx, user, peer, seq)?).then_some(seq))
 }
 
 fn mark_delivered(tx: &mut Tx<'_>, user: &str, peer: &str, seq: i64) -> Result<bool> {
@@ -87,7 +99,34 @@ impl Postgres {
         &mut self,
         messages: &[NewHistoryMessage],
     ) -> Result<Vec<Appended>> {
-        self.write(|tx| messages.iter().map(|m| append_one(tx, m)).collect())
+        Ok(self.append_and_mark(messages, &[])?.0)
+    }
+
+    pub(crate) fn append_and_mark(
+        &mut self,
+        messages: &[NewHistoryMessage],
+        marks: &[Delivered],
+    ) -> Result<(Vec<Appended>, Vec<Delivered>)> {
+        self.write(|tx| {
+            if messages.is_empty() {
+                // Marks alone may be lost to a crash (as on SQLite, where they commit at
+                // NORMAL): that only lets a message reach a later session again. SET
+                // LOCAL ends with the transaction; a message is never committed lazily
+                // unless the store was configured so.
+                tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            }
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                out.push(append_one(tx, m)?);
+            }
+            let mut moved = Vec::new();
+            for d in marks {
+                if let Some(seq) = mark_delivered_capped(tx, &d.user, &d.peer, d.seq)? {
+                    moved.push(Delivered { seq, ..d.clone() });
+                }
+            }
+            Ok((out, moved))
+        })
     }
 
     pub(crate) fn mark_delivered(
@@ -98,8 +137,8 @@ impl Postgres {
         self.write(|tx| {
             let mut moved = Vec::new();
             for (peer, seq) in marks {
-                if mark_delivered(tx, user, peer, *seq)? {
-                    moved.push((peer.clone(), *seq));
+                if let Some(seq) = mark_delivered_capped(tx, user, peer, *seq)? {
+                    moved.push((peer.clone(), seq));
                 }
             }
             Ok(moved)
@@ -107,14 +146,8 @@ impl Postgres {
     }
 
     pub(crate) fn mark_read(&mut self, user: &str, peer: &str, seq: i64) -> Result<Option<i64>> {
-        let (a, b) = pair(user, peer);
         self.write(|tx| {
-            let last: i64 = tx
-                .query_opt("SELECT last_seq FROM conversations WHERE a = $1 AND b = $2", &[&a, &b])?
-                .map(|r| r.try_get(0))
-                .transpose()?
-                .unwrap_or(0);
-            let seq = seq.min(last);
+            let seq = seq.min(last_seq(tx, user, peer)?);
             let moved = seq > 0
                 && tx.execute(
                     "INSERT INTO marks (user_id, peer_id, read) VALUES ($1, $2, $3)
@@ -135,6 +168,42 @@ impl Postgres {
              ORDER BY h.a, h.b, h.seq LIMIT $2"
         );
         messages_of(&self.client.borrow_mut().query(&sql, &[&user, &sql_limit(limit)])?)
+    }
+
+    /// The slice is cut as on SQLite, from its rows and the one after it: the server
+    /// sums the payloads' bytes in order and sends a row only if the one before it
+    /// fits (row 2 always, since the first is taken whatever its size).
+    pub(crate) fn undelivered_slice(
+        &self,
+        user: &str,
+        limit: usize,
+        bytes: usize,
+    ) -> Result<(Vec<HistoryMessage>, bool)> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM (
+                 SELECT {MESSAGE_COLUMNS}, a, b,
+                        row_number() OVER w AS n,
+                        sum(octet_length(payload)) OVER w - octet_length(payload) AS before
+                 FROM history h
+                 WHERE h.to_id = $1
+                   AND h.seq > COALESCE((SELECT delivered FROM marks
+                                         WHERE user_id = $1 AND peer_id = h.from_id), 0)
+                 WINDOW w AS (ORDER BY h.a, h.b, h.seq ROWS UNBOUNDED PRECEDING)
+             ) s
+             WHERE n <= $2 AND (n <= 2 OR before <= $3)
+             ORDER BY a, b, seq"
+        );
+        let (rows_wanted, max_bytes) = (sql_limit(limit).saturating_add(1), sql_limit(bytes));
+        let rows = self.client.borrow_mut().query(&sql, &[&user, &rows_wanted, &max_bytes])?;
+        let (mut slice, mut total) = (Vec::new(), 0);
+        for m in messages_of(&rows)? {
+            if slice.len() == limit || (!slice.is_empty() && total + m.payload.len() > bytes) {
+                return Ok((slice, true));
+            }
+            total += m.payload.len();
+            slice.push(m);
+        }
+        Ok((slice, false))
     }
 
     pub(crate) fn conversation(&self, user: &str, peer: &str) -> Result<ConversationState> {
