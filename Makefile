@@ -38,11 +38,11 @@ test-autobahn:
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx, the cluster row (bench-cluster), 19,000 sessions back after a restart (~17 min; writes target/bench/results.md)
+## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx, the cluster row (bench-cluster), 19,000 sessions back after a restart (~18 min; writes target/bench/results.md)
 bench:
 	bash benches/run.sh
 
-## bench-cluster: make bench's cluster row alone: 2 nodes on PostgreSQL and Redis (make cluster's launcher), p99 across nodes beside on one node, CPU per message beside one node without the bus (~2 min; writes target/bench/cluster/cluster.json)
+## bench-cluster: make bench's cluster row alone: 2 nodes on PostgreSQL and Redis (make cluster's launcher), p99 across nodes beside on one node, CPU per message beside one node without the bus (~3 min; writes target/bench/cluster/cluster.json)
 bench-cluster:
 	bash benches/cluster.sh
 

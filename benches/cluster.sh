@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster row of make bench, also run alone (`make bench-cluster`, about 2 minutes).
+# The cluster row of make bench, also run alone (`make bench-cluster`, about 3 minutes).
 # `make cluster`'s launcher (tests/cluster/cluster.sh, detached) starts PostgreSQL, Redis
 # and two imd nodes on loopback, with benches/load.conf's settings and history on
 # (synchronous = full); beside them, on the same PostgreSQL server, one imd without

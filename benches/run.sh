@@ -5,7 +5,7 @@
 # message beside history off), imd's static files, search and /im/messages beside
 # nginx under wrk, two nodes on PostgreSQL and Redis (benches/cluster.sh), and 19,000
 # sessions back after a restart (by device token, beside passwords). Loopback only, every
-# step bounded; about 17 minutes. Writes target/bench/results.md.
+# step bounded; about 18 minutes. Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
