@@ -5,7 +5,7 @@ CARGO    ?= cargo
 CONFIG   ?= conf/imd.conf
 RELEASE  := target/release
 
-.PHONY: run build cluster test test-rust test-autobahn test-browser test-fuzz bench fmt lint check clean install help soak fuzz fuzz-smoke fuzz-tool
+.PHONY: run build cluster test test-rust test-autobahn test-browser test-fuzz bench bench-cluster fmt lint check clean install help soak fuzz fuzz-smoke fuzz-tool
 
 ## run: build and start imd with conf/imd.conf (web client: http://127.0.0.1:8080/im/www/v1/chat.html)
 run: build
@@ -38,9 +38,13 @@ test-autobahn:
 test-browser: build
 	IMD_BIN=$(CURDIR)/$(RELEASE)/imd bash tests/browser/run.sh
 
-## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx, 19,000 sessions back after a restart (~15 min; writes target/bench/results.md)
+## bench: criterion benches, imd-load against imd (history off and on) and the echo baseline, B4 and fsync, wrk against imd and nginx, the cluster row (bench-cluster), 19,000 sessions back after a restart (~18 min; writes target/bench/results.md)
 bench:
 	bash benches/run.sh
+
+## bench-cluster: make bench's cluster row alone: 2 nodes on PostgreSQL and Redis (make cluster's launcher), p99 across nodes beside on one node, CPU per message beside one node without the bus (~3 min; writes target/bench/cluster/cluster.json)
+bench-cluster:
+	bash benches/cluster.sh
 
 ## fmt: format every crate
 fmt:

@@ -3,9 +3,9 @@
 # imd's message rows; fsync p99), imd under imd-load (idle, chat, storm) beside the raw
 # echo baseline, imd with history on (persisted chat beside B4 and fsync, CPU per
 # message beside history off), imd's static files, search and /im/messages beside
-# nginx under wrk, and 19,000 sessions back after a restart (by device token, beside
-# passwords). Loopback only, every step bounded; about 15 minutes. Writes
-# target/bench/results.md.
+# nginx under wrk, two nodes on PostgreSQL and Redis (benches/cluster.sh), and 19,000
+# sessions back after a restart (by device token, beside passwords). Loopback only, every
+# step bounded; about 18 minutes. Writes target/bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=target/bench
@@ -242,6 +242,9 @@ if [ "$persisted" -gt 0 ]; then
 fi
 kill "$imdh" 2>/dev/null || true
 
+echo "== cluster: two nodes on PostgreSQL and Redis (benches/cluster.sh)"
+bash benches/cluster.sh || echo "the cluster row failed; see $out/cluster" >&2
+
 echo "== restart: 19,000 WSS sessions back after SIGTERM and a start, by device token; by password beside it"
 # imd-load starts this daemon itself (history on, its own ports and database), stops it
 # with SIGTERM after 5 s of chat and starts it again with the shipped argon2 cost (the
@@ -285,6 +288,8 @@ disk, cpu_off, cpu_on = parse('''$disk'''), parse('''$cpu_off'''), parse('''$cpu
 persisted, persisted_line, persisted_capped = float('$persisted'), parse('''$persisted_line'''), '$persisted_capped' == 'true'
 half_h_turns = turns('''$half_h_all''')
 half_h = half_h_turns[len(half_h_turns) // 2] if half_h_turns else None
+cluster_path = os.path.join("$out", "cluster", "cluster.json")
+cluster = json.load(open(cluster_path)) if os.path.exists(cluster_path) else None
 b4 = disk["b4_msgs_per_s"] if disk else 0
 fsync_p99_ms = disk["fsync_p99_us"] / 1000 if disk else None
 per = idle["server_rss"]["bytes_per_session"] if idle.get("server_rss") else None
@@ -301,7 +306,8 @@ def row(what, imd, base, ratio, target, ok, profile=None):
     return f"| {what} | {imd} | {base} | {ratio} | {target} | {'met' if ok else 'MISSED'} |"
 capped = lambda c: " (top step: a lower bound)" if c else ""
 restart_token, restart_password = parse('''$restart_token'''), parse('''$restart_password''')
-bad = lambda key: best[key] + sum(t[key] for t in half_turns) + storm[key] + (persisted_line or {}).get(key, 0) + sum(t[key] for t in half_h_turns) + (restart_token or {}).get(key, 0)
+cluster_turns = sorted((cluster or {}).get("latency_turns", []), key=lambda s: s["p99_us"])
+bad = lambda key: best[key] + sum(t[key] for t in half_turns) + sum(t[key] for t in cluster_turns) + storm[key] + (persisted_line or {}).get(key, 0) + sum(t[key] for t in half_h_turns) + (restart_token or {}).get(key, 0)
 def restart_row():
     what = "WSS sessions back after a restart (SIGTERM, start), from the new process listening"
     r = (restart_token or {}).get("restart")
@@ -322,6 +328,24 @@ def restart_row():
         base = f"by password: none back in {p['window_s']:.0f} s"
     ok = back is not None and back <= 30 and n >= 19000 and r["passwords"] == 0 and restart_token["failed_sessions"] == 0
     return row(what, imd, base, f"{back/pw_s:.3f}" if back and pw_s else "-", "19,000 within 30 s, no password", ok)
+def cluster_rows():
+    what = "cluster (2 nodes, PostgreSQL + Redis, history on, synchronous = full; make cluster's launcher, PostgreSQL fsync off)"
+    if not cluster or not cluster_turns:
+        return [f"| {what} | not measured | - | - | - | |"]
+    t = cluster_turns[len(cluster_turns) // 2]
+    ms = lambda k: f"p99 {t[k]['p99_us']/1000:.2f} ms (p50 {t[k]['p50_us']/1000:.2f} ms)"
+    la = f"load average {t['loadavg_start']:.1f}–{t['loadavg_end']:.1f}"
+    rows = [f"| p99 send→receive across nodes beside on one node, one run: {cluster['rate_latency']} msgs/s, 200 WSS sessions, half the pairs across the 2 nodes (median of {len(cluster_turns)} turns; {la}; {t['serialization_failures']} serialization failures retried) | across nodes {ms('cross')} | on one node {ms('same')} | {t['cross']['p99_us']/t['same']['p99_us']:.2f} | (measured here) | |"]
+    b = cluster.get("balanced")
+    if b:
+        rows.append(f"| the same rate through HAProxy (leastconn places the sessions; load average {b['loadavg_start']:.1f}–{b['loadavg_end']:.1f}; {b['serialization_failures']} serialization failures retried) | p99 {b['p99_us']/1000:.2f} ms (p50 {b['p50_us']/1000:.2f} ms), {b['received']} of {b['sent']} delivered, {b['acks'].get('500', 0)} refused with 500, {b['unanswered']} unanswered | - | - | (measured here) | |")
+    single, cross, same = cluster.get("cpu_single"), cluster.get("cpu_cross"), cluster.get("cpu_same")
+    if single and cross and same and single.get("us_per_msg") and cross.get("us_per_msg"):
+        node = lambda c: f"{c['us_per_msg']:.0f} µs (nodes {' + '.join(f'{u:.0f}' for u in c['node_us_per_msg'])}) + Redis {c['redis_us_per_msg']:.0f} µs ({c['redis_cmds_per_msg']:.1f} commands)"
+        rows.append(f"| CPU per routed message, {cluster['rate_cpu']} msgs/s, 200 WSS sessions, history on, PostgreSQL: imd nodes together ÷ messages (load average {single['loadavg_1m']:.1f}, {cross['loadavg_1m']:.1f}, {same['loadavg_1m']:.1f}) | cluster, pairs across nodes: {node(cross)}; pairs on one node: {node(same)} | one node without [cluster], same PostgreSQL server: {single['us_per_msg']:.0f} µs | {cross['us_per_msg']/single['us_per_msg']:.2f} (across ÷ single), {same['us_per_msg']/single['us_per_msg']:.2f} (one node ÷ single) | (measured here) | |")
+        pg = lambda c: f"{c['pg_us_per_msg']:.0f} µs CPU, {c['wal_bytes_per_msg']:.0f} B WAL, {c['msgs_per_commit']} msgs a commit, {c['serialization_failures']} serialization failures"
+        rows.append(f"| PostgreSQL per routed message, same runs | across nodes: {pg(cross)}; on one node: {pg(same)} | single: {pg(single)} | - | (measured here) | |")
+    return rows
 info = lambda what, value: f"| {what} | {value} | - | - | (measured here, for the rows below) | |"
 us = lambda c: f"{c['us_per_msg']:.1f} µs ({c['routed']} msgs, {c['cpu_s']:.2f} s CPU)" if c and c.get("us_per_msg") is not None else "-"
 rows = [
@@ -336,6 +360,7 @@ rows = [
     row("static 1 KB file, wrk -t2 -c64 (median of 3 turns)", f"{imd_static:.0f} req/s", f"nginx {nginx_static:.0f}", f"{imd_static/nginx_static:.2f}" if nginx_static else "-", "≥ 0.9 × nginx", nginx_static and imd_static / nginx_static >= 0.9),
     row("/im/friends/found, wrk -t2 -c64 (median of 3 turns)", f"{imd_found:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_found/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", nginx_static and imd_found / nginx_static >= 0.5, "perf-found"),
     row("/im/messages (50 messages of 64 B, limit=50), wrk -t2 -c64 (median of 3 turns)", f"{imd_messages:.0f} req/s", f"nginx static {nginx_static:.0f}", f"{imd_messages/nginx_static:.2f}" if nginx_static else "-", "≥ 0.5 × nginx", bool(nginx_static) and imd_messages / nginx_static >= 0.5, "perf-messages"),
+    *cluster_rows(),
     restart_row(),
     row("chat rate during a login storm", f"{storm['rate']:.0f} msgs/s ({storm['logins']} logins)", f"before {storm['baseline_rate']:.0f}", f"drop {drop*100:.1f} %" if drop is not None else "-", "drop ≤ 20 %", drop is not None and drop <= 0.2),
     row("lost / duplicated / misordered", f"{bad('lost')} / {bad('dup')} / {bad('misordered')}", "-", "-", "0", bad('lost') + bad('dup') + bad('misordered') == 0),

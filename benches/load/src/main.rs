@@ -26,14 +26,20 @@
 //!   can; logins/s and the chat rate before and during the storm.
 //! - `echo`   — chat mode against a plain WebSocket echo server (the raw ceiling).
 //!
+//! `--ws` given several times spreads the sessions over the nodes of a cluster
+//! (`placement`): a pair's two users on one node, on two, or half the pairs each way,
+//! with the latencies of messages that crossed nodes and of those that did not
+//! reported apart.
+//!
 //! More sessions than `--per-process` (one process holds at most ~19,000 sockets under
 //! a 20,000 open-file limit) make this process a coordinator: it splits the run into
 //! child imd-load processes, starts them together and merges their figures into the
 //! one summary line.
 //!
-//! Modules: `server` (the daemon a restart run starts, stops and starts again), `link` (a non-blocking plain/TLS socket with WebSocket framing),
-//! `provision` (registration and friending over HTTP), `driver` (the loop and the
-//! modes; `driver/receive` counts what sessions read, `driver/reconnect` drops, logs in
+//! Modules: `server` (the daemon a restart run starts, stops and starts again), `link`
+//! (a non-blocking plain/TLS socket with WebSocket framing), `placement` (which node
+//! each session connects to), `provision` (registration and friending over HTTP),
+//! `driver` (the loop and the modes; `driver/receive` counts what sessions read, `driver/reconnect` drops, logs in
 //! again, resends and fetches, `driver/restart` restarts the daemon and brings every
 //! session back with backoff), `frames` (the server's frames read without a JSON
 //! tree), `ledger` (the per-conversation `seq` checker), `report` (figures, the
@@ -47,6 +53,7 @@ mod frames;
 mod gate;
 mod ledger;
 mod link;
+mod placement;
 mod provision;
 mod report;
 mod server;
@@ -57,12 +64,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use placement::Placement;
+
 /// Everything a run is told.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub mode: Mode,
-    /// WebSocket endpoint (the imd plain or TLS listener, or an echo server).
-    pub ws: SocketAddr,
+    /// WebSocket endpoints (the imd plain or TLS listener, or an echo server): one, or
+    /// one per node of a cluster, sessions spread over them by `placement`.
+    pub ws: Vec<SocketAddr>,
+    /// How the two users of a pair are placed when there are several `ws`.
+    pub placement: Placement,
     pub tls: bool,
     /// Plain HTTP listener for provisioning.
     pub http: SocketAddr,
@@ -122,7 +134,11 @@ impl Mode {
 
 const USAGE: &str = "usage: imd-load MODE [options]
 modes: idle | chat | storm | echo | reconnect | restart
-  --ws ADDR          WebSocket listener (default 127.0.0.1:8080)
+  --ws ADDR          WebSocket listener (default 127.0.0.1:8080); given again, one
+                     per node of a cluster (not in restart mode)
+  --placement P      with several --ws: same (a pair's two users on one node),
+                     cross (on two nodes) or mixed (half the pairs each way, their
+                     latencies reported apart; default)
   --tls              speak TLS to --ws (wss)
   --http ADDR        plain HTTP listener for provisioning (default 127.0.0.1:8080)
   --sessions N       sessions (pairs = N/2; default 100)
@@ -168,7 +184,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
     let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
     let mut o = Options {
         mode,
-        ws: local,
+        ws: Vec::new(),
+        placement: Placement::Mixed,
         tls: false,
         http: local,
         sessions: 100,
@@ -192,7 +209,8 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         let bad = |flag: &str| format!("bad value for {flag}");
         match flag.as_str() {
-            "--ws" => o.ws = value()?.parse().map_err(|_| bad(&flag))?,
+            "--ws" => o.ws.push(value()?.parse().map_err(|_| bad(&flag))?),
+            "--placement" => o.placement = Placement::parse(&value()?).ok_or_else(|| bad(&flag))?,
             "--tls" => o.tls = true,
             "--http" => o.http = value()?.parse().map_err(|_| bad(&flag))?,
             "--sessions" => o.sessions = value()?.parse().map_err(|_| bad(&flag))?,
@@ -222,7 +240,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
             _ => return Err(format!("unknown option {flag}")),
         }
     }
-    for addr in [o.ws, o.http] {
+    if o.ws.is_empty() {
+        o.ws.push(local);
+    }
+    for addr in o.ws.iter().copied().chain([o.http]) {
         if !is_loopback(addr.ip()) {
             return Err(format!(
                 "{addr} is not a loopback address: imd-load only targets this machine"
@@ -251,12 +272,21 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Options, Str
         if o.server_cmd.is_none() {
             return Err("restart mode needs --server-cmd: it stops and starts the daemon".into());
         }
+        if o.ws.len() > 1 {
+            return Err("restart mode restarts one daemon: give --ws once".into());
+        }
         if o.sessions > o.per_process {
             return Err(format!(
                 "restart mode runs in one process: at most --per-process {} sessions",
                 o.per_process
             ));
         }
+    }
+    if o.placement == Placement::Cross && o.ws.len() < 2 {
+        return Err("--placement cross needs two --ws or more: one per node".into());
+    }
+    if (1..o.ws.len()).any(|k| o.ws[..k].contains(&o.ws[k])) {
+        return Err("--ws given twice with the same address: one per node".into());
     }
     if o.source_first == 0 || usize::from(o.source_first) + usize::from(o.sources) > 255 {
         return Err("source addresses must stay within 127.0.0.1 .. 127.0.0.254".into());

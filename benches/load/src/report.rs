@@ -25,9 +25,17 @@ pub struct Summary {
     pub resent: u64,
     pub fetched: u64,
     pub lost: u64,
+    /// Chat and storm: messages with no reply by the end of the wait for what was in
+    /// flight. The server may still hold them, or have lost them: not confirmed either
+    /// way, so not a clean run (`lost` counts only what is known missing).
+    pub unanswered: u64,
     pub duplicated: u64,
     pub misordered: u64,
     pub latency_us: Histogram<u64>,
+    /// With several nodes: the latencies of messages between users on one node, and
+    /// between users on two (`--placement`), beside the run's whole.
+    pub same_us: Histogram<u64>,
+    pub cross_us: Histogram<u64>,
     /// How late each message left the generator, after its intended send time: the
     /// part of the latency that is the generator's (or the machine's) and not the
     /// server's.
@@ -116,6 +124,7 @@ pub struct Part {
     pub resent: u64,
     pub fetched: u64,
     pub lost: u64,
+    pub unanswered: u64,
     pub dup: u64,
     pub misordered: u64,
     pub logins: u64,
@@ -123,6 +132,8 @@ pub struct Part {
     pub baseline_rate: Option<f64>,
     pub latency_v2: String,
     pub send_lag_v2: String,
+    pub same_v2: String,
+    pub cross_v2: String,
 }
 
 impl Summary {
@@ -140,10 +151,13 @@ impl Summary {
             resent: 0,
             fetched: 0,
             lost: 0,
+            unanswered: 0,
             duplicated: 0,
             misordered: 0,
             // 1 µs .. 100 s at 3 significant digits; the bounds are constants.
             latency_us: histogram(),
+            same_us: histogram(),
+            cross_us: histogram(),
             send_lag_us: histogram(),
             server_rss_kb: None,
             logins: 0,
@@ -167,6 +181,7 @@ impl Summary {
             resent: self.resent,
             fetched: self.fetched,
             lost: self.lost,
+            unanswered: self.unanswered,
             dup: self.duplicated,
             misordered: self.misordered,
             logins: self.logins,
@@ -174,6 +189,8 @@ impl Summary {
             baseline_rate: self.baseline_rate,
             latency_v2: encode(&self.latency_us)?,
             send_lag_v2: encode(&self.send_lag_us)?,
+            same_v2: encode(&self.same_us)?,
+            cross_v2: encode(&self.cross_us)?,
         })
     }
 
@@ -188,6 +205,8 @@ impl Summary {
             };
             add(&mut s.latency_us, &p.latency_v2).map_err(|e| format!("part {k}: {e}"))?;
             add(&mut s.send_lag_us, &p.send_lag_v2).map_err(|e| format!("part {k}: {e}"))?;
+            add(&mut s.same_us, &p.same_v2).map_err(|e| format!("part {k}: {e}"))?;
+            add(&mut s.cross_us, &p.cross_v2).map_err(|e| format!("part {k}: {e}"))?;
             s.sessions += p.sessions;
             s.failed_sessions += p.failed_sessions;
             s.seconds = s.seconds.max(p.seconds);
@@ -203,6 +222,7 @@ impl Summary {
             s.resent += p.resent;
             s.fetched += p.fetched;
             s.lost += p.lost;
+            s.unanswered += p.unanswered;
             s.duplicated += p.dup;
             s.misordered += p.misordered;
             s.logins += p.logins;
@@ -217,7 +237,11 @@ impl Summary {
 
     /// No session failed and nothing was lost, duplicated or misordered.
     pub fn clean(&self) -> bool {
-        self.failed_sessions == 0 && self.lost == 0 && self.duplicated == 0 && self.misordered == 0
+        self.failed_sessions == 0
+            && self.lost == 0
+            && self.unanswered == 0
+            && self.duplicated == 0
+            && self.misordered == 0
     }
 
     fn rate(&self) -> f64 {
@@ -242,12 +266,13 @@ impl Summary {
         }
         if self.sent > 0 {
             println!(
-                "sent {} received {} in {:.1} s: {:.0} msgs/s; lost {} duplicated {} misordered {}",
+                "sent {} received {} in {:.1} s: {:.0} msgs/s; lost {} unanswered {} duplicated {} misordered {}",
                 self.sent,
                 self.received,
                 self.seconds,
                 self.rate(),
                 self.lost,
+                self.unanswered,
                 self.duplicated,
                 self.misordered
             );
@@ -265,6 +290,18 @@ impl Summary {
                 lag.value_at_quantile(0.99),
                 lag.max()
             );
+            for (kind, h) in [("on one node", &self.same_us), ("across nodes", &self.cross_us)] {
+                if !h.is_empty() {
+                    println!(
+                        "{} messages {kind}: p50 {} p99 {} p99.9 {} max {} µs",
+                        h.len(),
+                        h.value_at_quantile(0.5),
+                        h.value_at_quantile(0.99),
+                        h.value_at_quantile(0.999),
+                        h.max()
+                    );
+                }
+            }
             println!("acks by code: {:?}; pushes by code: {:?}", self.acks, self.pushes);
         }
         if self.reconnects > 0 {
@@ -317,8 +354,9 @@ impl Summary {
         });
         println!(
             "SUMMARY {{\"mode\":\"{}\",\"sessions\":{},\"failed_sessions\":{},\"seconds\":{:.2},\"sent\":{},\"received\":{},\
-             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"dup\":{},\"misordered\":{},\
-             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{}}}",
+             \"rate\":{:.1},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"lag_p99_us\":{},\"lost\":{},\"unanswered\":{},\"dup\":{},\"misordered\":{},\
+             \"acks\":{{{}}},\"pushes\":{{{}}},\"reconnects\":{},\"resent\":{},\"fetched\":{},\"server_rss\":{},\"logins\":{},\"baseline_rate\":{},\"restart\":{},\
+             \"same\":{},\"cross\":{}}}",
             self.mode,
             self.sessions,
             self.failed_sessions,
@@ -332,6 +370,7 @@ impl Summary {
             h.max(),
             self.send_lag_us.value_at_quantile(0.99),
             self.lost,
+            self.unanswered,
             self.duplicated,
             self.misordered,
             by_code(&self.acks),
@@ -343,8 +382,26 @@ impl Summary {
             self.logins,
             self.baseline_rate.map_or("null".to_string(), |b| format!("{b:.1}")),
             self.restart.as_ref().map_or("null".to_string(), |r| r.json(self.sessions)),
+            kind_json(&self.same_us),
+            kind_json(&self.cross_us),
         );
     }
+}
+
+/// One kind of message's latencies (`same`, `cross`) in the summary line; `null` when
+/// the run had none of that kind (one node, or a placement without it).
+fn kind_json(h: &Histogram<u64>) -> String {
+    if h.is_empty() {
+        return "null".into();
+    }
+    format!(
+        "{{\"received\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max()
+    )
 }
 
 /// 1 µs .. 100 s at 3 significant digits.
@@ -385,6 +442,9 @@ mod tests {
         let mut s = Summary::new(mode, 10);
         for l in latencies {
             s.latency_us.record(*l).expect("in range");
+            // The slow ones stand for messages across nodes.
+            let kind = if *l >= 10_000 { &mut s.cross_us } else { &mut s.same_us };
+            kind.record(*l).expect("in range");
             s.send_lag_us.record(l / 10 + 1).expect("in range");
         }
         s.sent = latencies.len() as u64;
@@ -393,6 +453,7 @@ mod tests {
         s.seconds = seconds;
         s.failed_sessions = 1;
         s.lost = 2;
+        s.unanswered = 1;
         s.duplicated = 3;
         s.misordered = 4;
         s.logins = 5;
@@ -422,7 +483,10 @@ mod tests {
         assert!(m.latency_us.value_at_quantile(0.95) >= 9_990);
         assert_eq!(m.latency_us.max(), m.latency_us.highest_equivalent(10_000));
         assert_eq!(m.latency_us.min(), 100);
-        // The generator's own lateness merges the same way.
+        // The generator's own lateness merges the same way, and each kind's latencies.
+        assert_eq!(m.same_us.len(), 900);
+        assert_eq!(m.cross_us.len(), 100);
+        assert_eq!(m.cross_us.min(), m.cross_us.lowest_equivalent(10_000));
         assert_eq!(m.send_lag_us.len(), 1000);
         assert_eq!(m.send_lag_us.max(), m.send_lag_us.highest_equivalent(1_001));
     }
@@ -438,6 +502,7 @@ mod tests {
         assert_eq!(m.failed_sessions, 2);
         assert_eq!((m.sent, m.received), (100, 100));
         assert_eq!((m.lost, m.duplicated, m.misordered, m.logins), (4, 6, 8, 10));
+        assert_eq!(m.unanswered, 2);
         assert_eq!(m.acks, BTreeMap::from([(200, 98), (508, 2)]));
         assert_eq!(m.seconds, 3.0);
         // 40/2 + 60/3, not 100/3.

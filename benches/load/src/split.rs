@@ -69,8 +69,8 @@ pub fn child_args(o: &Options, share: &Share) -> Vec<String> {
     let mut args: Vec<String> = vec![
         o.mode.name().into(),
         "--child".into(),
-        "--ws".into(),
-        o.ws.to_string(),
+        "--placement".into(),
+        o.placement.name().into(),
         "--http".into(),
         o.http.to_string(),
         "--sessions".into(),
@@ -94,6 +94,9 @@ pub fn child_args(o: &Options, share: &Share) -> Vec<String> {
         "--drops".into(),
         (o.drops * share.sessions as f64 / o.sessions as f64).to_string(),
     ];
+    for ws in &o.ws {
+        args.extend(["--ws".into(), ws.to_string()]);
+    }
     if o.tls {
         args.push("--tls".into());
     }
@@ -171,5 +174,17 @@ mod tests {
         assert_eq!((child.source_first, child.sources), (shares[1].source_first, 2));
         assert_eq!(child.duration, o.duration);
         assert_eq!(child.prefix, "runp1");
+    }
+
+    #[test]
+    fn children_get_every_node_and_the_placement() {
+        let o = options(
+            "chat --sessions 40 --per-process 10 --ws 127.0.0.1:9001 --ws 127.0.0.1:9002 \
+             --placement cross",
+        );
+        let shares = plan(&o).expect("plan");
+        let child = parse_args(child_args(&o, &shares[2])).expect("child options");
+        assert_eq!(child.ws, o.ws);
+        assert_eq!(child.placement, crate::placement::Placement::Cross);
     }
 }

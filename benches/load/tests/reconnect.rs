@@ -123,3 +123,34 @@ fn storm_with_history_numbers_its_second_half_on_from_the_first() {
     assert!(sent >= 50, "{v}");
     assert_eq!((accepted(&v), v["received"].as_u64()), (sent, Some(sent)), "{v}");
 }
+
+#[test]
+fn chat_against_a_server_that_stops_mid_run_counts_the_unanswered_and_fails() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let s = TestServer::start_with(true);
+    let a = args("chat --sessions 4 --rate 200 --duration 3");
+    let mut load = Command::new(env!("CARGO_BIN_EXE_imd-load"))
+        .args(with_server(a, s.plain, &s))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("imd-load runs");
+    let stderr = load.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.expect("a log line").contains("sessions ready") {
+            break;
+        }
+    }
+    // A second of answered chat, then the server goes for good.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    drop(s);
+    std::thread::spawn(move || lines.for_each(drop));
+    let out = load.wait_with_output().expect("imd-load ends");
+    let v = summary(&out);
+    assert_eq!(out.status.code(), Some(1), "{v}");
+    let (sent, replied) = (v["sent"].as_u64().expect("sent"), accepted(&v));
+    assert!(replied > 0 && replied < sent, "{v}");
+    assert_eq!(v["unanswered"].as_u64(), Some(sent - replied), "{v}");
+}

@@ -283,6 +283,7 @@ pub fn run(o: &Options, gate: Option<&Gate>) -> io::Result<Summary> {
             r.summary.baseline_rate = Some(baseline);
             r.summary.logins = r.logins;
             r.summary.lost += before.lost;
+            r.summary.unanswered += before.unanswered;
             r.summary.duplicated += before.duplicated;
             r.summary.misordered += before.misordered;
         }
@@ -312,7 +313,8 @@ impl Run<'_> {
     fn open(&mut self, i: usize, stormer: bool) -> io::Result<()> {
         let last = self.o.source_first + (i % usize::from(self.o.sources)) as u8;
         let source = SocketAddr::from(([127, 0, 0, last], 0));
-        let mut link = Link::connect(source, self.o.ws, self.tls.as_ref())?;
+        let node = self.o.placement.node_of(i, self.o.ws.len());
+        let mut link = Link::connect(source, self.o.ws[node], self.tls.as_ref())?;
         link.output.extend_from_slice(&link::upgrade_request("/im/login"));
         self.poll.registry().register(
             &mut link.sock,
@@ -564,6 +566,11 @@ impl Run<'_> {
         if self.o.mode.keeps_outbox() {
             self.fetch_all_missed(self.t0.elapsed().as_micros() as u64);
             self.summary.failed_sessions = self.o.sessions - self.count(Phase::Ready);
+        } else if self.o.mode != Mode::Echo {
+            // Reconnect and restart count theirs as lost (still in the outbox); echo
+            // has no replies, and counts what never came back as lost.
+            let replied: u64 = self.summary.acks.values().sum();
+            self.summary.unanswered = sent.saturating_sub(replied);
         }
         self.summary.lost = self.lost();
         self.counting = false;

@@ -38,7 +38,7 @@ impl Run<'_> {
         self.summary.duplicated += u64::from(dup);
         self.summary.misordered += u64::from(misordered);
         if !dup {
-            self.received(intended, now_us);
+            self.received(sender / 2, intended, now_us);
         }
     }
 
@@ -51,7 +51,7 @@ impl Run<'_> {
             Push::Fresh { misordered } => {
                 self.summary.misordered += u64::from(misordered);
                 if let Some((_, _, intended)) = payload_parts(payload) {
-                    self.received(intended, now_us);
+                    self.received(user / 2, intended, now_us);
                 }
             }
             Push::Fetched { misordered } => self.summary.misordered += u64::from(misordered),
@@ -61,10 +61,22 @@ impl Run<'_> {
         }
     }
 
-    /// A message reached its receiver for the first time.
-    pub(super) fn received(&mut self, intended_us: u64, now_us: u64) {
+    /// A message of pair `pair` reached its receiver for the first time. With several
+    /// nodes its latency also goes to the histogram of its kind: across nodes or not.
+    pub(super) fn received(&mut self, pair: usize, intended_us: u64, now_us: u64) {
         self.summary.received += 1;
-        let _ = self.summary.latency_us.record(now_us.saturating_sub(intended_us).max(1));
+        let latency = now_us.saturating_sub(intended_us).max(1);
+        let _ = self.summary.latency_us.record(latency);
+        let nodes = self.o.ws.len();
+        if nodes > 1 {
+            let s = &mut self.summary;
+            let kind = if self.o.placement.crosses(pair, nodes) {
+                &mut s.cross_us
+            } else {
+                &mut s.same_us
+            };
+            let _ = kind.record(latency);
+        }
     }
 
     /// The reply to `user`'s send frame `d<n>`. 200 and 202 accept the message (202:

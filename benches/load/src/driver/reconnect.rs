@@ -158,7 +158,7 @@ impl Run<'_> {
                 let intended = m["payload"].as_str().and_then(payload_parts).map(|p| p.2);
                 if let (true, Some(intended)) = (fresh, intended) {
                     self.summary.fetched += 1;
-                    self.received(intended, now_us);
+                    self.received(pair, intended, now_us);
                 }
             }
             if messages.is_empty() || after >= page["last_seq"].as_u64().unwrap_or(0) {

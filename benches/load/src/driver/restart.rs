@@ -82,13 +82,13 @@ impl Restart {
     pub fn start(o: &Options) -> io::Result<Restart> {
         let cmd = o.server_cmd.clone().unwrap_or_default();
         // Else the wait below would take another server for ours.
-        if let Some(busy) = [o.ws, o.http].into_iter().find(|a| server::listening(*a)) {
+        if let Some(busy) = [o.ws[0], o.http].into_iter().find(|a| server::listening(*a)) {
             return Err(io::Error::other(format!(
                 "something already listens on {busy}: restart mode starts its own daemon"
             )));
         }
         let mut server = Server::spawn(&cmd)?;
-        server.wait_listening(&[o.ws, o.http])?;
+        server.wait_listening(&[o.ws[0], o.http])?;
         eprintln!("daemon started (pid {})", server.pid());
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -351,7 +351,7 @@ impl Run<'_> {
                         "the restarted daemon exited ({status})"
                     )));
                 }
-                if server::listening(self.o.ws) {
+                if server::listening(self.o.ws[0]) {
                     r.figures.start_s = since.elapsed().as_secs_f64();
                     eprintln!(
                         "daemon started again (pid {}), listening {:.2} s after its start",

@@ -33,13 +33,27 @@ impl TestServer {
 
     /// Both listeners on port 0, cheap argon2, no rate limits, history as asked.
     pub fn start_with(history: bool) -> TestServer {
+        TestServer::start_in_store(history, "")
+    }
+
+    /// Node `name` of a cluster (docs/cluster.md): history on, the store on the
+    /// PostgreSQL database `url`, the live state through the Redis `redis`.
+    pub fn start_node(url: &str, redis: &str, name: &str) -> TestServer {
+        let layer =
+            format!("[store]\nurl = \"{url}\"\n[cluster]\nredis = \"{redis}\"\nnode = \"{name}\"");
+        TestServer::start_in_store(true, &layer)
+    }
+
+    /// A server with `layer`'s configuration (TOML) over the tests' own: a `[store] url`
+    /// replaces the SQLite file.
+    fn start_in_store(history: bool, layer: &str) -> TestServer {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("imd-load-test-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let web_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../www");
         let load = format!("[limits]\nconnections_per_ip = 0\n[history]\nenabled = {history}\n");
-        let text = daemon_config::config_text(&dir, web_root, &[&load]);
+        let text = daemon_config::config_text(&dir, web_root, &[&load, layer]);
         let config =
             Config::parse(&text, &mut |w| panic!("config warning: {w}")).expect("test config");
         let daemon = Daemon::bind(config).expect("daemon binds");
