@@ -23,7 +23,7 @@ pub enum Verdict {
     /// (filled from the store, brought by its backlog), or the conversation started
     /// again.
     Had(i64),
-    /// It follows what the session has, or nothing is known of the conversation yet.
+    /// It follows what the session has (`seq` 1 of a conversation it knows nothing of).
     Next,
     /// The session's newest is this `seq`: what lies between is missing.
     After(i64),
@@ -57,9 +57,17 @@ impl Order {
                 Verdict::Next
             }
             Some(n) => Verdict::After(std::mem::replace(n, seq)),
+            // Unknown: a conversation begun after the login reply (which gave every
+            // friend's `last_seq`), so the session has none of it yet. Its first frame
+            // may not be `seq` 1: the session's own send can overtake the peer's first
+            // message from another node.
             None => {
                 newest.insert(peer.to_string(), seq);
-                Verdict::Next
+                if seq == 1 {
+                    Verdict::Next
+                } else {
+                    Verdict::After(0)
+                }
             }
         }
     }
@@ -91,9 +99,12 @@ mod tests {
         assert_eq!(o.next(c, "p", 7), Verdict::After(4));
         assert_eq!(o.next(c, "p", 5), Verdict::Had(7), "filled with the gap");
         assert_eq!(o.next(c, "p", 8), Verdict::Next);
-        // Nothing known of a conversation: its first frame sets the place.
-        assert_eq!(o.next(c, "q", 9), Verdict::Next);
-        assert_eq!(o.next(c, "q", 11), Verdict::After(9));
+        // Nothing known of a conversation: it began after the login, so all below the
+        // first frame is missing (the peer's seq 1 overtaken by my own seq 2 here).
+        assert_eq!(o.next(c, "q", 2), Verdict::After(0));
+        assert_eq!(o.next(c, "q", 1), Verdict::Had(2), "filled with the gap");
+        assert_eq!(o.next(c, "q", 4), Verdict::After(2));
+        assert_eq!(o.next(c, "r", 1), Verdict::Next);
         // A lower `has` never moves a session back.
         o.has(c, [("p".to_string(), 2)]);
         assert_eq!(o.next(c, "p", 9), Verdict::Next);

@@ -541,7 +541,10 @@ impl Deliveries {
             Ok(m) => m,
             Err(f) => return f.log(),
         };
-        log::debug!("cluster: {} missing messages sent from the store", missing.len());
+        log::debug!(
+            "cluster: a gap after seq {after} below {before}: seqs {:?} read from the store",
+            missing.iter().map(|m| m.seq).collect::<Vec<_>>()
+        );
         for m in missing.into_iter().filter(|m| m.seq < before) {
             let frame = super::stored_frame(&m);
             if m.from_id == peer {
