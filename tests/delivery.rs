@@ -29,6 +29,19 @@ fn pair(s: &TestServer, via: Via, tag: &str) -> (Session, Session, User, User) {
     (a, b, ua, ub)
 }
 
+/// `from` sends `to`, a friend who is offline, `n` messages of 60 KB numbered in their
+/// first four characters; each is stored (202).
+fn send_stored(from: &mut Session, to: &str, n: i64) {
+    let filler = "x".repeat(60_000);
+    for i in 1..=n {
+        let payload = format!("{i:04}{filler}");
+        from.ws.send_json(&json!({"toFriend": to, "payload": payload, "id": i.to_string()}));
+    }
+    for _ in 1..=n {
+        assert_code(&from.ws.recv(), 202, "Stored For Offline Friend");
+    }
+}
+
 /// Reads every frame up to the server's close, after starting the close handshake
 /// ourselves when `close` (else the server is closing). Returns the text frames.
 fn drain_to_close(ws: &mut Ws, close: bool) -> Vec<Value> {
@@ -76,14 +89,7 @@ fn a_backlog_over_the_output_cap_is_paced_by_the_socket_and_survives_a_dead_sess
         let b_id = b.id.clone();
         drop(b);
         assert_code(&a.ws.recv(), 300, "Friend Offline");
-        let filler = "x".repeat(60_000);
-        for i in 1..=N {
-            let payload = format!("{i:04}{filler}");
-            a.ws.send_json(&json!({"toFriend": b_id, "payload": payload, "id": i.to_string()}));
-        }
-        for _ in 1..=N {
-            assert_code(&a.ws.recv(), 202, "Stored For Offline Friend");
-        }
+        send_stored(&mut a, &b_id, N);
 
         let mut b = Session::login(&s, via, &ub);
         std::thread::sleep(Duration::from_secs(1));
@@ -257,14 +263,7 @@ fn two_sessions_fed_their_backlogs_at_once_each_get_every_message_in_order() {
     let b_id = b.id.clone();
     drop(b);
     assert_code(&a.ws.recv(), 300, "Friend Offline");
-    let filler = "x".repeat(60_000);
-    for i in 1..=N {
-        let payload = format!("{i:04}{filler}");
-        a.ws.send_json(&json!({"toFriend": b_id, "payload": payload, "id": i.to_string()}));
-    }
-    for _ in 1..=N {
-        assert_code(&a.ws.recv(), 202, "Stored For Offline Friend");
-    }
+    send_stored(&mut a, &b_id, N);
     let mut first = Session::login(&s, Via::Plain, &ub);
     let mut second = Session::login(&s, Via::Plain, &ub);
     // Its backlog starts where the marks stood when it began: past what the first
@@ -315,14 +314,7 @@ fn a_conversation_begun_again_during_a_backlog_reaches_it_from_seq_1() {
         a.ws.send_json(&json!({"toFriend": b_id, "payload": format!("a{i}"), "id": "a"}));
         assert_code(&a.ws.recv(), 202, "Stored For Offline Friend");
     }
-    let filler = "x".repeat(60_000);
-    for i in 1..=N {
-        let payload = format!("{i:04}{filler}");
-        c.ws.send_json(&json!({"toFriend": b_id, "payload": payload, "id": i.to_string()}));
-    }
-    for _ in 1..=N {
-        assert_code(&c.ws.recv(), 202, "Stored For Offline Friend");
-    }
+    send_stored(&mut c, &b_id, N);
     let mut b = Session::login(&s, Via::Plain, &ub);
     assert_code(&a.ws.recv(), 302, "Friend Online");
     assert_eq!(
