@@ -93,9 +93,14 @@ impl Restart {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
-        Ok(Restart {
+        Ok(Restart::new(server, o.restart_cmd.clone().unwrap_or(cmd), o, seed | 1))
+    }
+
+    /// The run's state before anything is sent: chatting, nobody back yet.
+    fn new(server: Server, restart_cmd: String, o: &Options, rng: u64) -> Restart {
+        Restart {
             server,
-            restart_cmd: o.restart_cmd.clone().unwrap_or(cmd),
+            restart_cmd,
             by_password: o.password_relogin,
             stage: Stage::Chatting,
             tokens: vec![None; o.sessions],
@@ -108,8 +113,8 @@ impl Restart {
             opening: 0,
             counted: None,
             figures: RestartFigures { password_relogin: o.password_relogin, ..Default::default() },
-            rng: seed | 1,
-        })
+            rng,
+        }
     }
 
     /// The device token `user` logs in with, if it has one and the run uses them.
@@ -400,23 +405,7 @@ mod tests {
 
     fn restart(args: &str) -> Restart {
         let o = parse_args(args.split_whitespace().map(String::from)).expect("options");
-        Restart {
-            server: Server::spawn("sleep 30").expect("sleep runs"),
-            restart_cmd: String::new(),
-            by_password: o.password_relogin,
-            stage: Stage::Chatting,
-            tokens: vec![None; o.sessions],
-            attempts: vec![0; o.sessions],
-            due: BinaryHeap::new(),
-            back_at: vec![None; o.sessions],
-            used_password: vec![false; o.sessions],
-            back: 0,
-            last_back: None,
-            opening: 0,
-            counted: None,
-            figures: RestartFigures::default(),
-            rng: 12345,
-        }
+        Restart::new(Server::spawn("sleep 30").expect("sleep runs"), String::new(), &o, 12345)
     }
 
     #[test]
