@@ -403,19 +403,7 @@ mod tests {
     fn a_reply_is_the_frames_and_marks_of_its_reader() {
         let kept: Vec<HistoryMessage> = (1..=3).map(message).collect();
         let page = Page::new("b", "a", &state(&kept), &kept, true);
-        let frames: Vec<String> = kept
-            .iter()
-            .map(|m| {
-                proto::kept_receive_frame(
-                    &m.dialogue_id,
-                    &m.from_id,
-                    &m.payload,
-                    m.ts_ms,
-                    m.seq,
-                    m.cid.as_deref(),
-                )
-            })
-            .collect();
+        let frames: Vec<String> = kept.iter().map(crate::history::stored_frame).collect();
         let reply = page.reply("b", page.all());
         assert_eq!(
             reply,
