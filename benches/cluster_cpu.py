@@ -20,11 +20,10 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 
-from cpu_per_message import cpu_seconds
+from cpu_per_message import cpu_seconds, start_steady, summary_of
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -100,33 +99,13 @@ def main():
     nodes = [pair(n) for n in sys.argv[1].split(",")]
     redis = None if sys.argv[2] == "-" else pair(sys.argv[2])
     pg, window = pair(sys.argv[3]), float(sys.argv[4])
-    load = subprocess.Popen(sys.argv[5:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready = threading.Event()
-
-    def relay():
-        for line in load.stderr:
-            sys.stderr.write(line)
-            if "sessions ready" in line:
-                ready.set()
-
-    threading.Thread(target=relay, daemon=True).start()
-    limit = time.monotonic() + 120
-    while not ready.wait(0.1):
-        if load.poll() is not None or time.monotonic() > limit:
-            sys.exit("cluster_cpu: imd-load's sessions never got ready")
     answered = lambda: sum(metric_sum(port, ANSWERS) for _, port in nodes)
-    before = answered()
-    while answered() < before + 50:
-        if load.poll() is not None or time.monotonic() > limit:
-            sys.exit("cluster_cpu: imd-load sent nothing")
-        time.sleep(0.1)
-    time.sleep(1)
+    load = start_steady(sys.argv[5:], answered, "cluster_cpu")
     a = sample(nodes, redis, pg)
     time.sleep(window)
     b = sample(nodes, redis, pg)
     load_avg = os.getloadavg()[0]
-    out, _ = load.communicate(timeout=120)
-    summary = next((json.loads(l[8:]) for l in out.splitlines() if l.startswith("SUMMARY ")), None)
+    summary = summary_of(load)
     n = b["answered"] - a["answered"]
     per = lambda seconds: round(seconds * 1e6 / n, 1) if n else None
     node_cpu = [y - x for x, y in zip(a["nodes"], b["nodes"])]

@@ -36,10 +36,12 @@ def answered(port):
     return total
 
 
-def main():
-    pid, port, window = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    load = subprocess.Popen(sys.argv[4:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Login replies count as answers too: wait for imd-load's "sessions ready" first.
+def start_steady(argv, answered, name):
+    """Starts imd-load (`argv`) and returns it once it sends steadily. Login replies
+    count as answers too, so it first waits for imd-load's "sessions ready"; sending has
+    begun once `answered()` grows, and a second later the loop is steady. Exits naming
+    `name` when imd-load never gets there."""
+    load = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready = threading.Event()
 
     def relay():
@@ -52,19 +54,29 @@ def main():
     limit = time.monotonic() + 120
     while not ready.wait(0.1):
         if load.poll() is not None or time.monotonic() > limit:
-            sys.exit("cpu_per_message: imd-load's sessions never got ready")
-    before = answered(port)
-    # Sending has begun once answers come in; a second later the loop is steady.
-    while answered(port) < before + 50:
+            sys.exit(f"{name}: imd-load's sessions never got ready")
+    before = answered()
+    while answered() < before + 50:
         if load.poll() is not None or time.monotonic() > limit:
-            sys.exit("cpu_per_message: imd-load sent nothing")
+            sys.exit(f"{name}: imd-load sent nothing")
         time.sleep(0.1)
     time.sleep(1)
+    return load
+
+
+def summary_of(load):
+    """imd-load's SUMMARY, once it has ended."""
+    out, _ = load.communicate(timeout=120)
+    return next((json.loads(l[8:]) for l in out.splitlines() if l.startswith("SUMMARY ")), None)
+
+
+def main():
+    pid, port, window = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+    load = start_steady(sys.argv[4:], lambda: answered(port), "cpu_per_message")
     t1, c1, n1 = time.monotonic(), cpu_seconds(pid), answered(port)
     time.sleep(window)
     t2, c2, n2 = time.monotonic(), cpu_seconds(pid), answered(port)
-    out, _ = load.communicate(timeout=120)
-    summary = next((json.loads(l[8:]) for l in out.splitlines() if l.startswith("SUMMARY ")), None)
+    summary = summary_of(load)
     routed = n2 - n1
     print("CPU " + json.dumps({
         "us_per_msg": round((c2 - c1) * 1e6 / routed, 1) if routed else None,
