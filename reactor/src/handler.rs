@@ -56,9 +56,10 @@ pub enum CloseReason {
     Shutdown,
 }
 
-/// The application. Every method runs on a worker thread, never on the event loop;
-/// calls for one connection run one at a time and in the order its input arrived,
-/// so a handler needs no per-connection locking to keep replies in order.
+/// The application. Every method runs on a worker thread, except the `*_now` ones,
+/// which the event loop calls on its own thread; calls for one connection run one at a
+/// time and in the order its input arrived, so a handler needs no per-connection
+/// locking to keep replies in order.
 pub trait Handler: Send + Sync + 'static {
     /// A complete HTTP request that is not a WebSocket upgrade.
     fn request(&self, req: Request, remote: &Remote) -> Response;
@@ -87,6 +88,35 @@ pub trait Handler: Send + Sync + 'static {
     /// A data message on `conn`. Replies go out through `remote`, to `conn` or any other
     /// connection; replies to `conn` made here are written before those of its next message.
     fn message(&self, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow;
+
+    /// [`message`](Self::message) at once, on the event loop's thread, or `msg` given
+    /// back untouched for a worker. The loop asks only while every worker sleeps and
+    /// few jobs wait: running a small job itself spares the wake-ups that would cost
+    /// more than the job. So this must never wait (for a disk, a network peer, another
+    /// thread, a lock held for long), and decide before doing anything whether it
+    /// can do it all: a message given back is run by a worker as if new. The default
+    /// gives every message back.
+    fn message_now(
+        &self,
+        conn: ConnId,
+        msg: WsMessage,
+        remote: &Remote,
+    ) -> Result<Flow, WsMessage> {
+        let _ = (conn, remote);
+        Err(msg)
+    }
+
+    /// [`written`](Self::written) at once on the event loop's thread, on the terms of
+    /// [`message_now`](Self::message_now), or the reports given back for a worker. The
+    /// default gives them back.
+    fn written_now(
+        &self,
+        reports: Vec<(ConnId, Vec<u64>)>,
+        remote: &Remote,
+    ) -> Result<(), Vec<(ConnId, Vec<u64>)>> {
+        let _ = remote;
+        Err(reports)
+    }
 
     /// Every byte of the frames sent with these tags ([`Remote::send_text_tracked`])
     /// left for its connection's socket (with TLS: out of rustls too): per connection,

@@ -86,6 +86,9 @@ pub struct Stats {
     pub output_bytes: AtomicI64,
     /// WebSocket data messages received.
     pub ws_messages_in: AtomicU64,
+    /// WebSocket data messages the loop handled itself while every worker slept
+    /// ([`crate::Handler::message_now`]).
+    pub ws_messages_on_loop: AtomicU64,
 }
 
 impl Stats {

@@ -30,6 +30,8 @@ const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Connections a pass serves before it wakes workers for the jobs so far and sends the
 /// replies already made: a pass over a thousand busy connections takes milliseconds.
 const EVENTS_PER_HANDOFF: usize = 64;
+/// Times a pass may run the waiting jobs itself while the workers sleep ([`worker::stand_in`]).
+const STAND_IN_ROUNDS: usize = 2;
 /// tungstenite's read buffer per WebSocket: small, idle connections must stay small.
 const WS_READ_BUFFER: usize = 4 * 1024;
 /// After `accept` fails for want of descriptors or memory, it is tried again this soon
@@ -108,9 +110,8 @@ impl Server {
             static_files,
         } = self;
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
-        let idle = Arc::new(worker::Idle::default());
-        let workers = worker::spawn(config.workers, &jobs_rx, &idle, &handler, &remote)?;
-        drop(jobs_rx);
+        let idle = Arc::new(worker::Idle::new(config.workers));
+        let workers = worker::spawn(&jobs_rx, &idle, &handler, &remote)?;
         let mut state = State {
             conns: Slab::default(),
             dirty: Vec::new(),
@@ -216,6 +217,15 @@ impl Server {
                 state.shed(registry, &mut cx);
             }
             cx.report_written();
+            // A second round takes the report of what the first one wrote.
+            for _ in 0..STAND_IN_ROUNDS {
+                if !worker::stand_in(&jobs_rx, &jobs_tx, &idle, handler.as_ref(), &remote) {
+                    break;
+                }
+                let mut listeners = (&mut plain, &mut tls, &mut shutdown_at);
+                serve_commands(&commands, &mut state, &mut listeners, poll.registry(), &mut cx);
+                cx.report_written();
+            }
             idle.wake_for(&jobs_tx);
             if let Some(at) = shutdown_at {
                 if state.conns.live == 0 {
@@ -227,7 +237,7 @@ impl Server {
                 }
             }
         };
-        drop(jobs_tx);
+        drop((jobs_tx, jobs_rx));
         idle.wake_all();
         for w in workers {
             let _ = w.join();
