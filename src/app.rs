@@ -20,7 +20,7 @@ use crate::daemon::metrics::Metrics;
 use crate::history;
 use crate::history::History;
 use crate::live::directory::{Directory, Listing, INLINE_PICTURE_BYTES};
-use crate::live::friend_cache::FriendCache;
+use crate::live::friend_cache::{FriendCache, Friends};
 use crate::live::rate_limit::Rate;
 use crate::live::sessions::Sessions;
 use crate::routes::Route;
@@ -218,6 +218,14 @@ impl App {
             .map_err(Fail::Store)
     }
 
+    /// [`are_friends`](Self::are_friends), asked where `friends` says.
+    pub fn are_friends_in(&self, friends: &Friends, me: &str, other: &str) -> Result<bool, Fail> {
+        match friends {
+            Friends::Cache => self.are_friends(me, other),
+            Friends::Known(set) => Ok(set.contains(other)),
+        }
+    }
+
     /// Runs `job` on the hasher pool; its outcome answers the request of `later.conn`.
     /// 524 at once when the pool's queue is full.
     pub(crate) fn answer_later(
@@ -359,6 +367,15 @@ impl Handler for App {
         tunnel::message(self, conn, msg, remote)
     }
 
+    fn message_now(
+        &self,
+        conn: ConnId,
+        msg: WsMessage,
+        remote: &Remote,
+    ) -> Result<Flow, WsMessage> {
+        tunnel::message_now(self, conn, msg, remote)
+    }
+
     fn closed(&self, conn: ConnId, reason: CloseReason, remote: &Remote) {
         tunnel::closed(self, conn, reason, remote);
     }
@@ -366,6 +383,16 @@ impl Handler for App {
     /// Pushed messages are in the socket: their delivered marks move (docs/protocol.md §10.3).
     fn written(&self, reports: Vec<(ConnId, Vec<u64>)>, remote: &Remote) {
         self.history.written(self, reports, remote);
+    }
+
+    /// The reports only go on the history writer's queue, which never waits.
+    fn written_now(
+        &self,
+        reports: Vec<(ConnId, Vec<u64>)>,
+        remote: &Remote,
+    ) -> Result<(), Vec<(ConnId, Vec<u64>)>> {
+        self.history.written(self, reports, remote);
+        Ok(())
     }
 }
 

@@ -273,6 +273,12 @@ impl Metrics {
         counter(&mut out, "imd_logins_total", "Successful logins.", self.logins_ok.load(Relaxed));
         counter(
             &mut out,
+            "imd_ws_frames_on_loop_total",
+            "Tunnel frames the event loop answered itself while every worker slept.",
+            stats.ws_messages_on_loop.load(Relaxed),
+        );
+        counter(
+            &mut out,
             "imd_login_failures_total",
             "Failed logins.",
             self.logins_failed.load(Relaxed),

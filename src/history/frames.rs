@@ -7,25 +7,33 @@ use store::NewHistoryMessage;
 
 use super::writer::{Done, Job, Work};
 use crate::app::App;
+use crate::live::friend_cache::Friends;
 use crate::routes::tunnel::{checked_send, now_ms};
 
 /// Longest `cid`, in characters (§10.2).
 const CID_CHARS: usize = 64;
 
 /// A text frame of a logged-in session, other than a heartbeat.
-pub fn frame(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Flow {
+pub fn frame(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    friends: &Friends,
+    remote: &Remote,
+) -> Flow {
     match fields.frame_type() {
         Some("read") => {
-            let code = read(app, conn, me, fields, remote).unwrap_or_else(|c| c);
+            let code = read(app, conn, me, fields, friends, remote).unwrap_or_else(|c| c);
             typed_reply(app, remote, conn, code, "read");
             Flow::Done
         }
         Some("typing") => {
-            let code = typing(app, conn, me, fields, remote).unwrap_or_else(|c| c);
+            let code = typing(app, conn, me, fields, friends, remote).unwrap_or_else(|c| c);
             typed_reply(app, remote, conn, code, "typing");
             Flow::Done
         }
-        _ => send(app, conn, me, fields, remote),
+        _ => send(app, conn, me, fields, friends, remote),
     }
 }
 
@@ -36,9 +44,16 @@ fn typed_reply(app: &App, remote: &Remote, conn: ConnId, code: Code, kind: &str)
 
 /// A send frame: §6.1's checks, then `cid` (527), then the writer commits it; the
 /// connection's next frame waits for the reply.
-fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Flow {
+fn send(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    friends: &Friends,
+    remote: &Remote,
+) -> Flow {
     let reply_id = SendFrame::reply_id(fields);
-    match check(app, conn, me, fields) {
+    match check(app, conn, me, fields, friends) {
         Ok(message) => {
             let Some(owner) = app.me.upgrade() else { return Flow::Done };
             let done = Done { remote: remote.clone(), conn };
@@ -54,10 +69,16 @@ fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> 
     }
 }
 
-fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistoryMessage, Code> {
+fn check(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    friends: &Friends,
+) -> Result<NewHistoryMessage, Code> {
     // The cid's type is checked with the frame's other fields, before any code below.
     let cid = SendFrame::cid(fields)?;
-    let (id, to, payload) = checked_send(app, conn, me, fields)?;
+    let (id, to, payload) = checked_send(app, conn, me, fields, friends)?;
     if let Some(cid) = cid {
         proto::check_chars(cid, CID_CHARS)?;
     }
@@ -74,12 +95,19 @@ fn check(app: &App, conn: ConnId, me: &str, fields: &Fields) -> Result<NewHistor
 
 /// `{"type":"read","with","seq"}`: moves my read mark; 307 to the friend's sessions
 /// and my other sessions (§11.1) when it moved.
-fn read(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) -> Result<Code, Code> {
+fn read(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    friends: &Friends,
+    remote: &Remote,
+) -> Result<Code, Code> {
     let with = fields.text("with")?;
     if with.is_empty() {
         return Err(Code::FriendInfoEmpty);
     }
-    if !app.are_friends(me, with).map_err(|f| f.code())? {
+    if !app.are_friends_in(friends, me, with).map_err(|f| f.code())? {
         return Err(Code::NotRelationOfFriend);
     }
     let seq = fields.non_negative("seq")?.ok_or(Code::ProtocolError)?;
@@ -104,13 +132,14 @@ fn typing(
     conn: ConnId,
     me: &str,
     fields: &Fields,
+    friends: &Friends,
     remote: &Remote,
 ) -> Result<Code, Code> {
     let to = fields.text("to")?;
     if to.is_empty() {
         return Err(Code::FriendInfoEmpty);
     }
-    if !app.are_friends(me, to).map_err(|f| f.code())? {
+    if !app.are_friends_in(friends, me, to).map_err(|f| f.code())? {
         return Err(Code::NotRelationOfFriend);
     }
     if !app.history.take_typing(conn) {

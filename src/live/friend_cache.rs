@@ -8,6 +8,15 @@ use std::sync::{Arc, RwLock};
 
 use store::{Store, StoreError};
 
+/// Where a frame's checks learn whether two users are friends.
+pub enum Friends {
+    /// The cache, which fills itself from the store on a miss (a worker).
+    Cache,
+    /// The sender's friends, taken from the cache when the frame's handling began: the
+    /// event loop never waits for the store ([`reactor::Handler::message_now`]).
+    Known(Arc<HashSet<String>>),
+}
+
 /// Friend sets of senders with a live session.
 #[derive(Default)]
 pub struct FriendCache {
@@ -36,6 +45,11 @@ impl FriendCache {
             sets.insert(me.to_string(), Arc::new(set));
         }
         Ok(found)
+    }
+
+    /// `me`'s friends when they are in memory.
+    pub fn known(&self, me: &str) -> Option<Arc<HashSet<String>>> {
+        self.sets.read().unwrap_or_else(|p| p.into_inner()).get(me).cloned()
     }
 
     /// Drops what is known of `users` (call after the store has changed).
@@ -71,6 +85,16 @@ mod tests {
         cache.forget(["a"]);
         assert!(cache.are_friends("a", "b", load).unwrap());
         assert_eq!(loads.get(), 2);
+    }
+
+    #[test]
+    fn only_a_filled_set_is_known() {
+        let cache = FriendCache::default();
+        assert!(cache.known("a").is_none());
+        cache.are_friends("a", "b", |_| Ok(vec!["b".to_string()])).unwrap();
+        assert!(cache.known("a").is_some_and(|set| set.contains("b")));
+        cache.forget(["a"]);
+        assert!(cache.known("a").is_none());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use reactor::{CloseReason, ConnId, Flow, Remote, Request, WsMessage};
 use crate::app::{App, Fail, Outcome};
 use crate::auth::devices::{self, Remembered};
 use crate::cluster::fanout;
+use crate::live::friend_cache::Friends;
 use crate::live::sessions::{Ended, NotStarted, Online, Session};
 use crate::live::token::new_token;
 use crate::routes::accounts::{authenticate_session, Holder};
@@ -92,13 +93,58 @@ pub fn message(app: &App, conn: ConnId, msg: WsMessage, remote: &Remote) -> Flow
     // No user: a failed login is closing this socket.
     if let Some(me) = app.sessions.user_of(conn) {
         match Fields::parse(text.as_bytes()) {
-            Ok(fields) if fields.is_heartbeat() => heartbeat(app, conn, remote),
-            Ok(fields) if app.config.history.enabled => {
-                return crate::history::frame(app, conn, &me, &fields, remote);
-            }
-            Ok(fields) => send(app, conn, &me, &fields, remote),
+            Ok(fields) => return dialogue(app, conn, &me, &fields, &Friends::Cache, remote),
             Err(code) => reply(app, remote, conn, code, None),
         }
+    }
+    Flow::Done
+}
+
+/// [`message`] on the event loop's thread ([`reactor::Handler::message_now`]): a frame
+/// of a live session that is answered from memory. Given back for a worker: a login (a
+/// password hash, the store), a session whose friends are not in memory yet (the
+/// store), a read mark (the store), and every frame on a node of a cluster (Redis).
+pub fn message_now(
+    app: &App,
+    conn: ConnId,
+    msg: WsMessage,
+    remote: &Remote,
+) -> Result<Flow, WsMessage> {
+    if app.cluster.is_some() {
+        return Err(msg);
+    }
+    let WsMessage::Text(text) = &msg else { return Err(msg) };
+    let Some(me) = app.sessions.user_of(conn) else { return Err(msg) };
+    let Some(friends) = app.friend_cache.known(&me) else { return Err(msg) };
+    match Fields::parse(text.as_bytes()) {
+        Ok(fields) if app.config.history.enabled && fields.frame_type() == Some("read") => {}
+        Ok(fields) => {
+            return Ok(dialogue(app, conn, &me, &fields, &Friends::Known(friends), remote))
+        }
+        Err(code) => {
+            reply(app, remote, conn, code, None);
+            return Ok(Flow::Done);
+        }
+    }
+    Err(msg)
+}
+
+/// A frame of `me`'s live session: a heartbeat, or a send (with history on, also a read
+/// mark or typing).
+fn dialogue(
+    app: &App,
+    conn: ConnId,
+    me: &str,
+    fields: &Fields,
+    friends: &Friends,
+    remote: &Remote,
+) -> Flow {
+    if fields.is_heartbeat() {
+        heartbeat(app, conn, remote);
+    } else if app.config.history.enabled {
+        return crate::history::frame(app, conn, me, fields, friends, remote);
+    } else {
+        send(app, conn, me, fields, friends, remote);
     }
     Flow::Done
 }
@@ -114,10 +160,10 @@ fn heartbeat(app: &App, conn: ConnId, remote: &Remote) {
 }
 
 /// A send frame `{"id","toFriend","payload"}`, checked in the order of §6.1.
-fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, remote: &Remote) {
+fn send(app: &App, conn: ConnId, me: &str, fields: &Fields, friends: &Friends, remote: &Remote) {
     // Every reply to a frame whose id is a non-empty string carries it.
     let id = SendFrame::reply_id(fields);
-    let code = check_send(app, conn, me, fields, remote).unwrap_or_else(|code| code);
+    let code = check_send(app, conn, me, fields, friends, remote).unwrap_or_else(|code| code);
     reply(app, remote, conn, code, id);
 }
 
@@ -126,9 +172,10 @@ fn check_send(
     conn: ConnId,
     me: &str,
     fields: &Fields,
+    friends: &Friends,
     remote: &Remote,
 ) -> Result<Code, Code> {
-    let (id, to, payload) = checked_send(app, conn, me, fields)?;
+    let (id, to, payload) = checked_send(app, conn, me, fields, friends)?;
     let ts = now_ms();
     let friends = app.sessions.conns_of(to);
     let places = fanout::sessions_elsewhere(app, to);
@@ -173,6 +220,7 @@ pub(crate) fn checked_send<'f>(
     conn: ConnId,
     me: &str,
     fields: &'f Fields,
+    friends: &Friends,
 ) -> Result<(&'f str, &'f str, &'f str), Code> {
     let SendFrame { id, to_friend: to, payload } = SendFrame::from_fields(fields)?;
     if to.is_empty() {
@@ -186,7 +234,7 @@ pub(crate) fn checked_send<'f>(
     };
     app.config.fields.check(Field::Payload, payload)?;
     app.config.fields.check(Field::DialogueId, id)?;
-    if !app.are_friends(me, to).map_err(|f| f.code())? {
+    if !app.are_friends_in(friends, me, to).map_err(|f| f.code())? {
         return Err(Code::NotRelationOfFriend);
     }
     if !app.sessions.take_send(conn) {
