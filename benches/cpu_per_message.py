@@ -6,7 +6,11 @@ sending phase: provisioning (registrations, argon2, TLS handshakes) costs the da
 more than a low rate of messages does, and is no part of the figure.
 
 usage: cpu_per_message.py PID HTTP_PORT WINDOW_S imd-load chat ARGS…
-Prints `CPU {json}` (us_per_msg, routed, cpu_s, seconds, and imd-load's summary)."""
+Prints `CPU {json}` (us_per_msg, routed, cpu_s, seconds, and imd-load's summary).
+
+With HTTP_PORT `-` (a server with no metrics: the echo baseline, driven by `imd-load
+echo`), the messages are imd-load's `--rate` times the window: at 1,000 a second every
+one is echoed."""
 
 import json
 import os
@@ -70,12 +74,19 @@ def summary_of(load):
     return next((json.loads(l[8:]) for l in out.splitlines() if l.startswith("SUMMARY ")), None)
 
 
+def offered(argv):
+    """Messages imd-load has offered by now at its `--rate`."""
+    rate = float(argv[argv.index("--rate") + 1])
+    return lambda: int(time.monotonic() * rate)
+
+
 def main():
-    pid, port, window = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    load = start_steady(sys.argv[4:], lambda: answered(port), "cpu_per_message")
-    t1, c1, n1 = time.monotonic(), cpu_seconds(pid), answered(port)
+    pid, window = int(sys.argv[1]), float(sys.argv[3])
+    count = offered(sys.argv[4:]) if sys.argv[2] == "-" else (lambda: answered(int(sys.argv[2])))
+    load = start_steady(sys.argv[4:], count, "cpu_per_message")
+    t1, c1, n1 = time.monotonic(), cpu_seconds(pid), count()
     time.sleep(window)
-    t2, c2, n2 = time.monotonic(), cpu_seconds(pid), answered(port)
+    t2, c2, n2 = time.monotonic(), cpu_seconds(pid), count()
     summary = summary_of(load)
     routed = n2 - n1
     print("CPU " + json.dumps({
