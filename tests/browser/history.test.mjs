@@ -328,7 +328,12 @@ test('after a reconnect, what was not acked is resent with its cid, once; gaps a
   const [alice, bob] = await offlinePair();
   const a = await routed(alice);
   const b = await page(bob);
-  await friendButton(a.p, 'Bob').click();
+  // The chat's first page is read before the message is sent: a page read after its
+  // commit would carry it, with its cid, and settle it without the ack.
+  await Promise.all([
+    a.p.waitForResponse((r) => r.url().includes('/im/messages')),
+    friendButton(a.p, 'Bob').click(),
+  ]);
   await friendButton(b, 'Alice').click();
 
   // The server stores the message and Bob gets it, but the ack never reaches Alice.
