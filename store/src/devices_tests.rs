@@ -137,7 +137,7 @@ fn version_5_migrates_with_an_empty_device_table() {
         .unwrap();
     }
     let mut s = db.open();
-    assert_eq!(s.schema_version().unwrap(), 6);
+    assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
     assert_eq!(s.device_count("a").unwrap(), 0);
     s.add_device("a", &hash(1), 0, 10).unwrap();
     assert_eq!(s.user_by_id("a").unwrap().unwrap().account, "A");

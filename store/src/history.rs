@@ -197,6 +197,30 @@ fn message_row(r: &Row<'_>) -> rusqlite::Result<HistoryMessage> {
     })
 }
 
+/// The messages to `?1` above its delivered marks, at most `?2`. Read through
+/// `history_by_to`, in its order: never the whole table (a login's cost must not grow
+/// with everyone else's history).
+pub(crate) fn undelivered_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM history h
+         WHERE h.to_id = ?1
+           AND h.seq > COALESCE((SELECT delivered FROM marks
+                                 WHERE user_id = ?1 AND peer_id = h.from_id), 0)
+         ORDER BY h.a, h.b, h.seq LIMIT ?2"
+    )
+}
+
+/// The messages to `?1` above the cursor `?2` (a JSON object of sender → `seq`), like
+/// [`undelivered_sql`] through `history_by_to`.
+pub(crate) fn undelivered_slice_sql() -> String {
+    format!(
+        "SELECT {MESSAGE_COLUMNS} FROM history h
+         LEFT JOIN json_each(?2) c ON c.key = h.from_id
+         WHERE h.to_id = ?1 AND h.seq > COALESCE(c.value, 0)
+         ORDER BY h.a, h.b, h.seq"
+    )
+}
+
 fn append_one(tx: &Transaction<'_>, m: &NewHistoryMessage) -> rusqlite::Result<Appended> {
     if let Some(cid) = &m.cid {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM history WHERE from_id = ?1 AND cid = ?2");
@@ -343,14 +367,7 @@ impl Sqlite {
     /// The messages to `user` above its delivered marks, conversation by conversation,
     /// each in `seq` order; at most `limit` in all.
     pub fn undelivered(&self, user: &str, limit: usize) -> Result<Vec<HistoryMessage>> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM history h
-             WHERE h.to_id = ?1
-               AND h.seq > COALESCE((SELECT delivered FROM marks
-                                     WHERE user_id = ?1 AND peer_id = h.from_id), 0)
-             ORDER BY h.a, h.b, h.seq LIMIT ?2"
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut st = self.conn.prepare_cached(&undelivered_sql())?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = st.query_map(params![user, limit], message_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -376,13 +393,7 @@ impl Sqlite {
         limit: usize,
         bytes: usize,
     ) -> Result<(Vec<HistoryMessage>, bool)> {
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM history h
-             LEFT JOIN json_each(?2) c ON c.key = h.from_id
-             WHERE h.to_id = ?1 AND h.seq > COALESCE(c.value, 0)
-             ORDER BY h.a, h.b, h.seq"
-        );
-        let mut st = self.conn.prepare_cached(&sql)?;
+        let mut st = self.conn.prepare_cached(&undelivered_slice_sql())?;
         let mut rows = st.query_map(params![user, cursor.json()], message_row)?;
         let (mut slice, mut total) = (Vec::new(), 0);
         for row in rows.by_ref() {

@@ -319,13 +319,14 @@ fn retention_keeps_the_counter(kind: Kind) {
 }
 
 /// Version 4 numbers friend requests per target; version 5 keeps conversations;
-/// version 6 remembers devices.
+/// version 6 remembers devices; version 7 indexes history by receiver.
 #[test]
 fn schema_5_keeps_conversations_after_the_request_seq_of_4() {
-    assert_eq!(SCHEMA_VERSION, 6);
+    assert_eq!(SCHEMA_VERSION, 7);
     assert!(MIGRATIONS[3].contains("ALTER TABLE requests ADD COLUMN seq"));
     assert!(MIGRATIONS[4].contains("CREATE TABLE conversations"));
     assert!(MIGRATIONS[5].contains("CREATE TABLE devices"));
+    assert!(MIGRATIONS[6].contains("CREATE INDEX history_by_to"));
 }
 
 /// A database at `version` (3: before both; 4: with the request seq) holding offline
@@ -577,4 +578,31 @@ fn an_unfriending_racing_appends_and_marks_leaves_nothing_of_the_conversation(ki
             assert_eq!(n, 0, "round {round}: {table}");
         }
     }
+}
+
+/// A login's backlog is read through `history_by_to`, in its order, whatever the size
+/// of the table: before schema 7 each login scanned all of history on the writer's
+/// thread (200 logins over 100,000 kept messages held sends back for seconds).
+#[test]
+fn a_backlog_is_read_by_index_and_never_scans_history() {
+    let db = TempDb::new(Kind::Sqlite);
+    let s = db.open();
+    let conn = Connection::open(db.path()).unwrap();
+    for (sql, params) in [
+        (crate::history::undelivered_sql(), vec!["u".to_string(), "10".to_string()]),
+        (crate::history::undelivered_slice_sql(), vec!["u".to_string(), "{}".to_string()]),
+    ] {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = st
+            .query_map(rusqlite::params_from_iter(params), |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("USING INDEX history_by_to")), "{plan:?}");
+        assert!(
+            !plan.iter().any(|p| p.starts_with("SCAN h") || p.contains("TEMP B-TREE")),
+            "{plan:?}"
+        );
+    }
+    drop(s);
 }
