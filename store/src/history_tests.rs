@@ -296,6 +296,15 @@ fn remove_and_erase_delete_the_conversation_and_refriending_starts_at_one(kind: 
         s.append_messages(&[msg("a", "b", Some("x"), "1")]).unwrap(),
         vec![Appended::New { seq: 1 }]
     );
+    // "c" is the pair's `b`: its conversation goes too, and a's with "b" stays.
+    s.delete_user("c").unwrap();
+    let of_c = s.count_for_tests(
+        "SELECT (SELECT count(*) FROM history WHERE 'c' IN (a, b))
+              + (SELECT count(*) FROM conversations WHERE 'c' IN (a, b))
+              + (SELECT count(*) FROM marks WHERE 'c' IN (user_id, peer_id))",
+    );
+    assert_eq!(of_c, 0);
+    assert_eq!(s.conversation("a", "b").unwrap().last_seq, 1);
     s.delete_user("a").unwrap();
     let left = s.count_for_tests(
         "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM conversations)
@@ -319,10 +328,12 @@ fn retention_keeps_the_counter(kind: Kind) {
 }
 
 /// Version 4 numbers friend requests per target; version 5 keeps conversations;
-/// version 6 remembers devices; version 7 indexes history by receiver.
+/// version 6 remembers devices; version 7 indexes history by receiver; version 8 lets
+/// an erase find its rows by index.
 #[test]
 fn schema_5_keeps_conversations_after_the_request_seq_of_4() {
-    assert_eq!(SCHEMA_VERSION, 7);
+    assert_eq!(SCHEMA_VERSION, 8);
+    assert!(MIGRATIONS[7].contains("CREATE TRIGGER conversations_of_erased"));
     assert!(MIGRATIONS[3].contains("ALTER TABLE requests ADD COLUMN seq"));
     assert!(MIGRATIONS[4].contains("CREATE TABLE conversations"));
     assert!(MIGRATIONS[5].contains("CREATE TABLE devices"));
@@ -603,6 +614,31 @@ fn a_backlog_is_read_by_index_and_never_scans_history() {
             !plan.iter().any(|p| p.starts_with("SCAN h") || p.contains("TEMP B-TREE")),
             "{plan:?}"
         );
+    }
+    drop(s);
+}
+
+/// An erase reaches the account's rows by index: each statement of the trigger of
+/// schema 8, planned alone, searches and never scans (the trigger of schema 5 read all
+/// of history, conversations and marks with the write lock held).
+#[test]
+fn an_erase_never_scans_history_conversations_or_marks() {
+    let db = TempDb::new(Kind::Sqlite);
+    let s = db.open();
+    let conn = Connection::open(db.path()).unwrap();
+    let trigger = MIGRATIONS[7];
+    let deletes: Vec<String> = trigger
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("DELETE FROM"))
+        .map(|l| l.trim_end_matches(';').replace("old.id", "?1"))
+        .collect();
+    assert_eq!(deletes.len(), 6);
+    for sql in deletes {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> =
+            st.query_map(["u"], |r| r.get::<_, String>(3)).unwrap().map(Result::unwrap).collect();
+        assert!(!plan.iter().any(|p| p.starts_with("SCAN")), "{sql}: {plan:?}");
     }
     drop(s);
 }

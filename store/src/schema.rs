@@ -216,6 +216,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     //    thread that commits every send: with 100,000 messages kept, 200 logins held
     //    sends back for seconds.
     "CREATE INDEX history_by_to ON history(to_id, a, b, seq);",
+    // 8: an erase finds the account's conversations, messages and marks by index. The
+    //    trigger of version 5 tested every row of the three tables (`from_id = ? OR
+    //    to_id = ?`), holding the write lock, and with it every send, for as long. A
+    //    message's pair is (sender, receiver) ordered, so "sent or received by the user"
+    //    is "of a conversation the user is `a` or `b` of".
+    "CREATE INDEX conversations_by_b ON conversations(b);
+    CREATE INDEX marks_by_peer ON marks(peer_id);
+    DROP TRIGGER conversations_of_erased;
+    CREATE TRIGGER conversations_of_erased AFTER DELETE ON users BEGIN
+        DELETE FROM history WHERE a = old.id;
+        DELETE FROM history WHERE (a, b) IN (SELECT a, b FROM conversations WHERE b = old.id);
+        DELETE FROM conversations WHERE a = old.id;
+        DELETE FROM conversations WHERE b = old.id;
+        DELETE FROM marks WHERE user_id = old.id;
+        DELETE FROM marks WHERE peer_id = old.id;
+    END;",
 ];
 
 /// The schema version this build migrates to.

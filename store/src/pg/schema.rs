@@ -124,6 +124,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // 7: SQLite's version 7 indexes history by receiver; PostgreSQL has had that
     //    index (`history_by_to`) since its version 5, so this step only counts.
     "SELECT 1;",
+    // 8: as SQLite's version 8, an erase finds the account's rows by index.
+    r#"CREATE INDEX conversations_by_b ON conversations(b);
+    CREATE INDEX marks_by_peer ON marks(peer_id);
+    CREATE OR REPLACE FUNCTION conversations_of_erased() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        DELETE FROM history WHERE a = OLD.id;
+        DELETE FROM history h USING conversations c
+         WHERE c.b = OLD.id AND h.a = c.a AND h.b = c.b;
+        DELETE FROM conversations WHERE a = OLD.id;
+        DELETE FROM conversations WHERE b = OLD.id;
+        DELETE FROM marks WHERE user_id = OLD.id;
+        DELETE FROM marks WHERE peer_id = OLD.id;
+        RETURN NULL;
+    END $$;"#,
 ];
 
 /// The version this build migrates a PostgreSQL database to: SQLite's.
