@@ -391,7 +391,7 @@ impl Handler for App {
         reports: Vec<(ConnId, Vec<u64>)>,
         remote: &Remote,
     ) -> Result<(), Vec<(ConnId, Vec<u64>)>> {
-        self.history.written(self, reports, remote);
+        self.written(reports, remote);
         Ok(())
     }
 }

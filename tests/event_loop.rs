@@ -11,14 +11,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::{json, Value};
 
-/// `imd_ws_frames_on_loop_total` from `/im/metrics`.
 fn on_loop(s: &TestServer) -> u64 {
-    let r = http(s, Via::Plain, "GET", "/im/metrics", "");
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("imd_ws_frames_on_loop_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("imd_ws_frames_on_loop_total in {text}"))
+    metric(s, "imd_ws_frames_on_loop_total")
 }
 
 fn ask(ws: &mut Ws, frame: Value) -> Value {

@@ -416,12 +416,7 @@ fn remove_deletes_the_conversation_and_refriending_starts_at_seq_1() {
 
 /// Store operations so far, from `/im/metrics`.
 fn store_ops(s: &TestServer) -> u64 {
-    let r = http(s, Via::Plain, "GET", "/im/metrics", "");
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix("imd_store_op_seconds_count "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("store ops in {text}"))
+    metric(s, "imd_store_op_seconds_count")
 }
 
 #[test]

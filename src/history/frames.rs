@@ -37,6 +37,12 @@ pub fn frame(
     }
 }
 
+/// Whether [`frame`] would write the store for this frame (a read mark): the event
+/// loop, which never waits for the store, leaves such a frame to a worker.
+pub fn writes_store(fields: &Fields) -> bool {
+    fields.frame_type() == Some("read")
+}
+
 fn typed_reply(app: &App, remote: &Remote, conn: ConnId, code: Code, kind: &str) {
     app.metrics.ws_reply(code);
     remote.send_text(conn, Reply::new(code).str("type", kind).finish());

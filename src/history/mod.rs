@@ -39,7 +39,7 @@ use crate::app::App;
 
 use crate::live::rate_limit::{Bucket, Rate};
 
-pub use frames::frame;
+pub use frames::{frame, writes_store};
 pub use login::{after_session, before_session, mark_entries};
 pub use messages::{expire, messages};
 pub use writer::Writer;

@@ -117,7 +117,7 @@ pub fn message_now(
     let Some(me) = app.sessions.user_of(conn) else { return Err(msg) };
     let Some(friends) = app.friend_cache.known(&me) else { return Err(msg) };
     match Fields::parse(text.as_bytes()) {
-        Ok(fields) if app.config.history.enabled && fields.frame_type() == Some("read") => {}
+        Ok(fields) if app.config.history.enabled && crate::history::writes_store(&fields) => {}
         Ok(fields) => {
             return Ok(dialogue(app, conn, &me, &fields, &Friends::Known(friends), remote))
         }

@@ -435,6 +435,18 @@ pub fn http(
     read_reply(&mut s)
 }
 
+/// The value of the unlabelled counter or gauge `name` in `/im/metrics`; panics when it
+/// is missing.
+pub fn metric(server: &impl Listening, name: &str) -> u64 {
+    let r = http(server, Via::Plain, "GET", "/im/metrics", "");
+    let text = String::from_utf8_lossy(&r.body).to_string();
+    let prefix = format!("{name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {text}"))
+}
+
 /// GET `target`, reply as JSON.
 #[track_caller]
 pub fn get(server: &impl Listening, via: Via, target: &str) -> Value {
